@@ -7,7 +7,7 @@ CNI_TOOLS := $(PLUGINS)/main/bridge $(PLUGINS)/ipam/host-local $(PLUGINS)/meta/p
 FUZZTIME  ?= 30s
 TESTFLAGS ?=
 
-.PHONY: all build test lint unit fuzz bench lab clean
+.PHONY: all build deps test lint unit fuzz bench lab clean
 
 all: build
 
@@ -22,19 +22,30 @@ lint:
 	@out="$$(gofmt -l cmd internal)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Every test: lint, then all packages against the binaries in ./bin.
-test: build lint
+# Apt packages the tests drive (iproute2, iptables, nftables, etcd-server...),
+# installed only when missing.
+deps:
+	@bash hack/deps.sh
+
+# Every test: install what is missing, build, lint, then all packages against
+# the binaries in ./bin.
+test: deps build lint
 	WEFT_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
 
 # Only the tests that need neither root nor binaries.
 unit:
 	$(GO) test -count=1 -short ./...
 
-# Run every fuzz target for FUZZTIME each; new crashers land in testdata/fuzz.
+# Run every fuzz target for FUZZTIME each, then keep the corpus: the inputs the
+# fuzzer found interesting are copied from the build cache into the package's
+# testdata/fuzz, so that `make test` replays them.
 fuzz:
-	@for pkg in $$($(GO) list ./...); do \
+	@cache="$$($(GO) env GOCACHE)/fuzz"; \
+	for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    if [ -d "$$cache/$$pkg/$$f" ]; then mkdir -p "$$dir/testdata/fuzz/$$f"; cp -n "$$cache/$$pkg/$$f"/* "$$dir/testdata/fuzz/$$f/"; fi; \
 	  done; \
 	done
 

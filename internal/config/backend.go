@@ -109,7 +109,7 @@ func unsupportedBackends() map[string]string {
 
 func parseBackend(raw json.RawMessage, c *NetConf, warnings *[]string) (Backend, error) {
 	b := Backend{Type: BackendVXLAN}
-	var obj map[string]json.RawMessage
+	obj := map[string]json.RawMessage{}
 	if raw != nil && !isNull(raw) {
 		if jsonKind(raw) != "an object" {
 			return Backend{}, fmt.Errorf("%w: Backend must be an object such as {\"Type\": \"vxlan\"}, not %s", ErrNetConf, jsonKind(raw))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs, from Debian's apt, the tools the tests drive, when they are missing.
+# Idempotent and quick when everything is present; `make test` runs it first.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+# command -> Debian package
+declare -A pkgs=(
+  [ip]=iproute2 [ping]=iputils-ping [iptables]=iptables [nft]=nftables
+  [etcd]=etcd-server [pkill]=procps [make]=make
+)
+missing=()
+for cmd in "${!pkgs[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkgs[$cmd]}")
+done
+[ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: missing ${missing[*]}; run as root (or install them) to run every test" >&2
+  exit 0 # root-only tests skip with a message; plain tests still run
+fi
+echo "deps: installing ${missing[*]}"
+apt-get update -qq
+# No recommends: wireguard-tools and friends would otherwise pull in a kernel image.
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian's etcd-server package may start a service on 2379; tests use their own
+# loopback ports, so stop it rather than share state with it.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd 2>/dev/null || true; fi
+pkill -x etcd 2>/dev/null || true

@@ -1,0 +1,204 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestParseNetConfDefaults(t *testing.T) {
+	tests := []struct {
+		name, json       string
+		v4len            int
+		v4min, v4max     string
+		v6len            int
+		v6min, v6max     string
+		backend          string
+		warningSubstring string
+	}{
+		{name: "slash16", json: `{"Network":"10.244.0.0/16"}`, v4len: 24, v4min: "10.244.1.0", v4max: "10.244.254.0", backend: "vxlan"},
+		{name: "slash22", json: `{"Network":"10.0.0.0/22"}`, v4len: 24, v4min: "10.0.1.0", v4max: "10.0.2.0", backend: "vxlan"},
+		{name: "slash23", json: `{"Network":"10.0.0.0/23"}`, v4len: 25, v4min: "10.0.0.128", v4max: "10.0.1.0", backend: "vxlan"},
+		{name: "slash28", json: `{"Network":"10.0.0.0/28"}`, v4len: 30, v4min: "10.0.0.4", v4max: "10.0.0.8", backend: "vxlan"},
+		{name: "explicit len and range", json: `{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.10.0.0","SubnetMax":"10.20.0.0"}`,
+			v4len: 20, v4min: "10.10.0.0", v4max: "10.20.0.0", backend: "vxlan"},
+		{name: "keys any case", json: `{"network":"10.1.0.0/16","SUBNETLEN":26,"backend":{"type":"HOST-GW"}}`,
+			v4len: 26, v4min: "10.1.0.64", v4max: "10.1.255.128", backend: "host-gw"},
+		{name: "dual stack", json: `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`,
+			v4len: 24, v4min: "10.244.1.0", v4max: "10.244.254.0", v6len: 64, v6min: "fd00:10:244:1::", v6max: "fd00:10:244:fe::", backend: "vxlan"},
+		{name: "ipv6 only", json: `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/120"}`,
+			v6len: 122, v6min: "fd00::40", v6max: "fd00::80", backend: "vxlan"},
+		{name: "ipv6 /124", json: `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/124","IPv6SubnetLen":126}`,
+			v6len: 126, v6min: "fd00::4", v6max: "fd00::8", backend: "vxlan"},
+		{name: "host bits masked", json: `{"Network":"10.244.7.0/16"}`, v4len: 24, v4min: "10.244.1.0", v4max: "10.244.254.0",
+			backend: "vxlan", warningSubstring: "has host bits set"},
+		{name: "unknown key warns", json: `{"Network":"10.244.0.0/16","Frobnicate":1}`, v4len: 24, v4min: "10.244.1.0",
+			v4max: "10.244.254.0", backend: "vxlan", warningSubstring: `unknown key "Frobnicate"`},
+		{name: "windows option warns", json: `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MacPrefix":"0E-2A"}}`,
+			v4len: 24, v4min: "10.244.1.0", v4max: "10.244.254.0", backend: "vxlan", warningSubstring: "MacPrefix is a Windows-only option"},
+		{name: "unknown option warns", json: `{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Turbo":true}}`,
+			v4len: 24, v4min: "10.244.1.0", v4max: "10.244.254.0", backend: "udp", warningSubstring: `unknown key "Turbo" in Backend (udp)`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, warnings, err := ParseNetConf([]byte(tc.json))
+			if err != nil {
+				t.Fatalf("ParseNetConf: %v", err)
+			}
+			checkFamily(t, "IPv4", c.IPv4, tc.v4len, tc.v4min, tc.v4max)
+			checkFamily(t, "IPv6", c.IPv6, tc.v6len, tc.v6min, tc.v6max)
+			if c.Backend.Type != tc.backend {
+				t.Errorf("Backend.Type = %q, want %q", c.Backend.Type, tc.backend)
+			}
+			joined := strings.Join(warnings, "\n")
+			if tc.warningSubstring == "" && len(warnings) > 0 {
+				t.Errorf("unexpected warnings: %s", joined)
+			}
+			if !strings.Contains(joined, tc.warningSubstring) {
+				t.Errorf("warnings %q do not mention %q", joined, tc.warningSubstring)
+			}
+		})
+	}
+}
+
+func checkFamily(t *testing.T, name string, f Family, bits int, min, max string) {
+	t.Helper()
+	if bits == 0 {
+		if f.Enabled {
+			t.Errorf("%s enabled, want disabled", name)
+		}
+		return
+	}
+	if !f.Enabled || f.SubnetLen != bits || f.SubnetMin != netip.MustParseAddr(min) || f.SubnetMax != netip.MustParseAddr(max) {
+		t.Errorf("%s = %+v, want /%d from %s to %s", name, f, bits, min, max)
+	}
+	if _, err := f.Pool(); err != nil {
+		t.Errorf("%s pool: %v", name, err)
+	}
+}
+
+func TestParseNetConfErrors(t *testing.T) {
+	tests := []struct{ name, json, want string }{
+		{"not json", `{"Network":`, "the file is not a JSON object"},
+		{"array", `[1,2]`, "the file is not a JSON object"},
+		{"trailing", `{"Network":"10.0.0.0/16"} {}`, "unexpected data after the JSON object"},
+		{"no network", `{}`, "Network is missing (required when EnableIPv4 is true)"},
+		{"network not string", `{"Network":16}`, "Network must be a string, not a number"},
+		{"network not cidr", `{"Network":"10.0.0.0"}`, `Network "10.0.0.0" is not a CIDR such as 10.244.0.0/16`},
+		{"network v6 in v4", `{"Network":"fd00::/48"}`, "Network fd00::/48 is not an IPv4 CIDR"},
+		{"too small", `{"Network":"10.0.0.0/29"}`, "Network 10.0.0.0/29 is too small: the longest usable prefix is /28"},
+		{"subnetlen 31", `{"Network":"10.0.0.0/16","SubnetLen":31}`, "SubnetLen 31 is longer than 30"},
+		{"subnetlen short", `{"Network":"10.0.0.0/16","SubnetLen":17}`, "SubnetLen 17 is shorter than 18: Network 10.0.0.0/16 must hold at least 4 subnets"},
+		{"subnetlen type", `{"Network":"10.0.0.0/16","SubnetLen":"24"}`, "SubnetLen must be a number, not a string"},
+		{"subnetlen fraction", `{"Network":"10.0.0.0/16","SubnetLen":24.5}`, "SubnetLen 24.5 is not a whole number"},
+		{"subnetlen negative", `{"Network":"10.0.0.0/16","SubnetLen":-1}`, "SubnetLen -1 is below 0"},
+		{"min outside", `{"Network":"10.0.0.0/16","SubnetMin":"10.1.0.0"}`, "SubnetMin 10.1.0.0 is outside Network 10.0.0.0/16"},
+		{"min unaligned", `{"Network":"10.0.0.0/16","SubnetMin":"10.0.1.5"}`, "SubnetMin 10.0.1.5 is not the start of a /24 subnet (did you mean 10.0.1.0?)"},
+		{"max not addr", `{"Network":"10.0.0.0/16","SubnetMax":"ten"}`, `SubnetMax "ten" is not an IPv4 address`},
+		{"min after max", `{"Network":"10.0.0.0/16","SubnetMin":"10.0.9.0","SubnetMax":"10.0.8.0"}`, "SubnetMin 10.0.9.0 is after SubnetMax 10.0.8.0"},
+		{"dup key", `{"Network":"10.0.0.0/16","network":"10.1.0.0/16"}`, `Network is given twice, as "Network" and "network"`},
+		{"no family", `{"EnableIPv4":false}`, "EnableIPv4 and EnableIPv6 are both false"},
+		{"enable not bool", `{"Network":"10.0.0.0/16","EnableIPv6":"yes"}`, "EnableIPv6 must be true or false, not a string"},
+		{"v6 missing", `{"Network":"10.0.0.0/16","EnableIPv6":true}`, "IPv6Network is missing (required when EnableIPv6 is true)"},
+		{"v6 too small", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/125"}`, "IPv6Network fd00::/125 is too small: the longest usable prefix is /124"},
+		{"v6 len long", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/64","IPv6SubnetLen":127}`, "IPv6SubnetLen 127 is longer than 126"},
+		{"v6 len short", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/64","IPv6SubnetLen":65}`, "IPv6SubnetLen 65 is shorter than 66"},
+		{"v6 min v4", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMin":"10.0.0.0"}`, "IPv6SubnetMin 10.0.0.0 is not an IPv6 address"},
+		{"nft not bool", `{"Network":"10.0.0.0/16","EnableNFTables":1}`, "EnableNFTables must be true or false, not a number"},
+		{"backend not object", `{"Network":"10.0.0.0/16","Backend":"vxlan"}`, `Backend must be an object such as {"Type": "vxlan"}, not a string`},
+		{"backend unknown", `{"Network":"10.0.0.0/16","Backend":{"Type":"carrier-pigeon"}}`, `Backend.Type "carrier-pigeon" is unknown; use one of vxlan, host-gw, udp, ipip, wireguard`},
+		{"backend cloud", `{"Network":"10.0.0.0/16","Backend":{"Type":"aws-vpc"}}`, `Backend.Type "aws-vpc" (a cloud-provider route backend) is not supported by weft`},
+		{"backend type number", `{"Network":"10.0.0.0/16","Backend":{"Type":1}}`, "Backend.Type must be a string, not a number"},
+		{"vni string", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":"one"}}`, "Backend.VNI must be a number, not a string"},
+		{"vni big", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}`, "Backend.VNI 16777216 is above 16777215"},
+		{"vxlan port big", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","Port":65536}}`, "Backend.Port 65536 is above 65535"},
+		{"vxlan gbp type", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","GBP":"true"}}`, "Backend.GBP must be true or false, not a string"},
+		{"vxlan mtu small", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":60}}`, "Backend.MTU 60 is below the minimum 68"},
+		{"vxlan mtu v6", `{"Network":"10.0.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","Backend":{"Type":"vxlan","MTU":1200}}`, "Backend.MTU 1200 is below the minimum 1280"},
+		{"udp port zero", `{"Network":"10.0.0.0/16","Backend":{"Type":"udp","Port":0}}`, "Backend.Port 0 is below 1"},
+		{"ipip dr type", `{"Network":"10.0.0.0/16","Backend":{"Type":"ipip","DirectRouting":1}}`, "Backend.DirectRouting must be true or false, not a number"},
+		{"ipip v6 only", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"ipip"}}`, "ipip carries IPv4 only"},
+		{"wg port", `{"Network":"10.0.0.0/16","Backend":{"Type":"wireguard","ListenPort":70000}}`, "Backend.ListenPort 70000 is above 65535"},
+		{"wg mode", `{"Network":"10.0.0.0/16","Backend":{"Type":"wireguard","Mode":"both"}}`, `Backend.Mode "both" is not one of separate, auto, ipv4, ipv6`},
+		{"wg keepalive", `{"Network":"10.0.0.0/16","Backend":{"Type":"wireguard","PersistentKeepaliveInterval":-5}}`, "Backend.PersistentKeepaliveInterval -5 is below 0"},
+		{"wg psk", `{"Network":"10.0.0.0/16","Backend":{"Type":"wireguard","PSK":"c2VjcmV0"}}`, "Backend.PSK is not a base64-encoded 32-byte key"},
+		{"dup option", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":1,"vni":2}}`, `VNI in Backend (vxlan) is given twice`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ParseNetConf([]byte(tc.json))
+			if err == nil {
+				t.Fatalf("ParseNetConf(%s) succeeded, want error containing %q", tc.json, tc.want)
+			}
+			if !errors.Is(err, ErrNetConf) {
+				t.Errorf("error %v does not wrap ErrNetConf", err)
+			}
+			if !strings.HasPrefix(err.Error(), "net-conf.json: ") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error = %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseNetConfPSKNotEchoed(t *testing.T) {
+	const secret = "not-a-key-but-secret"
+	_, _, err := ParseNetConf([]byte(`{"Network":"10.0.0.0/16","Backend":{"Type":"wireguard","PSK":"` + secret + `"}}`))
+	if err == nil || strings.Contains(err.Error(), secret) {
+		t.Fatalf("error %v must exist and must not contain the PSK", err)
+	}
+	c, _, err := ParseNetConf([]byte(`{"Network":"10.0.0.0/16","Backend":{"Type":"wireguard","PSK":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Backend.WireGuard.String(); strings.Contains(s, "AAAA") || !strings.Contains(s, "PSK=set") {
+		t.Errorf("String() = %q leaks or hides the PSK state", s)
+	}
+}
+
+func TestBackendDefaults(t *testing.T) {
+	parse := func(backend string) Backend {
+		t.Helper()
+		c, _, err := ParseNetConf([]byte(`{"Network":"10.0.0.0/16"` + backend + `}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Backend
+	}
+	if b := parse(""); b.Type != BackendVXLAN || b.VXLAN != (VXLANOptions{VNI: 1, Port: 8472}) {
+		t.Errorf("missing Backend = %+v, want vxlan VNI 1 port 8472", b)
+	}
+	if b := parse(`,"Backend":{}`); b.Type != BackendVXLAN {
+		t.Errorf("Backend without Type = %q, want vxlan", b.Type)
+	}
+	if b := parse(`,"Backend":{"Type":"vxlan","VNI":4096,"Port":4789,"GBP":true,"Learning":true,"DirectRouting":true,"MTU":1400}`); b.VXLAN != (VXLANOptions{VNI: 4096, Port: 4789, GBP: true, Learning: true, DirectRouting: true, MTU: 1400}) {
+		t.Errorf("vxlan options = %+v", b.VXLAN)
+	}
+	if b := parse(`,"Backend":{"Type":"udp"}`); b.UDP.Port != 8285 {
+		t.Errorf("udp port = %d, want 8285", b.UDP.Port)
+	}
+	if b := parse(`,"Backend":{"Type":"ipip","DirectRouting":true}`); !b.IPIP.DirectRouting {
+		t.Errorf("ipip DirectRouting not read")
+	}
+	want := WireGuardOptions{ListenPort: 51820, ListenPortV6: 51821, Mode: WireGuardSeparate}
+	if b := parse(`,"Backend":{"Type":"wireguard"}`); b.WireGuard != want {
+		t.Errorf("wireguard = %+v, want %+v", b.WireGuard, want)
+	}
+	if b := parse(`,"Backend":{"type":"WireGuard","mode":"AUTO","persistentKeepaliveInterval":25}`); b.WireGuard.Mode != WireGuardAuto || b.WireGuard.PersistentKeepaliveInterval != 25 {
+		t.Errorf("wireguard = %+v", b.WireGuard)
+	}
+}
+
+// The kube-flannel manifest's net-conf.json and a seed document's.
+func TestRealWorldConfigs(t *testing.T) {
+	for _, js := range []string{
+		"{\n  \"Network\": \"10.244.0.0/16\",\n  \"EnableNFTables\": false,\n  \"Backend\": {\n    \"Type\": \"vxlan\"\n  }\n}\n",
+		`{"Network": "172.16.0.0/16", "Backend": {"Type": "vxlan", "Directrouting": true}}`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"ipip","DirectRouting":true}}`,
+		`{"Network":"10.244.0.0/16","IPv6Network":"2001:cafe:42::/56","EnableIPv6":true,"Backend":{"Type":"vxlan"}}`,
+	} {
+		if _, warnings, err := ParseNetConf([]byte(js)); err != nil || len(warnings) > 0 {
+			t.Errorf("ParseNetConf(%s) = %v, warnings %v", js, err, warnings)
+		}
+	}
+}
