@@ -3,23 +3,29 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
+	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/backend/hostgw"
+	"github.com/weft-net/weft/internal/backend/vxlan"
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/daemon"
+	"github.com/weft-net/weft/internal/store/etcd"
 	"github.com/weft-net/weft/internal/version"
 )
 
-// errNotImplemented ends a run whose configuration is valid but that this
-// build cannot serve yet: weftd must not pretend to run.
-var errNotImplemented = errors.New("this build validates its configuration only: the lease store and data plane " +
-	"land with the daemon issue, so weftd exits without touching the node")
-
 func main() {
-	if err := run(os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "weftd:", err)
 		if errors.Is(err, config.ErrFlag) {
 			os.Exit(2)
@@ -28,7 +34,7 @@ func main() {
 	}
 }
 
-func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
 	opts, err := config.ParseOptions(args, lookupEnv)
 	if err != nil {
 		return err
@@ -47,8 +53,29 @@ func run(args []string, lookupEnv func(string) (string, bool), stdout, stderr io
 		if err := checkNetConf(log, opts.NetConfigPath); err != nil {
 			return err
 		}
+		return errors.New("--kube-subnet-mgr: the Kubernetes lease store is not in this build yet; use etcd")
 	}
-	return errNotImplemented
+	st, err := etcd.New(etcd.Options{Endpoints: opts.EtcdEndpoints, Prefix: opts.EtcdPrefix, KeyFile: opts.EtcdKeyfile,
+		CertFile: opts.EtcdCertfile, CAFile: opts.EtcdCAFile, Username: opts.EtcdUsername, Password: opts.EtcdPassword,
+		Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return daemon.Run(ctx, opts, daemon.Deps{
+		Logger:   log,
+		Store:    st,
+		Backends: backends(),
+		NewRules: newRules(log, &opts),
+	})
+}
+
+// backends is the explicit registry of the data planes in this build.
+func backends() backend.Registry {
+	return backend.Registry{
+		config.BackendVXLAN:  vxlan.New,
+		config.BackendHostGW: hostgw.New,
+	}
 }
 
 func newLogger(w io.Writer, verbosity int) *slog.Logger {
@@ -65,16 +92,12 @@ func checkNetConf(log *slog.Logger, path string) error {
 	if err != nil {
 		return fmt.Errorf("read --net-config-path: %w", err)
 	}
-	nc, warnings, err := config.ParseNetConf(data)
+	_, warnings, err := config.ParseNetConf(data)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	for _, w := range warnings {
 		log.Warn(w, "file", path)
 	}
-	for _, f := range nc.Families() {
-		log.Info("network", "network", f.Network, "subnet-len", f.SubnetLen, "subnet-min", f.SubnetMin, "subnet-max", f.SubnetMax)
-	}
-	log.Info("backend", "type", nc.Backend.Type)
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -16,23 +17,15 @@ func noEnv(string) (string, bool) { return "", false }
 
 func TestRunHelpAndVersion(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if err := run([]string{"--help"}, noEnv, &out, &errOut); err != nil {
+	if err := run(context.Background(), []string{"--help"}, noEnv, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "--subnet-lease-renew-margin") {
 		t.Errorf("--help output lacks flags:\n%s", out.String())
 	}
 	out.Reset()
-	if err := run([]string{"--version"}, noEnv, &out, &errOut); err != nil || !strings.HasPrefix(out.String(), "weftd 0.") {
+	if err := run(context.Background(), []string{"--version"}, noEnv, &out, &errOut); err != nil || !strings.HasPrefix(out.String(), "weftd 0.") {
 		t.Errorf("--version = %q, %v", out.String(), err)
-	}
-}
-
-func TestRunDoesNotPretend(t *testing.T) {
-	var out, errOut bytes.Buffer
-	err := run(nil, noEnv, &out, &errOut)
-	if !errors.Is(err, errNotImplemented) {
-		t.Fatalf("run = %v, want errNotImplemented", err)
 	}
 }
 
@@ -50,14 +43,14 @@ func TestRunKubeModeValidatesNetConf(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":"one"}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(args, env, &out, &errOut); !errors.Is(err, config.ErrNetConf) || !strings.Contains(err.Error(), "Backend.VNI") {
+	if err := run(context.Background(), args, env, &out, &errOut); !errors.Is(err, config.ErrNetConf) || !strings.Contains(err.Error(), "Backend.VNI") {
 		t.Errorf("run with a bad VNI = %v, want an error naming Backend.VNI", err)
 	}
 	if err := os.WriteFile(path, []byte(`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MacPrefix":"0E-2A"}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	errOut.Reset()
-	if err := run(args, env, &out, &errOut); !errors.Is(err, errNotImplemented) {
+	if err := run(context.Background(), args, env, &out, &errOut); err == nil || !strings.Contains(err.Error(), "Kubernetes lease store is not in this build") {
 		t.Errorf("run with a good config = %v", err)
 	}
 	if !strings.Contains(errOut.String(), "MacPrefix is a Windows-only option") {
@@ -83,7 +76,8 @@ func TestBinaryExitStatus(t *testing.T) {
 		{[]string{"--subnet-lease-renew-margin", "2000"}, nil, 2, "weftd: --subnet-lease-renew-margin: 2000 is outside 1..1439\n"},
 		{nil, []string{"FLANNELD_IPTABLES_RESYNC=x"}, 2, "weftd: FLANNELD_IPTABLES_RESYNC (--iptables-resync): \"x\" is not a whole number\n"},
 		{[]string{"--version"}, nil, 0, ""},
-		{[]string{"--etcd-username=u", "--etcd-password=topsecret"}, nil, 1, "exits without touching the node"},
+		{[]string{"--etcd-username=u", "--etcd-password=topsecret", "--kube-subnet-mgr", "--net-config-path=/nonexistent"},
+			[]string{"NODE_NAME=n"}, 1, "read --net-config-path"},
 	} {
 		cmd := exec.Command(bin, tc.args...)
 		cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, tc.env...)

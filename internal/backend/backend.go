@@ -1,0 +1,115 @@
+// Package backend defines the data-plane backends' interface, the external
+// interface they run over, and the registry the daemon picks a backend from.
+// A backend owns its devices; the routes, neighbours and FDB entries of its
+// peers are computed as a desired reconcile.State and written by the one
+// reconciler, never by the backend itself.
+package backend
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/netlinkx"
+	"github.com/weft-net/weft/internal/reconcile"
+)
+
+// External is the node's interface for inter-node traffic.
+type External struct {
+	Name  string
+	Index int
+	MTU   int
+	// Addrs are the interface's addresses with their prefix lengths; a peer
+	// whose public address lies in one of them is directly connected.
+	Addrs []netip.Prefix
+	// PublicIP and PublicIPv6 are what other nodes send to (--public-ip or
+	// the interface's address); the zero Addr when that family has none.
+	PublicIP, PublicIPv6 netip.Addr
+}
+
+// DirectlyConnected reports whether a is on one of the interface's subnets.
+func (e External) DirectlyConnected(a netip.Addr) bool {
+	for _, p := range e.Addrs {
+		if p.Masked().Contains(a) && p.Bits() < p.Addr().BitLen() {
+			return true
+		}
+	}
+	return false
+}
+
+// Backend is one data plane.
+type Backend interface {
+	// Attrs returns what the node publishes in its lease (BackendType and
+	// BackendData). It may create or adopt devices whose identity (a VTEP
+	// MAC) the data must carry.
+	Attrs(ctx context.Context) (lease.Attrs, error)
+	// Ensure makes the backend's devices exist, up, with the own lease's
+	// addresses and the right MTU. It is idempotent and is called at start
+	// and whenever a device is found missing.
+	Ensure(ctx context.Context, own lease.Lease) error
+	// Peer returns the kernel objects that make one peer's subnets
+	// reachable, or why the peer's lease cannot be used by this backend (the
+	// caller logs that once per lease and installs nothing for it).
+	Peer(own lease.Lease, peer lease.Lease) (reconcile.State, error)
+	// Links returns the indices of the devices the backend manages (their
+	// neighbours and FDB entries belong to weft).
+	Links() []int
+	// Devices returns the names of the backend's devices (to notice their
+	// deletion).
+	Devices() []string
+	// MTU is the MTU pods must use (FLANNEL_MTU).
+	MTU() int
+}
+
+// Deps are what a backend is built with.
+type Deps struct {
+	Net      *config.NetConf
+	External External
+	Netlink  *netlinkx.Handle
+	Logger   *slog.Logger
+}
+
+// Factory builds a backend.
+type Factory func(Deps) (Backend, error)
+
+// Registry maps backend types to factories. It is built explicitly by the
+// daemon (no init-time registration).
+type Registry map[string]Factory
+
+// New builds the backend named by d.Net.Backend.Type.
+func (r Registry) New(d Deps) (Backend, error) {
+	f, ok := r[d.Net.Backend.Type]
+	if !ok {
+		names := make([]string, 0, len(r))
+		for n := range r {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("backend %q is not available in this build (available: %s)", d.Net.Backend.Type, strings.Join(names, ", "))
+	}
+	b, err := f(d)
+	if err != nil {
+		return nil, fmt.Errorf("start %s backend: %w", d.Net.Backend.Type, err)
+	}
+	return b, nil
+}
+
+// PeerCheck validates the fields every backend needs of a peer lease: the
+// same backend type, and not the node itself.
+func PeerCheck(own lease.Lease, peer lease.Lease, backendType string) error {
+	switch {
+	case peer.Attrs.BackendType != backendType:
+		return fmt.Errorf("its BackendType %q is not this node's %q", peer.Attrs.BackendType, backendType)
+	case peer.Key() == own.Key():
+		return fmt.Errorf("it is this node's own lease")
+	case peer.Attrs.PublicIP.IsValid() && peer.Attrs.PublicIP == own.Attrs.PublicIP,
+		peer.Attrs.PublicIPv6.IsValid() && peer.Attrs.PublicIPv6 == own.Attrs.PublicIPv6:
+		return fmt.Errorf("it carries this node's own public address")
+	}
+	return nil
+}

@@ -1,0 +1,250 @@
+// Package daemon is weftd: it takes a lease from the store, sets up the
+// backend, masquerade rules and subnet.env, and keeps the kernel reconciled to
+// the leases of every other node until it is stopped.
+//
+// Design notes:
+//   - Lease events, netlink deletion notices and a slow timer only change the
+//     reconciler's desired state or its view of the kernel; one loop applies
+//     the difference. A deleted route, neighbour or FDB entry is restored by
+//     the next Apply; a deleted vxlan device is recreated and every peer
+//     replayed (flannel leaves such a node cut off).
+//   - Start-up does a full Sync: routes of leases that vanished while weftd
+//     was down are removed before the node is declared ready.
+//   - SIGTERM (ctx cancelled) leaves routes, devices, neighbours, FDB
+//     entries, rules and the lease in place, so pods keep talking while the
+//     daemon restarts; the next start adopts them.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/netlinkx"
+	"github.com/weft-net/weft/internal/reconcile"
+	"github.com/weft-net/weft/internal/store"
+	"github.com/weft-net/weft/internal/subnetfile"
+)
+
+// Rules is the masquerade and forward rule manager.
+type Rules interface {
+	// Set installs the rules for the cluster networks and the node's own
+	// subnets (idempotent).
+	Set(ctx context.Context, networks, own []netip.Prefix) error
+	// Run re-checks and restores the rules until ctx ends.
+	Run(ctx context.Context) error
+}
+
+// Deps are the daemon's collaborators.
+type Deps struct {
+	Logger   *slog.Logger
+	Store    store.Store
+	Backends backend.Registry
+	// NewRules builds the rule manager once the configuration is known
+	// (iptables or nftables); nil when neither --ip-masq nor
+	// --iptables-forward-rules asks for rules.
+	NewRules func(nc *config.NetConf) (Rules, error)
+	// ResyncEvery is the period of the full kernel check; 0 means 30 s.
+	ResyncEvery time.Duration
+	// Ready, when set, is called once the node is up (subnet.env written).
+	Ready func(own lease.Lease)
+}
+
+// Daemon is one run of weftd.
+type Daemon struct {
+	o   config.Options
+	d   Deps
+	log *slog.Logger
+
+	nl      *netlinkx.Handle
+	nc      *config.NetConf
+	be      backend.Backend
+	rec     *reconcile.Reconciler
+	rules   Rules
+	own     lease.Lease
+	peers   map[string]lease.Lease
+	bad     map[string]string // peers skipped, with the reason logged
+	health  health
+	retry   *time.Timer
+	started time.Time
+}
+
+// Run runs the daemon until ctx ends (nil: a clean stop that leaves the data
+// plane in place) or something it cannot recover from happens.
+func Run(ctx context.Context, o config.Options, d Deps) error {
+	if d.ResyncEvery <= 0 {
+		d.ResyncEvery = 30 * time.Second
+	}
+	dm := &Daemon{o: o, d: d, log: d.Logger, peers: map[string]lease.Lease{}, bad: map[string]string{}}
+	dm.health.setReason("starting")
+	dm.retry = time.NewTimer(time.Hour)
+	dm.retry.Stop()
+	if o.HealthzPort > 0 {
+		addr, err := dm.health.serve(ctx, o.HealthzIP, o.HealthzPort)
+		if err != nil {
+			return err
+		}
+		dm.log.Info("health server listening", "addr", addr.String())
+	}
+	dm.started = time.Now()
+	if err := dm.start(ctx); err != nil {
+		return err
+	}
+	return dm.loop(ctx)
+}
+
+func (dm *Daemon) start(ctx context.Context) error {
+	var err error
+	if dm.nc, err = dm.networkConfig(ctx); err != nil {
+		return err
+	}
+	if dm.nl, err = netlinkx.New(); err != nil {
+		return err
+	}
+	ext, err := chooseExternal(dm.nl, &dm.o, dm.nc)
+	if err != nil {
+		return fmt.Errorf("choose the external interface: %w", err)
+	}
+	dm.log.Info("external interface", "name", ext.Name, "public-ip", ext.PublicIP, "public-ipv6", ext.PublicIPv6, "mtu", ext.MTU)
+	if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Netlink: dm.nl, Logger: dm.log.With("backend", dm.nc.Backend.Type)}); err != nil {
+		return err
+	}
+	dm.health.setReason("acquiring a lease")
+	if err := dm.acquire(ctx); err != nil {
+		return err
+	}
+	if err := dm.be.Ensure(ctx, dm.own); err != nil {
+		return fmt.Errorf("set up the %s device: %w", dm.nc.Backend.Type, err)
+	}
+	dm.rec = reconcile.New(dm.nl, dm.log.With("component", "reconciler"))
+	dm.rec.SetScope(dm.scope())
+	if err := dm.blackhole(); err != nil {
+		return err
+	}
+	if dm.d.NewRules != nil {
+		if dm.rules, err = dm.d.NewRules(dm.nc); err != nil {
+			return fmt.Errorf("masquerade rules: %w", err)
+		}
+		if err := dm.rules.Set(ctx, dm.networks(), dm.ownSubnets()); err != nil {
+			return fmt.Errorf("masquerade rules: %w", err)
+		}
+	}
+	if err := dm.writeSubnetFile(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// networkConfig reads the configuration from the store, retrying with
+// backoff while the store is unreachable or has none.
+func (dm *Daemon) networkConfig(ctx context.Context) (*config.NetConf, error) {
+	wait := 200 * time.Millisecond
+	for {
+		nc, err := dm.d.Store.NetworkConfig(ctx)
+		if err == nil {
+			return nc, nil
+		}
+		if errors.Is(err, config.ErrNetConf) {
+			return nil, err // a bad config does not get better by waiting
+		}
+		dm.health.setReason("no network configuration: " + err.Error())
+		dm.log.Warn("waiting for the network configuration", "err", err, "retry-in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+func (dm *Daemon) acquire(ctx context.Context) error {
+	attrs, err := dm.be.Attrs(ctx)
+	if err != nil {
+		return fmt.Errorf("backend attributes: %w", err)
+	}
+	req := store.AcquireRequest{Config: dm.nc, Attrs: attrs}
+	if prev, err := subnetfile.Read(dm.o.SubnetFile); err == nil {
+		if prev.Subnet.IsValid() {
+			req.Previous = prev.Subnet.Masked()
+		}
+		if prev.IPv6Subnet.IsValid() {
+			req.PreviousIPv6 = prev.IPv6Subnet.Masked()
+		}
+	}
+	wait := 200 * time.Millisecond
+	for {
+		own, err := dm.d.Store.AcquireLease(ctx, req)
+		if err == nil {
+			dm.own = own
+			return nil
+		}
+		if errors.Is(err, store.ErrNoFreeSubnet) || ctx.Err() != nil {
+			return fmt.Errorf("acquire a lease: %w", err)
+		}
+		dm.log.Warn("acquire a lease", "err", err, "retry-in", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait + rand.N(wait/2)):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+func (dm *Daemon) networks() []netip.Prefix {
+	var out []netip.Prefix
+	for _, f := range dm.nc.Families() {
+		out = append(out, f.Network)
+	}
+	return out
+}
+
+func (dm *Daemon) ownSubnets() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []netip.Prefix{dm.own.Subnet, dm.own.IPv6Subnet} {
+		if s.IsValid() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (dm *Daemon) scope() reconcile.Scope {
+	return reconcile.Scope{Networks: dm.networks(), Own: dm.ownSubnets(), Links: dm.be.Links()}
+}
+
+func (dm *Daemon) blackhole() error {
+	if !dm.o.IPBlackholeRoute {
+		return nil
+	}
+	for _, s := range dm.ownSubnets() {
+		if err := dm.nl.ReplaceBlackhole(s); err != nil {
+			return fmt.Errorf("blackhole route %s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+func (dm *Daemon) writeSubnetFile() error {
+	e := subnetfile.Env{MTU: dm.be.MTU(), IPMasq: dm.o.IPMasq}
+	if s := dm.own.Subnet; s.IsValid() {
+		e.Networks = []netip.Prefix{dm.nc.IPv4.Network}
+		e.Subnet = netip.PrefixFrom(s.Masked().Addr().Next(), s.Bits())
+	}
+	if s := dm.own.IPv6Subnet; s.IsValid() {
+		e.IPv6Networks = []netip.Prefix{dm.nc.IPv6.Network}
+		e.IPv6Subnet = netip.PrefixFrom(s.Masked().Addr().Next(), s.Bits())
+	}
+	if err := subnetfile.Write(dm.o.SubnetFile, e); err != nil {
+		return fmt.Errorf("write subnet file: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/netlinkx"
+)
+
+// linkInfo is a link with its addresses.
+type linkInfo struct {
+	link  netlink.Link
+	addrs []netip.Prefix
+}
+
+// chooseExternal picks the interface for inter-node traffic as flanneld
+// does: --iface (name or address, first match), else --iface-regex (name or
+// address), else --iface-can-reach, else the default route's interface; then
+// the public addresses (--public-ip/--public-ipv6 or the interface's).
+func chooseExternal(h *netlinkx.Handle, o *config.Options, nc *config.NetConf) (backend.External, error) {
+	links, err := allLinks(h)
+	if err != nil {
+		return backend.External{}, err
+	}
+	li, how, err := pickLink(h, links, o)
+	if err != nil {
+		return backend.External{}, err
+	}
+	ext := backend.External{Name: li.link.Attrs().Name, Index: li.link.Attrs().Index, MTU: li.link.Attrs().MTU, Addrs: li.addrs}
+	if nc.IPv4.Enabled {
+		ext.PublicIP = o.PublicIP
+		if !ext.PublicIP.IsValid() {
+			ext.PublicIP = firstGlobal(li.addrs, false)
+		}
+		if !ext.PublicIP.IsValid() {
+			return backend.External{}, fmt.Errorf("interface %s (%s) has no IPv4 address; give --public-ip or choose another with --iface", ext.Name, how)
+		}
+	}
+	if nc.IPv6.Enabled {
+		ext.PublicIPv6 = o.PublicIPv6
+		if !ext.PublicIPv6.IsValid() {
+			ext.PublicIPv6 = firstGlobal(li.addrs, true)
+		}
+		if !ext.PublicIPv6.IsValid() {
+			return backend.External{}, fmt.Errorf("interface %s (%s) has no global IPv6 address; give --public-ipv6 or choose another with --iface", ext.Name, how)
+		}
+	}
+	if ext.MTU <= 0 {
+		return backend.External{}, fmt.Errorf("interface %s reports MTU %d", ext.Name, ext.MTU)
+	}
+	return ext, nil
+}
+
+func allLinks(h *netlinkx.Handle) ([]linkInfo, error) {
+	links, err := h.Links()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	out := make([]linkInfo, 0, len(links))
+	for _, l := range links {
+		addrs, err := h.LinkAddrs(l)
+		if err != nil {
+			return nil, fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
+		}
+		out = append(out, linkInfo{link: l, addrs: addrs})
+	}
+	return out, nil
+}
+
+func pickLink(h *netlinkx.Handle, links []linkInfo, o *config.Options) (linkInfo, string, error) {
+	if len(o.Iface) > 0 {
+		for _, want := range o.Iface {
+			for _, li := range links {
+				if li.link.Attrs().Name == want || hasAddr(li, want) {
+					return li, "--iface " + want, nil
+				}
+			}
+		}
+		return linkInfo{}, "", fmt.Errorf("no interface matches --iface %q", o.Iface)
+	}
+	if len(o.IfaceRegex) > 0 {
+		for _, expr := range o.IfaceRegex {
+			re, err := regexp.Compile(expr)
+			if err != nil {
+				return linkInfo{}, "", fmt.Errorf("--iface-regex %q: %w", expr, err)
+			}
+			for _, li := range links {
+				if re.MatchString(li.link.Attrs().Name) || anyAddrMatches(li, re) {
+					return li, "--iface-regex " + expr, nil
+				}
+			}
+		}
+		return linkInfo{}, "", fmt.Errorf("no interface matches --iface-regex %q", o.IfaceRegex)
+	}
+	if o.IfaceCanReach.IsValid() {
+		routes, err := h.RouteGet(o.IfaceCanReach)
+		if err != nil || len(routes) == 0 {
+			return linkInfo{}, "", fmt.Errorf("--iface-can-reach %s: no route: %w", o.IfaceCanReach, errors.Join(err))
+		}
+		if li, ok := byIndex(links, routes[0].LinkIndex); ok {
+			return li, "--iface-can-reach", nil
+		}
+	}
+	idx, err := h.DefaultRouteLinks()
+	if err != nil {
+		return linkInfo{}, "", fmt.Errorf("find the default route: %w", err)
+	}
+	for _, i := range idx {
+		if li, ok := byIndex(links, i); ok {
+			return li, "default route", nil
+		}
+	}
+	return linkInfo{}, "", errors.New("no default route to pick the external interface from; give --iface")
+}
+
+func byIndex(links []linkInfo, idx int) (linkInfo, bool) {
+	for _, li := range links {
+		if li.link.Attrs().Index == idx {
+			return li, true
+		}
+	}
+	return linkInfo{}, false
+}
+
+func hasAddr(li linkInfo, s string) bool {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return false
+	}
+	for _, p := range li.addrs {
+		if p.Addr() == a.Unmap() {
+			return true
+		}
+	}
+	return false
+}
+
+func anyAddrMatches(li linkInfo, re *regexp.Regexp) bool {
+	for _, p := range li.addrs {
+		if re.MatchString(p.Addr().String()) {
+			return true
+		}
+	}
+	return false
+}
+
+func firstGlobal(addrs []netip.Prefix, v6 bool) netip.Addr {
+	for _, p := range addrs {
+		a := p.Addr()
+		if a.Is6() == v6 && a.IsGlobalUnicast() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}

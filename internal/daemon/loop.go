@@ -1,0 +1,271 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/netlinkx"
+	"github.com/weft-net/weft/internal/store"
+)
+
+// retryAfterFailure is how soon failed kernel writes are tried again.
+const retryAfterFailure = time.Second
+
+// initialSync lists the leases, computes every peer and does the first full
+// Sync (which also removes what belongs to leases that are gone). It returns
+// the snapshot the watch resumes from.
+func (dm *Daemon) initialSync(ctx context.Context) (store.Snapshot, error) {
+	t0 := time.Now()
+	snap, err := dm.d.Store.ListLeases(ctx)
+	if err != nil {
+		return store.Snapshot{}, fmt.Errorf("list leases: %w", err)
+	}
+	for _, l := range snap.Leases {
+		dm.putPeer(l)
+	}
+	st, err := dm.rec.Sync(ctx)
+	if err != nil {
+		dm.log.Warn("initial sync left failures; retrying", "err", err)
+		dm.scheduleRetry()
+	}
+	dm.log.Info("programmed peers", "peers", len(dm.peers), "skipped", len(dm.bad), "added", st.Added,
+		"removed-stale", st.Deleted, "took", time.Since(t0).Round(time.Microsecond))
+	return snap, nil
+}
+
+// putPeer records a lease and its desired kernel objects.
+func (dm *Daemon) putPeer(l lease.Lease) {
+	key := l.Key()
+	if key == dm.own.Key() {
+		return
+	}
+	dm.peers[key] = l
+	st, err := dm.be.Peer(dm.own, l)
+	if err != nil {
+		if dm.bad[key] != err.Error() {
+			dm.bad[key] = err.Error()
+			dm.log.Warn("ignoring peer lease", "lease", key, "public-ip", l.Attrs.PublicIP, "reason", err.Error())
+		}
+		dm.rec.RemovePeer(key)
+		return
+	}
+	delete(dm.bad, key)
+	dm.rec.SetPeer(key, st)
+}
+
+func (dm *Daemon) removePeer(key string) {
+	delete(dm.peers, key)
+	delete(dm.bad, key)
+	dm.rec.RemovePeer(key)
+}
+
+// replayPeers recomputes every peer (device indices changed).
+func (dm *Daemon) replayPeers() {
+	for _, key := range dm.rec.Peers() {
+		dm.rec.RemovePeer(key)
+	}
+	for _, l := range dm.peers {
+		dm.putPeer(l)
+	}
+}
+
+func (dm *Daemon) loop(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	notices := make(chan netlinkx.Notice, 4096)
+	if err := netlinkx.Monitor(ctx, notices); err != nil {
+		return err
+	}
+	snap, err := dm.initialSync(ctx)
+	if err != nil {
+		return err
+	}
+	dm.health.ready.Store(true)
+	dm.log.Info("node is up", "lease", dm.own.Key(), "public-ip", dm.own.Attrs.PublicIP, "backend", dm.nc.Backend.Type,
+		"mtu", dm.be.MTU(), "peers", len(dm.peers), "startup", time.Since(dm.started).Round(time.Microsecond))
+	if dm.d.Ready != nil {
+		dm.d.Ready(dm.own)
+	}
+	events := make(chan []lease.Event, 64)
+	owns := make(chan lease.Lease, 4)
+	fatal := make(chan error, 3)
+	go func() { fatal <- wrapNonNil("watch leases", dm.d.Store.WatchLeases(ctx, snap, events)) }()
+	go func() {
+		fatal <- wrapNonNil("keep the lease", store.KeepLease(ctx, dm.d.Store, dm.own, store.KeepOptions{
+			Request: store.AcquireRequest{Config: dm.nc, Attrs: dm.own.Attrs}, Margin: dm.o.SubnetLeaseRenewMargin,
+			Logger: dm.log.With("component", "lease")}, owns))
+	}()
+	if dm.rules != nil {
+		go func() { fatal <- wrapNonNil("masquerade rules", dm.rules.Run(ctx)) }()
+	}
+	tick := time.NewTicker(dm.d.ResyncEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			dm.log.Info("stopping; the data plane stays in place")
+			return nil
+		case err := <-fatal:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case batch := <-events:
+			dm.onLeases(batch)
+			dm.apply(ctx)
+		case n := <-notices:
+			full := dm.onNotice(ctx, n)
+			for drained := false; !drained; { // coalesce bursts (a device's routes go at once)
+				select {
+				case n := <-notices:
+					full = dm.onNotice(ctx, n) || full
+				default:
+					drained = true
+				}
+			}
+			full = dm.checkDevices(ctx) || full
+			if full {
+				dm.sync(ctx)
+			} else {
+				dm.apply(ctx)
+			}
+		case l := <-owns:
+			if err := dm.onOwnLease(ctx, l); err != nil {
+				return err
+			}
+		case <-dm.retry.C:
+			dm.apply(ctx)
+		case <-tick.C:
+			dm.checkDevices(ctx)
+			dm.sync(ctx)
+		}
+	}
+}
+
+func wrapNonNil(what string, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func (dm *Daemon) onLeases(batch []lease.Event) {
+	for _, e := range batch {
+		switch e.Type {
+		case lease.Added:
+			dm.putPeer(e.Lease)
+		case lease.Removed:
+			if e.Lease.Key() != dm.own.Key() {
+				dm.removePeer(e.Lease.Key())
+			}
+		}
+	}
+}
+
+// onNotice handles a kernel deletion notice; it reports whether a full sync
+// is needed.
+func (dm *Daemon) onNotice(ctx context.Context, n netlinkx.Notice) bool {
+	switch n.Kind {
+	case netlinkx.RouteGone:
+		if dm.rec.ForgetRoute(n.Dst) {
+			dm.log.Info("route removed by someone else; restoring", "dst", n.Dst)
+		}
+	case netlinkx.NeighGone:
+		if slices.Contains(dm.be.Links(), n.LinkIndex) && dm.rec.ForgetNeigh(n.LinkIndex, n.IP) {
+			dm.log.Info("neighbour removed by someone else; restoring", "ip", n.IP)
+		}
+	case netlinkx.FDBGone:
+		if slices.Contains(dm.be.Links(), n.LinkIndex) && dm.rec.ForgetFDB(n.LinkIndex, n.MAC) {
+			dm.log.Info("fdb entry removed by someone else; restoring", "mac", n.MAC)
+		}
+	case netlinkx.LinkGone:
+		if slices.Contains(dm.be.Devices(), n.LinkName) {
+			dm.log.Info("device removed by someone else; recreating it and replaying every peer", "device", n.LinkName)
+			dm.rec.ForgetLink(n.LinkIndex)
+			return dm.recreate(ctx)
+		}
+	case netlinkx.Lost:
+		dm.log.Warn("netlink notifications lost; resynchronising", "err", n.Err)
+		return true
+	}
+	return false
+}
+
+// recreate rebuilds the backend's devices and replays every peer.
+func (dm *Daemon) recreate(ctx context.Context) bool {
+	if err := dm.be.Ensure(ctx, dm.own); err != nil {
+		dm.log.Error("recreate device", "err", err)
+		dm.scheduleRetry()
+		return false
+	}
+	dm.rec.SetScope(dm.scope())
+	dm.replayPeers()
+	return true
+}
+
+// checkDevices recreates devices that are missing (deleted before their
+// notice arrived, or without one) and reports whether it did.
+func (dm *Daemon) checkDevices(ctx context.Context) bool {
+	for _, name := range dm.be.Devices() {
+		if _, err := dm.nl.Raw().LinkByName(name); err != nil {
+			dm.log.Info("device missing; recreating it and replaying every peer", "device", name)
+			for _, idx := range dm.be.Links() {
+				dm.rec.ForgetLink(idx)
+			}
+			return dm.recreate(ctx)
+		}
+	}
+	return false
+}
+
+func (dm *Daemon) apply(ctx context.Context) {
+	if _, err := dm.rec.Apply(ctx); err != nil && ctx.Err() == nil {
+		dm.log.Warn("kernel writes failed; retrying", "err", err)
+		dm.scheduleRetry()
+	}
+}
+
+func (dm *Daemon) sync(ctx context.Context) {
+	st, err := dm.rec.Sync(ctx)
+	if err != nil && ctx.Err() == nil {
+		dm.log.Warn("resync failed; retrying", "err", err)
+		dm.scheduleRetry()
+	}
+	if st.Added+st.Deleted > 0 {
+		dm.log.Info("resync repaired the kernel", "added", st.Added, "deleted", st.Deleted)
+	}
+}
+
+func (dm *Daemon) scheduleRetry() {
+	if dm.retry != nil {
+		dm.retry.Reset(retryAfterFailure)
+	}
+}
+
+// onOwnLease takes a re-acquired or renewed own lease: when its subnet
+// changed, the device, rules, routes and subnet.env follow.
+func (dm *Daemon) onOwnLease(ctx context.Context, l lease.Lease) error {
+	changed := l.Key() != dm.own.Key()
+	dm.own = l
+	if !changed {
+		return nil
+	}
+	dm.log.Warn("own lease changed; reconfiguring", "lease", l.Key())
+	if err := dm.be.Ensure(ctx, dm.own); err != nil {
+		return fmt.Errorf("reconfigure the device for %s: %w", l.Key(), err)
+	}
+	dm.rec.SetScope(dm.scope())
+	if dm.rules != nil {
+		if err := dm.rules.Set(ctx, dm.networks(), dm.ownSubnets()); err != nil {
+			return fmt.Errorf("masquerade rules: %w", err)
+		}
+	}
+	dm.removePeer(l.Key())
+	dm.replayPeers()
+	dm.sync(ctx)
+	return dm.writeSubnetFile()
+}

@@ -1,0 +1,369 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// fakeKernel is an in-memory kernel that records writes.
+type fakeKernel struct {
+	st     State
+	writes int
+	fail   map[string]bool // object String() -> fail the next write
+}
+
+var _ Kernel = (*fakeKernel)(nil)
+
+func newFake() *fakeKernel { return &fakeKernel{st: NewState(), fail: map[string]bool{}} }
+
+func (f *fakeKernel) check(o fmt.Stringer) error {
+	f.writes++
+	if f.fail[o.String()] {
+		delete(f.fail, o.String())
+		return errors.New("injected failure")
+	}
+	return nil
+}
+
+func (f *fakeKernel) ListRoutes(networks []netip.Prefix) ([]Route, error) {
+	var out []Route
+	for _, r := range f.st.Routes {
+		for _, n := range networks {
+			if n.Contains(r.Dst.Addr()) {
+				out = append(out, r)
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeKernel) ListNeighs(link int) ([]Neigh, error) {
+	var out []Neigh
+	for _, n := range f.st.Neighs {
+		if n.LinkIndex == link {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeKernel) ListFDB(link int) ([]FDB, error) {
+	var out []FDB
+	for _, e := range f.st.FDB {
+		if e.LinkIndex == link {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeKernel) ReplaceRoute(r Route) error {
+	if err := f.check(r); err != nil {
+		return err
+	}
+	f.st.AddRoute(r)
+	return nil
+}
+
+func (f *fakeKernel) DeleteRoute(r Route) error {
+	if err := f.check(r); err != nil {
+		return err
+	}
+	delete(f.st.Routes, r.Dst)
+	return nil
+}
+
+func (f *fakeKernel) SetNeigh(n Neigh) error {
+	if err := f.check(n); err != nil {
+		return err
+	}
+	f.st.AddNeigh(n)
+	return nil
+}
+
+func (f *fakeKernel) DeleteNeigh(n Neigh) error {
+	if err := f.check(n); err != nil {
+		return err
+	}
+	delete(f.st.Neighs, neighKey{n.LinkIndex, n.IP})
+	return nil
+}
+
+func (f *fakeKernel) SetFDB(e FDB) error {
+	if err := f.check(e); err != nil {
+		return err
+	}
+	f.st.AddFDB(e)
+	return nil
+}
+
+func (f *fakeKernel) DeleteFDB(e FDB) error {
+	if err := f.check(e); err != nil {
+		return err
+	}
+	delete(f.st.FDB, fdbKey{e.LinkIndex, e.MAC})
+	return nil
+}
+
+// dump renders a State as sorted text, for whole-state comparisons.
+func dump(s State) string {
+	var lines []string
+	for _, r := range s.Routes {
+		lines = append(lines, "route "+r.String())
+	}
+	for _, n := range s.Neighs {
+		lines = append(lines, "neigh "+n.String())
+	}
+	for _, e := range s.FDB {
+		lines = append(lines, "fdb "+e.String())
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+const vx = 7 // link index of the vxlan device
+
+// peer returns the vxlan objects of a peer with subnet 10.244.<n>.0/24.
+func peer(n int, link int) State {
+	st := NewState()
+	subnet := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", n))
+	mac := MAC{0x02, 0, 0, 0, 0, byte(n)}
+	st.AddFDB(FDB{MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, 100, byte(n)}), LinkIndex: link})
+	st.AddNeigh(Neigh{IP: subnet.Addr(), MAC: mac, LinkIndex: link})
+	st.AddRoute(Route{Dst: subnet, Gw: subnet.Addr(), LinkIndex: link, OnLink: true})
+	return st
+}
+
+func union(states ...State) State {
+	out := NewState()
+	for _, s := range states {
+		for _, r := range s.Routes {
+			out.AddRoute(r)
+		}
+		for _, n := range s.Neighs {
+			out.AddNeigh(n)
+		}
+		for _, e := range s.FDB {
+			out.AddFDB(e)
+		}
+	}
+	return out
+}
+
+func scope() Scope {
+	return Scope{Networks: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+		Own: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, Links: []int{vx}}
+}
+
+func newRec(k Kernel) *Reconciler {
+	r := New(k, slog.New(slog.DiscardHandler))
+	r.SetScope(scope())
+	return r
+}
+
+func TestSequenceOfPeers(t *testing.T) {
+	ctx := context.Background()
+	k := newFake()
+	r := newRec(k)
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want State
+	}{
+		{"add 2 and 3", func() { r.SetPeer("2", peer(2, vx)); r.SetPeer("3", peer(3, vx)) }, union(peer(2, vx), peer(3, vx))},
+		{"same again is harmless", func() { r.SetPeer("2", peer(2, vx)) }, union(peer(2, vx), peer(3, vx))},
+		{"remove 2", func() { r.RemovePeer("2") }, peer(3, vx)},
+		{"remove unknown", func() { r.RemovePeer("9") }, peer(3, vx)},
+		{"3 moves to another device", func() { r.SetPeer("3", peer(3, 8)) }, peer(3, 8)},
+	}
+	for _, s := range steps {
+		s.do()
+		if _, err := r.Apply(ctx); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if got, want := dump(k.st), dump(s.want); got != want {
+			t.Fatalf("%s: kernel =\n%s\nwant\n%s", s.name, got, want)
+		}
+	}
+}
+
+func TestApplyOnlyTouchesChanges(t *testing.T) {
+	ctx := context.Background()
+	k := newFake()
+	r := newRec(k)
+	for i := 2; i < 102; i++ {
+		r.SetPeer(fmt.Sprint(i), peer(i, vx))
+	}
+	if _, err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k.writes = 0
+	r.SetPeer("200", peer(200, vx))
+	if _, err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if k.writes != 3 {
+		t.Errorf("one new peer cost %d writes, want 3", k.writes)
+	}
+	k.writes = 0
+	if _, err := r.Apply(ctx); err != nil || k.writes != 0 {
+		t.Errorf("an idle Apply wrote %d objects (%v)", k.writes, err)
+	}
+}
+
+// Sync adopts the kernel: stale objects of peers that are gone (a node deleted
+// while weftd was down) go, objects outside the scope stay, wrong ones are
+// rewritten.
+func TestSyncRemovesStaleKeepsForeign(t *testing.T) {
+	ctx := context.Background()
+	k := newFake()
+	stale := peer(9, vx)
+	k.st = union(stale, peer(2, vx))
+	k.st.AddRoute(Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.168.1.1"), LinkIndex: 3}) // wrong
+	foreign := []Route{
+		{Dst: netip.MustParsePrefix("10.1.0.0/16"), Gw: netip.MustParseAddr("192.168.1.1"), LinkIndex: 3}, // outside the network
+		{Dst: netip.MustParsePrefix("10.244.1.0/24"), LinkIndex: 5},                                        // own subnet (cni0)
+		{Dst: netip.MustParsePrefix("10.244.0.0/16"), LinkIndex: 5},                                        // the network itself
+	}
+	for _, f := range foreign {
+		k.st.AddRoute(f)
+	}
+	k.st.AddNeigh(Neigh{IP: netip.MustParseAddr("192.168.1.1"), MAC: MAC{1}, LinkIndex: 3}) // not our device
+	r := newRec(k)
+	r.SetPeer("2", peer(2, vx))
+	st, err := r.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := union(peer(2, vx))
+	for _, f := range foreign {
+		want.AddRoute(f)
+	}
+	want.AddNeigh(Neigh{IP: netip.MustParseAddr("192.168.1.1"), MAC: MAC{1}, LinkIndex: 3})
+	if got := dump(k.st); got != dump(want) {
+		t.Fatalf("kernel =\n%s\nwant\n%s", got, dump(want))
+	}
+	if st.Deleted != 3 || st.Added != 1 {
+		t.Errorf("stats = %+v, want 3 deleted (stale peer), 1 rewritten", st)
+	}
+}
+
+func TestForgetRestores(t *testing.T) {
+	ctx := context.Background()
+	k := newFake()
+	r := newRec(k)
+	r.SetPeer("2", peer(2, vx))
+	if _, err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Someone deletes all three objects; netlink notices reach Forget*.
+	want := dump(k.st)
+	p := peer(2, vx)
+	for _, rt := range p.Routes {
+		delete(k.st.Routes, rt.Dst)
+		if !r.ForgetRoute(rt.Dst) {
+			t.Error("ForgetRoute of an applied route = false")
+		}
+	}
+	for key, n := range p.Neighs {
+		delete(k.st.Neighs, key)
+		r.ForgetNeigh(n.LinkIndex, n.IP)
+	}
+	for key, e := range p.FDB {
+		delete(k.st.FDB, key)
+		r.ForgetFDB(e.LinkIndex, e.MAC)
+	}
+	if r.ForgetRoute(netip.MustParsePrefix("10.9.0.0/24")) {
+		t.Error("ForgetRoute of a foreign route = true")
+	}
+	if _, err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(k.st); got != want {
+		t.Fatalf("after Apply kernel =\n%s\nwant\n%s", got, want)
+	}
+	// The device goes: ForgetLink, then the peer is replayed on the new index.
+	k.st = NewState()
+	r.ForgetLink(vx)
+	r.SetPeer("2", peer(2, 8))
+	if _, err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(k.st); got != dump(peer(2, 8)) {
+		t.Fatalf("after ForgetLink kernel =\n%s", got)
+	}
+}
+
+func TestFailedWritesAreRetried(t *testing.T) {
+	ctx := context.Background()
+	k := newFake()
+	r := newRec(k)
+	p := peer(2, vx)
+	for _, rt := range p.Routes {
+		k.fail[rt.String()] = true
+	}
+	r.SetPeer("2", p)
+	st, err := r.Apply(ctx)
+	if err == nil || st.Failed != 1 || !strings.Contains(err.Error(), "replace route 10.244.2.0/24") {
+		t.Fatalf("Apply = %+v, %v; want one failed route", st, err)
+	}
+	if _, err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(k.st); got != dump(p) {
+		t.Fatalf("after retry kernel =\n%s", got)
+	}
+	// A failed delete is retried too.
+	for _, rt := range p.Routes {
+		k.fail[rt.String()] = true
+	}
+	r.RemovePeer("2")
+	if _, err := r.Apply(ctx); err == nil {
+		t.Fatal("Apply with a failing delete succeeded")
+	}
+	if _, err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(k.st.Routes)+len(k.st.Neighs)+len(k.st.FDB) != 0 {
+		t.Fatalf("after retry kernel =\n%s", dump(k.st))
+	}
+}
+
+// Two peers claiming the same subnet (a bad writer): removing one keeps the
+// other's objects.
+func TestDuplicateObjects(t *testing.T) {
+	ctx := context.Background()
+	k := newFake()
+	r := newRec(k)
+	r.SetPeer("a", peer(2, vx))
+	r.SetPeer("b", peer(2, vx))
+	r.RemovePeer("a")
+	if _, err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if dump(k.st) != dump(peer(2, vx)) {
+		t.Fatalf("kernel =\n%s", dump(k.st))
+	}
+}
+
+func TestParseMAC(t *testing.T) {
+	m, err := ParseMAC("22:56:a3:21:8b:8d")
+	if err != nil || m.String() != "22:56:a3:21:8b:8d" {
+		t.Errorf("ParseMAC = %v, %v", m, err)
+	}
+	for _, bad := range []string{"", "22:56:a3", "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", "zz:56:a3:21:8b:8d"} {
+		if _, err := ParseMAC(bad); err == nil {
+			t.Errorf("ParseMAC(%q) succeeded", bad)
+		}
+	}
+}
