@@ -55,6 +55,9 @@ type Deps struct {
 	ResyncEvery time.Duration
 	// Ready, when set, is called once the node is up (subnet.env written).
 	Ready func(own lease.Lease)
+	// Netlink, when set, is the handle to program (a test's namespace);
+	// otherwise the daemon opens one in its own namespace.
+	Netlink *netlinkx.Handle
 }
 
 // Daemon is one run of weftd.
@@ -105,8 +108,10 @@ func (dm *Daemon) start(ctx context.Context) error {
 	if dm.nc, err = dm.networkConfig(ctx); err != nil {
 		return err
 	}
-	if dm.nl, err = netlinkx.New(); err != nil {
-		return err
+	if dm.nl = dm.d.Netlink; dm.nl == nil {
+		if dm.nl, err = netlinkx.New(); err != nil {
+			return err
+		}
 	}
 	ext, err := chooseExternal(dm.nl, &dm.o, dm.nc)
 	if err != nil {

@@ -77,7 +77,7 @@ func (dm *Daemon) loop(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	notices := make(chan netlinkx.Notice, 4096)
-	if err := netlinkx.Monitor(ctx, notices); err != nil {
+	if err := dm.nl.Monitor(ctx, notices); err != nil {
 		return err
 	}
 	snap, err := dm.initialSync(ctx)

@@ -41,14 +41,15 @@ type Notice struct {
 }
 
 // Monitor reports deletions of routes, neighbours, FDB entries and links in
-// the current network namespace until ctx ends. Notices are sent in kernel
+// the handle's network namespace until ctx ends. Notices are sent in kernel
 // order per object type; a full out channel blocks the reader goroutines, not
 // the kernel (overflow shows up as a Lost notice).
-func Monitor(ctx context.Context, out chan<- Notice) error {
+func (h *Handle) Monitor(ctx context.Context, out chan<- Notice) error {
 	routes := make(chan netlink.RouteUpdate, 1024)
 	neighs := make(chan netlink.NeighUpdate, 1024)
 	links := make(chan netlink.LinkUpdate, 64)
 	done := ctx.Done()
+	ns := h.ns
 	lost := func(err error) {
 		select {
 		case out <- Notice{Kind: Lost, Err: err}:
@@ -56,15 +57,15 @@ func Monitor(ctx context.Context, out chan<- Notice) error {
 		}
 	}
 	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{
-		ErrorCallback: lost, ReceiveBufferSize: socketBuffer, ReceiveBufferForceSize: true}); err != nil {
+		Namespace: &ns, ErrorCallback: lost, ReceiveBufferSize: socketBuffer, ReceiveBufferForceSize: true}); err != nil {
 		return fmt.Errorf("subscribe to routes: %w", err)
 	}
 	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{
-		ErrorCallback: lost, ReceiveBufferSize: socketBuffer, ReceiveBufferForceSize: true}); err != nil {
+		Namespace: &ns, ErrorCallback: lost, ReceiveBufferSize: socketBuffer, ReceiveBufferForceSize: true}); err != nil {
 		return fmt.Errorf("subscribe to neighbours: %w", err)
 	}
 	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{
-		ErrorCallback: lost, ReceiveBufferSize: socketBuffer, ReceiveBufferForceSize: true}); err != nil {
+		Namespace: &ns, ErrorCallback: lost, ReceiveBufferSize: socketBuffer, ReceiveBufferForceSize: true}); err != nil {
 		return fmt.Errorf("subscribe to links: %w", err)
 	}
 	go func() {

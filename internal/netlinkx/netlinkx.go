@@ -12,6 +12,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/internal/reconcile"
@@ -28,16 +29,21 @@ const socketBuffer = 8 << 20
 // dumpRetries bounds the retries of an interrupted dump.
 const dumpRetries = 10
 
-// Handle is a netlink handle in the current network namespace.
+// Handle is a netlink handle bound to one network namespace.
 type Handle struct {
-	h *netlink.Handle
+	h  *netlink.Handle
+	ns netns.NsHandle // netns.None(): the namespace weftd runs in
 }
 
 var _ reconcile.Kernel = (*Handle)(nil)
 
-// New opens a handle with large socket buffers.
-func New() (*Handle, error) {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+// New opens a handle in the current network namespace.
+func New() (*Handle, error) { return NewAt(netns.None()) }
+
+// NewAt opens a handle with large socket buffers in ns (netns.None() for the
+// current one). Tests run a daemon in-process against a namespace this way.
+func NewAt(ns netns.NsHandle) (*Handle, error) {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle: %w", err)
 	}
@@ -46,7 +52,7 @@ func New() (*Handle, error) {
 	if err := h.SetSocketReceiveBufferSize(socketBuffer, true); err != nil {
 		_ = h.SetSocketReceiveBufferSize(socketBuffer, false)
 	}
-	return &Handle{h: h}, nil
+	return &Handle{h: h, ns: ns}, nil
 }
 
 // Close releases the handle's sockets.

@@ -232,8 +232,8 @@ func TestSyncRemovesStaleKeepsForeign(t *testing.T) {
 	k.st.AddRoute(Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.168.1.1"), LinkIndex: 3}) // wrong
 	foreign := []Route{
 		{Dst: netip.MustParsePrefix("10.1.0.0/16"), Gw: netip.MustParseAddr("192.168.1.1"), LinkIndex: 3}, // outside the network
-		{Dst: netip.MustParsePrefix("10.244.1.0/24"), LinkIndex: 5},                                        // own subnet (cni0)
-		{Dst: netip.MustParsePrefix("10.244.0.0/16"), LinkIndex: 5},                                        // the network itself
+		{Dst: netip.MustParsePrefix("10.244.1.0/24"), LinkIndex: 5},                                       // own subnet (cni0)
+		{Dst: netip.MustParsePrefix("10.244.0.0/16"), LinkIndex: 5},                                       // the network itself
 	}
 	for _, f := range foreign {
 		k.st.AddRoute(f)

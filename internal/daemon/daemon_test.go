@@ -1,0 +1,176 @@
+package daemon
+
+import (
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/internal/subnetfile"
+)
+
+func sorted(s string) string {
+	lines := strings.Split(s, "\n")
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+func vxlanPeerState(subnet, zero, mac, public string) string {
+	return strings.Join([]string{
+		subnet + " via " + zero + " dev flannel.1 onlink",
+		zero + " lladdr " + mac + " PERMANENT",
+		mac + " dst " + public + " self permanent",
+	}, "\n")
+}
+
+// TestVXLANLifecycle drives one in-process daemon through start-up with
+// stale state, peers coming and going, repairs, bad leases, a stop that
+// leaves everything in place and a restart.
+func TestVXLANLifecycle(t *testing.T) {
+	n := newNode(t, "192.168.100.11")
+	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	// A route of a node deleted while weft was down, as flannel left it.
+	sh(t, "ip", "-n", n.name, "route", "add", "10.244.99.0/24", "via", "10.244.99.0", "dev", "eth0", "onlink")
+	p5 := c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
+	c.peerLease(t, "10.244.6.0/24", "192.168.100.16", "0a:00:00:00:00:06", "vxlan")
+	c.peerLease(t, "10.244.7.0/24", "192.168.100.17", "0a:00:00:00:00:07", "host-gw") // another backend
+	c.put(t, prefix+"/subnets/10.244.9.0-24", "{not json", true)                         // a bad writer
+	file := tempFile(t, "subnet.env")
+	d := startDaemon(t, n, c, file)
+
+	want := sorted(vxlanPeerState("10.244.5.0/24", "10.244.5.0", "0a:00:00:00:00:05", "192.168.100.15") + "\n" +
+		vxlanPeerState("10.244.6.0/24", "10.244.6.0", "0a:00:00:00:00:06", "192.168.100.16"))
+	if got := sorted(n.kernel(t)); got != want {
+		t.Fatalf("kernel after start-up =\n%s\nwant\n%s", got, want)
+	}
+	if out := sh(t, "ip", "-n", n.name, "route", "show", "10.244.99.0/24"); out != "" {
+		t.Errorf("stale route survived start-up: %s", out)
+	}
+	dev := sh(t, "ip", "-n", n.name, "-d", "addr", "show", "flannel.1")
+	for _, w := range []string{"mtu 1450", "vxlan id 1 local 192.168.100.11 dev eth0", "dstport 8472", "nolearning",
+		"inet " + d.own.Subnet.Masked().Addr().String() + "/32"} {
+		if !strings.Contains(dev, w) {
+			t.Errorf("flannel.1 lacks %q:\n%s", w, dev)
+		}
+	}
+	env, err := subnetfile.Read(file)
+	if err != nil || env.MTU != 1450 || env.Subnet.Addr() != d.own.Subnet.Addr().Next() || env.Networks[0].String() != "10.244.0.0/16" {
+		t.Fatalf("subnet.env = %+v, %v", env, err)
+	}
+
+	// A new lease, then a deleted one: in the kernel and out again within 1 s.
+	p3 := c.peerLease(t, "10.244.3.0/24", "192.168.100.13", "0a:00:00:00:00:03", "vxlan")
+	eventually(t, time.Second, "new peer programmed", func() bool {
+		return strings.Contains(n.kernel(t), "10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink")
+	})
+	c.del(t, p3)
+	eventually(t, time.Second, "deleted peer removed", func() bool { return !strings.Contains(n.kernel(t), "10.244.3.0") })
+	if got := sorted(n.kernel(t)); got != want {
+		t.Fatalf("kernel after add+delete =\n%s\nwant\n%s", got, want)
+	}
+
+	// Someone deletes a route, a neighbour, an FDB entry, then the device.
+	for _, cmd := range [][]string{
+		{"ip", "-n", n.name, "route", "del", "10.244.5.0/24"},
+		{"ip", "-n", n.name, "neigh", "del", "10.244.6.0", "dev", "flannel.1"},
+		{"bridge", "-n", n.name, "fdb", "del", "0a:00:00:00:00:05", "dev", "flannel.1", "dst", "192.168.100.15", "self"},
+		{"ip", "-n", n.name, "link", "del", "flannel.1"},
+	} {
+		sh(t, cmd...)
+		took := eventually(t, time.Second, "repair after "+strings.Join(cmd[3:], " "), func() bool { return sorted(n.kernel(t)) == want })
+		t.Logf("restored after %q in %v", strings.Join(cmd[3:], " "), took)
+	}
+	if !strings.Contains(sh(t, "ip", "-n", n.name, "addr", "show", "flannel.1"), d.own.Subnet.Masked().Addr().String()+"/32") {
+		t.Error("recreated flannel.1 lacks its address")
+	}
+
+	// A lease with our own public address (another writer's mistake) is ignored.
+	c.peerLease(t, "10.244.8.0/24", "192.168.100.11", "0a:00:00:00:00:08", "vxlan")
+	time.Sleep(200 * time.Millisecond)
+	if strings.Contains(n.kernel(t), "10.244.8.0") {
+		t.Error("a lease carrying our own public address was programmed")
+	}
+	logs := d.log.String()
+	for _, key := range []string{"10.244.7.0-24", "10.244.8.0-24"} {
+		if c := strings.Count(logs, "ignoring peer lease\" lease="+key); c != 1 {
+			t.Errorf("lease %s logged %d times, want once", key, c)
+		}
+	}
+
+	// Stop: everything stays. Delete a peer while stopped; restart: same
+	// subnet and MAC, the stale peer's objects go.
+	mac := sh(t, "ip", "-n", n.name, "-br", "link", "show", "flannel.1")
+	d.stop(t)
+	if got := sorted(n.kernel(t)); got != want {
+		t.Fatalf("kernel after stop =\n%s\nwant it unchanged", got)
+	}
+	c.del(t, p5)
+	d2 := startDaemon(t, n, c, file)
+	if d2.own.Key() != d.own.Key() {
+		t.Errorf("restart changed the lease from %s to %s", d.own.Key(), d2.own.Key())
+	}
+	if got := sh(t, "ip", "-n", n.name, "-br", "link", "show", "flannel.1"); got != mac {
+		t.Errorf("restart changed flannel.1 from %q to %q", mac, got)
+	}
+	want2 := sorted(vxlanPeerState("10.244.6.0/24", "10.244.6.0", "0a:00:00:00:00:06", "192.168.100.16"))
+	if got := sorted(n.kernel(t)); got != want2 {
+		t.Fatalf("kernel after restart =\n%s\nwant\n%s", got, want2)
+	}
+}
+
+func TestHostGWAndDirectRouting(t *testing.T) {
+	for _, tc := range []struct {
+		name, netconf string
+		want          []string
+	}{
+		{"host-gw", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, []string{
+			"10.244.5.0/24 via 192.168.100.15 dev eth0",
+		}},
+		{"vxlan-directrouting", `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`, []string{
+			"10.244.5.0/24 via 192.168.100.15 dev eth0",
+			"10.244.6.0/24 via 10.244.6.0 dev flannel.1 onlink",
+			"10.244.6.0 lladdr 0a:00:00:00:00:06 PERMANENT",
+			"0a:00:00:00:00:06 dst 192.168.200.16 self permanent",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t, "192.168.100.11")
+			c := newCluster(t, tc.netconf)
+			bt := "vxlan"
+			if tc.name == "host-gw" {
+				bt = "host-gw"
+			}
+			c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", bt) // same subnet
+			far := c.peerLease(t, "10.244.6.0/24", "192.168.200.16", "0a:00:00:00:00:06", bt)
+			d := startDaemon(t, n, c, tempFile(t, "subnet.env"))
+			sort.Strings(tc.want)
+			if got := sorted(n.kernel(t)); got != strings.Join(tc.want, "\n") {
+				t.Fatalf("kernel =\n%s\nwant\n%s", got, strings.Join(tc.want, "\n"))
+			}
+			if tc.name == "host-gw" {
+				if !strings.Contains(d.log.String(), "host-gw needs peers on a directly connected subnet, but 192.168.200.16 is not on any subnet of eth0") {
+					t.Errorf("far host-gw peer not reported:\n%s", d.log.String())
+				}
+				c.del(t, far)
+			}
+		})
+	}
+}
+
+// A backend option of the wrong type stops weftd with an error naming it,
+// before it touches any interface.
+func TestBadBackendOptionExits(t *testing.T) {
+	needRoot(t)
+	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":"one"}}`)
+	bin := buildWeftd(t)
+	out, err := exec.Command(bin, "--etcd-endpoints", strings.Join(c.endpoints, ","), "--subnet-file", tempFile(t, "s.env")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "net-conf.json: Backend.VNI must be a number, not a string") {
+		t.Fatalf("weftd with a bad VNI: %v\n%s", err, out)
+	}
+	c.put(t, prefix+"/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":70000}}`, false)
+	out, err = exec.Command(bin, "--etcd-endpoints", strings.Join(c.endpoints, ","), "--subnet-file", tempFile(t, "s.env")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Backend.Port 70000 is above 65535") {
+		t.Fatalf("weftd with a bad port: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,285 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/backend/hostgw"
+	"github.com/weft-net/weft/internal/backend/vxlan"
+	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/etcdembed"
+	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/netlinkx"
+	"github.com/weft-net/weft/internal/store/etcd"
+)
+
+// The in-process tier: weftd's Run with its netlink handle in a namespace the
+// test made, against embedded etcd on loopback. The process tier (real
+// binaries across node namespaces) is in e2e_test.go.
+
+const prefix = "/coreos.com/network"
+
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces")
+	}
+}
+
+func randName(p string) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return p + hex.EncodeToString(b)
+}
+
+func sh(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// node is a namespace with an eth0 at addr/24 and a default route.
+type node struct {
+	name string
+	ns   netns.NsHandle
+	nl   *netlinkx.Handle
+	addr netip.Addr
+}
+
+func newNode(t testing.TB, addr string) *node {
+	t.Helper()
+	needRoot(t)
+	name := randName("wd-")
+	sh(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	// A veth pair inside the namespace stands for the NIC (no dummy module here).
+	sh(t, "ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "wire0")
+	sh(t, "ip", "-n", name, "link", "set", "wire0", "up")
+	sh(t, "ip", "-n", name, "addr", "add", addr+"/24", "dev", "eth0")
+	sh(t, "ip", "-n", name, "link", "set", "eth0", "up")
+	sh(t, "ip", "-n", name, "link", "set", "lo", "up")
+	gw := netip.MustParsePrefix(addr + "/24").Masked().Addr().Next()
+	sh(t, "ip", "-n", name, "route", "add", "default", "via", gw.String())
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close() })
+	nl, err := netlinkx.NewAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nl.Close)
+	return &node{name: name, ns: ns, nl: nl, addr: netip.MustParseAddr(addr)}
+}
+
+// cluster is an embedded etcd with a network config.
+type cluster struct {
+	endpoints []string
+	cli       *clientv3.Client
+}
+
+func newCluster(t testing.TB, netconf string) *cluster {
+	t.Helper()
+	c, err := etcdembed.Start(etcdembed.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	cl := &cluster{endpoints: c.Endpoints(), cli: cli}
+	cl.put(t, prefix+"/config", netconf, false)
+	return cl
+}
+
+func (c *cluster) put(t testing.TB, key, value string, withLease bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var opts []clientv3.OpOption
+	if withLease {
+		g, err := c.cli.Grant(ctx, 3600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, clientv3.WithLease(g.ID))
+	}
+	if _, err := c.cli.Put(ctx, key, value, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *cluster) del(t testing.TB, key string) {
+	t.Helper()
+	if _, err := c.cli.Delete(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// peerLease writes a vxlan peer lease in flannel's JSON and returns its key.
+func (c *cluster) peerLease(t testing.TB, subnet, publicIP, mac, backendType string) string {
+	t.Helper()
+	data, _ := json.Marshal(map[string]any{"VNI": 1, "VtepMAC": mac})
+	v, _ := json.Marshal(map[string]any{"PublicIP": publicIP, "PublicIPv6": nil, "BackendType": backendType, "BackendData": json.RawMessage(data)})
+	key := prefix + "/subnets/" + strings.ReplaceAll(subnet, "/", "-")
+	c.put(t, key, string(v), true)
+	return key
+}
+
+// logBuffer collects the daemon's log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// running is a daemon started by startDaemon.
+type running struct {
+	own    lease.Lease
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned, with err set
+	err    error
+	log    *logBuffer
+	file   string
+}
+
+func (r *running) stop(t testing.TB) {
+	t.Helper()
+	r.cancel()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("daemon stopped with %v", r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon did not stop")
+	}
+}
+
+func backends() backend.Registry {
+	return backend.Registry{config.BackendVXLAN: vxlan.New, config.BackendHostGW: hostgw.New}
+}
+
+// startDaemon runs the daemon for n until the test ends and waits until it is
+// ready.
+func startDaemon(t testing.TB, n *node, c *cluster, subnetFile string, args ...string) *running {
+	t.Helper()
+	o, err := config.ParseOptions(append([]string{"--etcd-endpoints", strings.Join(c.endpoints, ","),
+		"--subnet-file", subnetFile, "--public-ip", n.addr.String()}, args...), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st, err := etcd.New(etcd.Options{Endpoints: c.endpoints, Prefix: prefix, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan lease.Lease, 1)
+	r := &running{cancel: cancel, done: make(chan struct{}), log: logs, file: subnetFile}
+	go func() {
+		defer close(r.done)
+		r.err = Run(ctx, o, Deps{Logger: log, Store: st, Backends: backends(), Netlink: n.nl, ResyncEvery: 5 * time.Second,
+			Ready: func(l lease.Lease) { ready <- l }})
+		_ = st.Close()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", logs.String())
+		}
+	})
+	select {
+	case r.own = <-ready:
+	case <-r.done:
+		t.Fatalf("daemon exited: %v\n%s", r.err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("daemon not ready after 30 s\n%s", logs.String())
+	}
+	return r
+}
+
+// kernel renders the objects weft manages in n as sorted text lines.
+func (n *node) kernel(t testing.TB) string {
+	t.Helper()
+	var lines []string
+	for _, cmd := range [][]string{
+		{"ip", "-n", n.name, "route", "show", "proto", "87"},
+		{"ip", "-n", n.name, "neigh", "show", "dev", "flannel.1", "nud", "permanent"},
+		{"bridge", "-n", n.name, "fdb", "show", "dev", "flannel.1"},
+	} {
+		out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput()
+		if err != nil && !strings.Contains(string(out), "does not exist") && !strings.Contains(string(out), "Cannot find device") {
+			t.Fatalf("%s: %v %s", strings.Join(cmd, " "), err, out)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if l != "" && !strings.Contains(l, "does not exist") && !strings.Contains(l, "Cannot find device") &&
+				(cmd[0] != "bridge" || strings.Contains(l, " dst ")) {
+				lines = append(lines, strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// eventually polls cond every 10 ms until it holds or d passes, and returns
+// how long it took.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < d {
+		if cond() {
+			return time.Since(start)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %v", what, d)
+	return 0
+}
+
+func tempFile(t testing.TB, name string) string { return filepath.Join(t.TempDir(), name) }
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprint(err))
+	}
+	return string(b)
+}

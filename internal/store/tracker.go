@@ -1,0 +1,109 @@
+package store
+
+import (
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/weft-net/weft/internal/lease"
+)
+
+// Tracker is the set of leases a watcher has sent, by key. It turns store
+// changes and re-lists into events, dropping updates that change nothing, so
+// a watcher never sends the same state twice. It is not safe for concurrent
+// use.
+type Tracker struct {
+	known map[string]lease.Lease
+}
+
+// NewTracker starts from the leases already sent.
+func NewTracker(leases []lease.Lease) *Tracker {
+	t := &Tracker{known: make(map[string]lease.Lease, len(leases))}
+	for _, l := range leases {
+		t.known[l.Key()] = l
+	}
+	return t
+}
+
+// Put records a valid lease at key and returns the event to send, if any.
+func (t *Tracker) Put(l lease.Lease) (lease.Event, bool) {
+	k := l.Key()
+	if old, ok := t.known[k]; ok && old.Equal(l) {
+		return lease.Event{}, false
+	}
+	t.known[k] = l
+	return lease.Event{Type: lease.Added, Lease: l}, true
+}
+
+// Remove records that key holds no valid lease any more.
+func (t *Tracker) Remove(key string) (lease.Event, bool) {
+	old, ok := t.known[key]
+	if !ok {
+		return lease.Event{}, false
+	}
+	delete(t.known, key)
+	return lease.Event{Type: lease.Removed, Lease: old}, true
+}
+
+// Reset replaces the known set by a full list and returns the difference:
+// additions and changes first, then removals, each in key order.
+func (t *Tracker) Reset(leases []lease.Lease) []lease.Event {
+	var adds, removes []lease.Event
+	seen := make(map[string]bool, len(leases))
+	for _, l := range leases {
+		seen[l.Key()] = true
+		if ev, ok := t.Put(l); ok {
+			adds = append(adds, ev)
+		}
+	}
+	var gone []string
+	for k := range t.known {
+		if !seen[k] {
+			gone = append(gone, k)
+		}
+	}
+	sort.Strings(gone)
+	for _, k := range gone {
+		ev, _ := t.Remove(k)
+		removes = append(removes, ev)
+	}
+	sort.SliceStable(adds, func(i, j int) bool { return adds[i].Lease.Key() < adds[j].Lease.Key() })
+	return append(adds, removes...)
+}
+
+// Len returns the number of known leases.
+func (t *Tracker) Len() int { return len(t.known) }
+
+// BadKeys logs entries other writers left in the store that are not valid
+// leases, once per key and reason: a re-list or a repeated watch event does
+// not log again, a key that becomes valid and then bad again does. It is
+// safe for concurrent use.
+type BadKeys struct {
+	log *slog.Logger
+
+	mu     sync.Mutex
+	reason map[string]string // guarded by mu
+}
+
+// NewBadKeys logs to log.
+func NewBadKeys(log *slog.Logger) *BadKeys {
+	return &BadKeys{log: log, reason: map[string]string{}}
+}
+
+// Skip reports that key was skipped because of err.
+func (b *BadKeys) Skip(key string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.reason[key] == err.Error() {
+		return
+	}
+	b.reason[key] = err.Error()
+	b.log.Warn("skipping invalid lease in store", "key", key, "err", err)
+}
+
+// Clear forgets key (it is valid again, or deleted).
+func (b *BadKeys) Clear(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.reason, key)
+}
