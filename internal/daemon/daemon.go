@@ -27,17 +27,17 @@ import (
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/netfilter"
 	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/reconcile"
 	"github.com/weft-net/weft/internal/store"
 	"github.com/weft-net/weft/internal/subnetfile"
 )
 
-// Rules is the masquerade and forward rule manager.
+// Rules is the masquerade and forward rule manager (netfilter.Manager).
 type Rules interface {
-	// Set installs the rules for the cluster networks and the node's own
-	// subnets (idempotent).
-	Set(ctx context.Context, networks, own []netip.Prefix) error
+	// Set installs the rules for cfg (idempotent).
+	Set(ctx context.Context, cfg netfilter.Config) error
 	// Run re-checks and restores the rules until ctx ends.
 	Run(ctx context.Context) error
 }
@@ -48,7 +48,7 @@ type Deps struct {
 	Store    store.Store
 	Backends backend.Registry
 	// NewRules builds the rule manager once the configuration is known
-	// (iptables or nftables); nil when neither --ip-masq nor
+	// (iptables or nftables); nil for none. It is used when --ip-masq or
 	// --iptables-forward-rules asks for rules.
 	NewRules func(nc *config.NetConf) (Rules, error)
 	// ResyncEvery is the period of the full kernel check; 0 means 30 s.
@@ -133,11 +133,11 @@ func (dm *Daemon) start(ctx context.Context) error {
 	if err := dm.blackhole(); err != nil {
 		return err
 	}
-	if dm.d.NewRules != nil {
+	if dm.d.NewRules != nil && (dm.o.IPMasq || dm.o.IPTablesForwardRules) {
 		if dm.rules, err = dm.d.NewRules(dm.nc); err != nil {
 			return fmt.Errorf("masquerade rules: %w", err)
 		}
-		if err := dm.rules.Set(ctx, dm.networks(), dm.ownSubnets()); err != nil {
+		if err := dm.rules.Set(ctx, dm.rulesConfig()); err != nil {
 			return fmt.Errorf("masquerade rules: %w", err)
 		}
 	}
@@ -220,6 +220,21 @@ func (dm *Daemon) ownSubnets() []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// rulesConfig is the desired masquerade and forward rules.
+func (dm *Daemon) rulesConfig() netfilter.Config {
+	cfg := netfilter.Config{Masquerade: dm.o.IPMasq, Forward: dm.o.IPTablesForwardRules,
+		FullyRandomDisable: dm.o.IPMasqFullyRandomDisable}
+	for _, f := range []struct {
+		fam config.Family
+		own netip.Prefix
+	}{{dm.nc.IPv4, dm.own.Subnet}, {dm.nc.IPv6, dm.own.IPv6Subnet}} {
+		if f.fam.Enabled && f.own.IsValid() {
+			cfg.Networks = append(cfg.Networks, netfilter.Network{Cluster: f.fam.Network, Subnet: f.own.Masked()})
+		}
+	}
+	return cfg
 }
 
 func (dm *Daemon) scope() reconcile.Scope {

@@ -35,7 +35,7 @@ func TestVXLANLifecycle(t *testing.T) {
 	p5 := c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	c.peerLease(t, "10.244.6.0/24", "192.168.100.16", "0a:00:00:00:00:06", "vxlan")
 	c.peerLease(t, "10.244.7.0/24", "192.168.100.17", "0a:00:00:00:00:07", "host-gw") // another backend
-	c.put(t, prefix+"/subnets/10.244.9.0-24", "{not json", true)                         // a bad writer
+	c.put(t, prefix+"/subnets/10.244.9.0-24", "{not json", true)                      // a bad writer
 	file := tempFile(t, "subnet.env")
 	d := startDaemon(t, n, c, file)
 

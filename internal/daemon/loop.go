@@ -260,7 +260,7 @@ func (dm *Daemon) onOwnLease(ctx context.Context, l lease.Lease) error {
 	}
 	dm.rec.SetScope(dm.scope())
 	if dm.rules != nil {
-		if err := dm.rules.Set(ctx, dm.networks(), dm.ownSubnets()); err != nil {
+		if err := dm.rules.Set(ctx, dm.rulesConfig()); err != nil {
 			return fmt.Errorf("masquerade rules: %w", err)
 		}
 	}

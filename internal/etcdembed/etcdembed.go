@@ -41,6 +41,16 @@ type Options struct {
 	// ReadyTimeout bounds how long Start and Restart wait for the members to
 	// serve; 0 means 30 s.
 	ReadyTimeout time.Duration
+	// Host, when set, is the address members listen on instead of loopback,
+	// with fixed ports from 2379 (client) and 2380 (peer) upwards: the lab
+	// runs etcd on its switch's own address so every node namespace reaches
+	// it.
+	Host string
+	// Enter, when set, runs fn inside the network namespace the listeners
+	// must live in (lab.Do with the switch's namespace): sockets stay in the
+	// namespace they were created in, so etcd serves there while running in
+	// this process.
+	Enter func(fn func() error) error
 }
 
 // Cluster is a running (or partly stopped) embedded etcd cluster. Its
@@ -74,16 +84,25 @@ func Start(opts Options) (*Cluster, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Cluster{opts: opts, log: log.With("component", "etcdembed")}
-	ports, err := freePorts(2 * opts.Members)
-	if err != nil {
-		return nil, err
+	host := "127.0.0.1"
+	var ports []int
+	if opts.Host != "" {
+		host = opts.Host
+		for i := range 2 * opts.Members {
+			ports = append(ports, 2379+i%2+2*(i/2)*10)
+		}
+	} else {
+		var err error
+		if ports, err = freePorts(2 * opts.Members); err != nil {
+			return nil, err
+		}
 	}
 	for i := range opts.Members {
 		m := &member{
 			name:      fmt.Sprintf("m%d", i),
 			dir:       filepath.Join(opts.Dir, fmt.Sprintf("m%d", i)),
-			clientURL: url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])},
-			peerURL:   url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])},
+			clientURL: url.URL{Scheme: "http", Host: net.JoinHostPort(host, fmt.Sprint(ports[2*i]))},
+			peerURL:   url.URL{Scheme: "http", Host: net.JoinHostPort(host, fmt.Sprint(ports[2*i+1]))},
 		}
 		c.members = append(c.members, m)
 	}
@@ -164,7 +183,17 @@ func (c *Cluster) startMembers(idx []int) error {
 		if m.etcd != nil {
 			continue
 		}
-		e, err := embed.StartEtcd(c.config(m))
+		var e *embed.Etcd
+		start := func() (err error) {
+			e, err = embed.StartEtcd(c.config(m))
+			return err
+		}
+		var err error
+		if c.opts.Enter != nil {
+			err = c.opts.Enter(start)
+		} else {
+			err = start()
+		}
 		if err != nil {
 			c.mu.Unlock()
 			return fmt.Errorf("start etcd member %s: %w", m.name, err)

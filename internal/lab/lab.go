@@ -79,6 +79,8 @@ const (
 	NodeHostOffset = 10
 	// RouterHostOffset is the router's (the gateway's) host address on each subnet.
 	RouterHostOffset = 1
+	// ServiceHostOffset is the near switch's own address (lab services).
+	ServiceHostOffset = 2
 	// OutsideHostOffset is the outside namespace's host address on its subnet.
 	OutsideHostOffset = 10
 )

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,4 +177,22 @@ func setSysctls(ns string, kv map[string]string) error {
 		}
 		return nil
 	})
+}
+
+// DialContext connects to addr from inside namespace ns. The socket is made
+// on a thread in ns and keeps that namespace afterwards, so the connection
+// can be used from any goroutine (HTTP transports and gRPC dial from their
+// own goroutines, which is why they need this instead of Do).
+func DialContext(ctx context.Context, ns, network, addr string) (net.Conn, error) {
+	var conn net.Conn
+	err := Do(ns, func() error {
+		var d net.Dialer
+		var err error
+		conn, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s in %s: %w", addr, ns, err)
+	}
+	return conn, nil
 }

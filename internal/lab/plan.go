@@ -28,6 +28,20 @@ type Switch struct {
 	Bridge  string         `json:"bridge"`  // the bridge inside NS
 	Subnets []netip.Prefix `json:"subnets"` // the segment's IPv4 and IPv6 prefixes
 	Gateway []netip.Addr   `json:"gateway"` // the router's addresses on it
+	// Service are the bridge's own addresses on the near switch, where lab
+	// services every node can reach listen (the lab's etcd).
+	Service []netip.Prefix `json:"service,omitempty"`
+}
+
+// ServiceAddr returns the near switch's first service address (the lab's etcd
+// listens there), or the zero Addr.
+func (t *Topology) ServiceAddr() netip.Addr {
+	for _, s := range t.Switches {
+		if len(s.Service) > 0 {
+			return s.Service[0].Addr()
+		}
+	}
+	return netip.Addr{}
 }
 
 // Host is a namespace with links: a node, the router or the outside host.
@@ -140,7 +154,9 @@ func Plan(o Options) (*Topology, error) {
 	if t.MTU == 0 {
 		t.MTU = 1500
 	}
-	t.Switches = append(t.Switches, planSwitch(o.Name, "sw", near))
+	sw := planSwitch(o.Name, "sw", near)
+	sw.Service = hostAddrs(near, ServiceHostOffset)
+	t.Switches = append(t.Switches, sw)
 	if len(o.Far) > 0 {
 		far, err := o.subnets(o.FarUnderlay, DefaultFarUnderlay(), "far underlay")
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 )
@@ -83,6 +84,15 @@ func build(ctx context.Context, log *slog.Logger, h *handles, topo *Topology) er
 	for _, s := range topo.Switches {
 		if _, err := h.ensureBridge(s.NS, s.Bridge, topo.MTU, false); err != nil {
 			return err
+		}
+		if len(s.Service) > 0 {
+			var gws []netip.Addr
+			if topo.Router != nil {
+				gws = s.Gateway // far nodes reach the services through the router
+			}
+			if err := h.configure(s.NS, s.Bridge, s.Service, gws); err != nil {
+				return err
+			}
 		}
 	}
 	created := map[string]bool{}

@@ -1,0 +1,76 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/cluster"
+)
+
+// assertMatrix pings every pod from every other pod.
+func assertMatrix(t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	n := 0
+	for _, p := range c.PingMatrix(context.Background()) {
+		n++
+		if p.Err != nil {
+			t.Errorf("pod %s -> %s (%s): %v", p.From.NS, p.To.NS, p.Addr, p.Err)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no pings: no pods")
+	}
+	t.Logf("%d pod-to-pod pings", n)
+}
+
+// routeTo returns node's route to the subnet of other.
+func routeTo(t *testing.T, c *cluster.Cluster, node, other int) string {
+	t.Helper()
+	env, err := c.SubnetEnv(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(run(t, c.NodeNS(node), "ip", "route", "show", env.Subnet.Masked().String()))
+}
+
+func TestPingMatrix(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		backend string
+		dr      bool
+		far     []int
+	}{
+		{"vxlan", "vxlan", false, []int{3}},
+		{"vxlan-directrouting", "vxlan", true, []int{3}},
+		{"host-gw", "host-gw", false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := up(t, cluster.Options{Lab: lab.Options{Nodes: 3, Far: tc.far}, Backend: tc.backend, DirectRouting: tc.dr, Pods: 2})
+			assertMatrix(t, c)
+			near, far := routeTo(t, c, 1, 2), ""
+			if len(tc.far) > 0 {
+				far = routeTo(t, c, 1, 3)
+			}
+			isVXLAN := func(r string) bool { return strings.Contains(r, "dev flannel.1") && strings.HasSuffix(r, "onlink") }
+			switch tc.name {
+			case "vxlan":
+				if !isVXLAN(near) || !isVXLAN(far) {
+					t.Errorf("vxlan routes: near %q far %q", near, far)
+				}
+			case "vxlan-directrouting":
+				if !strings.Contains(near, "via 192.168.100.12 dev eth0") {
+					t.Errorf("same-subnet peer route %q, want a plain route via 192.168.100.12", near)
+				}
+				if !isVXLAN(far) {
+					t.Errorf("far peer route %q, want vxlan", far)
+				}
+			case "host-gw":
+				if !strings.Contains(near, "via 192.168.100.12 dev eth0") {
+					t.Errorf("host-gw route %q", near)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/cluster"
+)
+
+// binDir is where weftd and cni/ are: WEFT_BIN_DIR (make test), else built
+// once by TestMain.
+type binaries struct{ dir string }
+
+func (b binaries) get(t testing.TB) string {
+	t.Helper()
+	if b.dir == "" {
+		t.Fatal("binaries were not built")
+	}
+	return b.dir
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	flag.Parse()
+	if os.Geteuid() != 0 || os.Getenv("WEFT_BIN_DIR") != "" || testing.Short() {
+		bins.dir = os.Getenv("WEFT_BIN_DIR")
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "weft-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	plugins := "github.com/containernetworking/plugins/plugins/"
+	for _, b := range [][]string{
+		{"-o", dir + "/", "github.com/weft-net/weft/cmd/weftd"},
+		{"-o", dir + "/cni/flannel", "github.com/weft-net/weft/cmd/weft-cni"},
+		{"-o", dir + "/cni/", plugins + "main/bridge", plugins + "ipam/host-local", plugins + "meta/portmap", plugins + "main/loopback"},
+	} {
+		if err := os.MkdirAll(filepath.Join(dir, "cni"), 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if out, err := exec.Command("go", append([]string{"build"}, b...)...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build %v: %v\n%s", b, err, out)
+			return 1
+		}
+	}
+	bins.dir = dir
+	return m.Run()
+}
+
+var bins binaries
+
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds a lab of network namespaces")
+	}
+}
+
+// up starts a cluster for the test and removes it when the test ends; on
+// failure it prints every node's weftd log.
+func up(t *testing.T, o cluster.Options) *cluster.Cluster {
+	t.Helper()
+	needRoot(t)
+	name, err := lab.RandomName("e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Lab.Name = name
+	o.BinDir = bins.get(t)
+	o.Dir = t.TempDir()
+	o.Logger = slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := cluster.Up(ctx, o)
+	if err != nil {
+		dumpLogs(t, o.Dir)
+		_ = lab.Down(context.Background(), o.Logger, name, "")
+		t.Fatalf("cluster up: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, o.Dir)
+		}
+		if err := c.Down(context.Background()); err != nil {
+			t.Errorf("cluster down: %v", err)
+		}
+	})
+	return c
+}
+
+func dumpLogs(t *testing.T, dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "n*", "weftd.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		t.Logf("== %s\n%s", l, b)
+	}
+}
+
+func run(t testing.TB, ns string, argv ...string) string {
+	t.Helper()
+	out, err := lab.Exec(context.Background(), ns, argv...)
+	if err != nil {
+		t.Fatalf("%s in %s: %v\n%s", strings.Join(argv, " "), ns, err, out)
+	}
+	return out
+}

@@ -1,0 +1,278 @@
+// Package cluster runs a whole weft cluster on a lab topology: an embedded
+// etcd listening on the lab switch's own address, a real weftd process in
+// every node namespace with its own subnet file, health port and log file,
+// and pods attached by the real CNI plugin through libcni, as a container
+// runtime attaches them. The daemon's end-to-end tests and `weft lab` use it,
+// so there is one harness, not two.
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/weft-net/weft/internal/etcdembed"
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/subnetfile"
+)
+
+// Defaults.
+const (
+	// Prefix is the etcd prefix the lab's nodes use (flannel's default).
+	Prefix = "/coreos.com/network"
+	// HealthPort is every node's --healthz-port.
+	HealthPort = 8471
+	// EtcdPort is the lab etcd's client port on the switch address.
+	EtcdPort = 2379
+)
+
+// Options describe a cluster.
+type Options struct {
+	Lab lab.Options
+	// Backend is net-conf.json's Backend.Type (default vxlan);
+	// DirectRouting sets the option of vxlan and ipip.
+	Backend       string
+	DirectRouting bool
+	// NetConf, when set, replaces the generated net-conf.json.
+	NetConf string
+	// Pods per node (default 0: none).
+	Pods int
+	// BinDir holds weftd and cni/ (make build's ./bin).
+	BinDir string
+	// Dir is the working directory: etcd data, and per node its subnet
+	// file, CNI state and weftd.log.
+	Dir string
+	// WeftdArgs are extra flags for every weftd (e.g. --ip-masq).
+	WeftdArgs []string
+	Logger    *slog.Logger
+}
+
+// NetConfJSON returns the net-conf.json the options describe.
+func (o Options) NetConfJSON() string {
+	if o.NetConf != "" {
+		return o.NetConf
+	}
+	b := map[string]any{"Type": o.Backend}
+	if o.Backend == "" {
+		b["Type"] = "vxlan"
+	}
+	if o.DirectRouting {
+		b["DirectRouting"] = true
+	}
+	out, _ := json.Marshal(map[string]any{"Network": "10.244.0.0/16", "Backend": b})
+	return string(out)
+}
+
+// Cluster is a running cluster.
+type Cluster struct {
+	o        Options
+	log      *slog.Logger
+	lab      *lab.Lab
+	etcd     *etcdembed.Cluster
+	endpoint string
+
+	mu    sync.Mutex // guards procs and pods
+	procs map[int]*proc
+	pods  []Pod
+}
+
+// Pod is a pod attached by the CNI plugin.
+type Pod struct {
+	Node, Index int
+	NS          string
+	ContainerID string
+	Addrs       []netip.Addr
+}
+
+// Up builds the lab, starts etcd with the network config, a weftd per node,
+// waits until every node is ready, then attaches Pods pods per node.
+func Up(ctx context.Context, o Options) (_ *Cluster, retErr error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Cluster{o: o, log: o.Logger, procs: map[int]*proc{}}
+	defer func() {
+		if retErr != nil {
+			_ = c.Down(context.WithoutCancel(ctx))
+		}
+	}()
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", o.Dir, err)
+	}
+	var err error
+	if c.lab, err = lab.Up(ctx, o.Logger, o.Lab); err != nil {
+		return nil, fmt.Errorf("build lab: %w", err)
+	}
+	if err := c.startEtcd(ctx); err != nil {
+		return nil, err
+	}
+	for i := range c.lab.Nodes() {
+		if err := c.StartWeftd(i + 1); err != nil {
+			return nil, err
+		}
+	}
+	for i := range c.lab.Nodes() {
+		if err := c.WaitReady(ctx, i+1); err != nil {
+			return nil, err
+		}
+	}
+	for n := range c.lab.Nodes() {
+		for p := 1; p <= o.Pods; p++ {
+			if _, err := c.AddPod(ctx, n+1, p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c, nil
+}
+
+func (c *Cluster) startEtcd(ctx context.Context) error {
+	topo := c.lab.Topology()
+	addr := topo.ServiceAddr()
+	var swNS string
+	for _, s := range topo.Switches {
+		if len(s.Service) > 0 {
+			swNS = s.NS
+		}
+	}
+	dir := filepath.Join(c.o.Dir, "etcd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	var err error
+	c.etcd, err = etcdembed.Start(etcdembed.Options{Dir: dir, Host: addr.String(), Logger: c.log,
+		Enter: func(fn func() error) error { return lab.Do(swNS, fn) }})
+	if err != nil {
+		return fmt.Errorf("start etcd on %s: %w", addr, err)
+	}
+	c.endpoint = c.etcd.Endpoints()[0]
+	return c.Put(ctx, Prefix+"/config", c.o.NetConfJSON())
+}
+
+// Put writes a key into the lab's etcd (from this process, through the
+// switch namespace).
+func (c *Cluster) Put(ctx context.Context, key, value string) error {
+	return c.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		_, err := cli.Put(ctx, key, value)
+		return err
+	})
+}
+
+// Delete removes a key from the lab's etcd.
+func (c *Cluster) Delete(ctx context.Context, key string) error {
+	return c.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		_, err := cli.Delete(ctx, key)
+		return err
+	})
+}
+
+// withClient runs fn with an etcd client whose connections are made from the
+// switch namespace (the only place besides the nodes that reaches etcd).
+func (c *Cluster) withClient(ctx context.Context, fn func(context.Context, *clientv3.Client) error) error {
+	var swNS string
+	for _, s := range c.lab.Topology().Switches {
+		if len(s.Service) > 0 {
+			swNS = s.NS
+		}
+	}
+	// gRPC dials from its own goroutines, so the dialer enters the
+	// namespace itself for each connection.
+	dial := func(ctx context.Context, addr string) (net.Conn, error) { return lab.DialContext(ctx, swNS, "tcp", addr) }
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)}})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return fn(ctx, cli)
+}
+
+// Endpoint is the etcd URL the nodes use.
+func (c *Cluster) Endpoint() string { return c.endpoint }
+
+// Lab returns the topology.
+func (c *Cluster) Lab() *lab.Lab { return c.lab }
+
+// NodeDir is node's working directory.
+func (c *Cluster) NodeDir(node int) string { return filepath.Join(c.o.Dir, "n"+strconv.Itoa(node)) }
+
+// SubnetFile is node's subnet.env.
+func (c *Cluster) SubnetFile(node int) string { return filepath.Join(c.NodeDir(node), "subnet.env") }
+
+// LogFile is node's weftd log.
+func (c *Cluster) LogFile(node int) string { return filepath.Join(c.NodeDir(node), "weftd.log") }
+
+// SubnetEnv reads node's subnet.env.
+func (c *Cluster) SubnetEnv(node int) (subnetfile.Env, error) { return subnetfile.Read(c.SubnetFile(node)) }
+
+// NodeNS is node's namespace.
+func (c *Cluster) NodeNS(node int) string {
+	h, err := c.lab.Node(node)
+	if err != nil {
+		return ""
+	}
+	return h.NS
+}
+
+// Pods returns the attached pods.
+func (c *Cluster) Pods() []Pod {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Pod(nil), c.pods...)
+}
+
+// Down stops every weftd, etcd and removes the lab.
+func (c *Cluster) Down(ctx context.Context) error {
+	var errs []error
+	c.mu.Lock()
+	nodes := make([]int, 0, len(c.procs))
+	for n := range c.procs {
+		nodes = append(nodes, n)
+	}
+	c.mu.Unlock()
+	for _, n := range nodes {
+		errs = append(errs, ignoreGone(c.KillWeftd(n, true)))
+	}
+	if c.etcd != nil {
+		c.etcd.Close()
+	}
+	if c.lab != nil {
+		errs = append(errs, c.lab.Down(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+func ignoreGone(err error) error {
+	if err != nil && strings.Contains(err.Error(), "not running") {
+		return nil
+	}
+	return err
+}
+
+// confList is the kube-flannel conflist pointed at node's files.
+func (c *Cluster) confList(node int) (*libcni.NetworkConfigList, error) {
+	d := c.NodeDir(node)
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	src := `{"cniVersion":"1.1.0","name":"cbr0","plugins":[
+		{"type":"flannel","subnetFile":` + q(c.SubnetFile(node)) + `,"dataDir":` + q(filepath.Join(d, "cni", "flannel")) + `,
+		 "ipam":{"dataDir":` + q(filepath.Join(d, "cni", "ipam")) + `},"delegate":{"hairpinMode":true,"isDefaultGateway":true}},
+		{"type":"portmap","capabilities":{"portMappings":true}}]}`
+	return libcni.ConfListFromBytes([]byte(src))
+}

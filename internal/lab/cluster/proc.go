@@ -1,0 +1,157 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/weft-net/weft/internal/lab"
+)
+
+// proc is a running weftd.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when it exited
+	err  error
+}
+
+// WeftdArgs returns the command line of node's weftd.
+func (c *Cluster) WeftdArgs(node int) []string {
+	args := []string{filepath.Join(c.o.BinDir, "weftd"), "--etcd-endpoints", c.endpoint, "--iface", lab.NodeIface,
+		"--subnet-file", c.SubnetFile(node), "--healthz-port", strconv.Itoa(HealthPort), "--healthz-ip", "0.0.0.0"}
+	return append(args, c.o.WeftdArgs...)
+}
+
+// StartWeftd starts node's weftd in its namespace, appending to its log.
+func (c *Cluster) StartWeftd(node int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.procs[node]; ok && !exited(p) {
+		return fmt.Errorf("weftd on node %d is already running", node)
+	}
+	if err := os.MkdirAll(c.NodeDir(node), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", c.NodeDir(node), err)
+	}
+	logf, err := os.OpenFile(c.LogFile(node), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open weftd log: %w", err)
+	}
+	cmd := lab.Command(context.Background(), c.NodeNS(node), c.WeftdArgs(node)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start weftd on node %d: %w", node, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	c.procs[node] = p
+	c.log.Info("started weftd", "node", node, "pid", cmd.Process.Pid, "log", c.LogFile(node))
+	return nil
+}
+
+func exited(p *proc) bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// KillWeftd stops node's weftd: SIGKILL when hard, else SIGTERM; it waits
+// until the process is gone.
+func (c *Cluster) KillWeftd(node int, hard bool) error {
+	c.mu.Lock()
+	p, ok := c.procs[node]
+	c.mu.Unlock()
+	if !ok || exited(p) {
+		return fmt.Errorf("weftd on node %d is not running", node)
+	}
+	sig := syscall.SIGTERM
+	if hard {
+		sig = syscall.SIGKILL
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal weftd on node %d: %w", node, err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		return fmt.Errorf("weftd on node %d did not stop after %v", node, sig)
+	}
+}
+
+// Pid returns node's weftd process id, 0 when it is not running.
+func (c *Cluster) Pid(node int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.procs[node]; ok && !exited(p) {
+		return p.cmd.Process.Pid
+	}
+	return 0
+}
+
+// Ready asks node's /readyz.
+func (c *Cluster) Ready(ctx context.Context, node int) (bool, error) {
+	h, err := c.lab.Node(node)
+	if err != nil {
+		return false, err
+	}
+	url := "http://" + net.JoinHostPort(h.Addrs()[0].String(), strconv.Itoa(HealthPort)) + "/readyz"
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err
+	}
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return lab.DialContext(ctx, h.NS, network, addr)
+	}}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	ready := resp.StatusCode == http.StatusOK
+	return ready, nil
+}
+
+// WaitReady waits until node's weftd answers /readyz with 200, failing early
+// (with the log's path) when the process exits.
+func (c *Cluster) WaitReady(ctx context.Context, node int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		p := c.procs[node]
+		c.mu.Unlock()
+		if p != nil && exited(p) {
+			return fmt.Errorf("weftd on node %d exited (%v); see %s", node, p.err, c.LogFile(node))
+		}
+		if ok, _ := c.Ready(ctx, node); ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return errors.New("weftd on node " + strconv.Itoa(node) + " not ready after 30 s; see " + c.LogFile(node))
+}
