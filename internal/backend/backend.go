@@ -55,7 +55,7 @@ type Backend interface {
 	// Peer returns the kernel objects that make one peer's subnets
 	// reachable, or why the peer's lease cannot be used by this backend (the
 	// caller logs that once per lease and installs nothing for it).
-	Peer(own lease.Lease, peer lease.Lease) (reconcile.State, error)
+	Peer(own lease.Lease, peer lease.Lease) (reconcile.Objects, error)
 	// Links returns the indices of the devices the backend manages (their
 	// neighbours and FDB entries belong to weft).
 	Links() []int

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"os/exec"
 	"sort"
 	"strings"
@@ -116,6 +117,20 @@ func TestVXLANLifecycle(t *testing.T) {
 	want2 := sorted(vxlanPeerState("10.244.6.0/24", "10.244.6.0", "0a:00:00:00:00:06", "192.168.100.16"))
 	if got := sorted(n.kernel(t)); got != want2 {
 		t.Fatalf("kernel after restart =\n%s\nwant\n%s", got, want2)
+	}
+
+	// Someone deletes our own lease: weftd takes the same subnet back
+	// (flannel exits 0 here) and keeps running.
+	ownKey := prefix + "/subnets/" + d2.own.Key()
+	c.del(t, ownKey)
+	eventually(t, 5*time.Second, "own lease re-acquired", func() bool {
+		r, err := c.cli.Get(context.Background(), ownKey)
+		return err == nil && len(r.Kvs) == 1
+	})
+	select {
+	case <-d2.done:
+		t.Fatalf("daemon exited after losing its lease: %v", d2.err)
+	default:
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -76,7 +77,7 @@ func (dm *Daemon) replayPeers() {
 func (dm *Daemon) loop(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	notices := make(chan netlinkx.Notice, 4096)
+	notices := make(chan netlinkx.Notice, 1024)
 	if err := dm.nl.Monitor(ctx, notices); err != nil {
 		return err
 	}
@@ -84,6 +85,10 @@ func (dm *Daemon) loop(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Start-up decoded every lease twice (acquire and list) and built large
+	// netlink batches; return that garbage to the OS now rather than carry
+	// it as RSS for the daemon's lifetime.
+	debug.FreeOSMemory()
 	dm.health.ready.Store(true)
 	dm.log.Info("node is up", "lease", dm.own.Key(), "public-ip", dm.own.Attrs.PublicIP, "backend", dm.nc.Backend.Type,
 		"mtu", dm.be.MTU(), "peers", len(dm.peers), "startup", time.Since(dm.started).Round(time.Microsecond))
@@ -91,13 +96,14 @@ func (dm *Daemon) loop(ctx context.Context) error {
 		dm.d.Ready(dm.own)
 	}
 	events := make(chan []lease.Event, 64)
+	keepEvents := make(chan []lease.Event, 64) // own-lease changes, for KeepLease
 	owns := make(chan lease.Lease, 4)
 	fatal := make(chan error, 3)
 	go func() { fatal <- wrapNonNil("watch leases", dm.d.Store.WatchLeases(ctx, snap, events)) }()
 	go func() {
 		fatal <- wrapNonNil("keep the lease", store.KeepLease(ctx, dm.d.Store, dm.own, store.KeepOptions{
 			Request: store.AcquireRequest{Config: dm.nc, Attrs: dm.own.Attrs}, Margin: dm.o.SubnetLeaseRenewMargin,
-			Logger: dm.log.With("component", "lease")}, owns))
+			Logger: dm.log.With("component", "lease"), Events: keepEvents}, owns))
 	}()
 	if dm.rules != nil {
 		go func() { fatal <- wrapNonNil("masquerade rules", dm.rules.Run(ctx)) }()
@@ -116,6 +122,7 @@ func (dm *Daemon) loop(ctx context.Context) error {
 			return err
 		case batch := <-events:
 			dm.onLeases(batch)
+			dm.forwardOwn(batch, keepEvents)
 			dm.apply(ctx)
 		case n := <-notices:
 			full := dm.onNotice(ctx, n)
@@ -151,6 +158,26 @@ func wrapNonNil(what string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// forwardOwn passes the events about the own lease's key to KeepLease,
+// which only needs those. It never blocks the loop: KeepLease confirms by
+// renewing, so a dropped duplicate costs nothing.
+func (dm *Daemon) forwardOwn(batch []lease.Event, keep chan<- []lease.Event) {
+	var own []lease.Event
+	for _, e := range batch {
+		if e.Lease.Key() == dm.own.Key() {
+			own = append(own, e)
+		}
+	}
+	if len(own) == 0 {
+		return
+	}
+	select {
+	case keep <- own:
+	default:
+		dm.log.Warn("lease keeper is busy; dropped an own-lease event", "lease", dm.own.Key())
+	}
 }
 
 func (dm *Daemon) onLeases(batch []lease.Event) {

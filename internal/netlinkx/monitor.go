@@ -45,8 +45,8 @@ type Notice struct {
 // order per object type; a full out channel blocks the reader goroutines, not
 // the kernel (overflow shows up as a Lost notice).
 func (h *Handle) Monitor(ctx context.Context, out chan<- Notice) error {
-	routes := make(chan netlink.RouteUpdate, 1024)
-	neighs := make(chan netlink.NeighUpdate, 1024)
+	routes := make(chan netlink.RouteUpdate, 256)
+	neighs := make(chan netlink.NeighUpdate, 256)
 	links := make(chan netlink.LinkUpdate, 64)
 	done := ctx.Done()
 	ns := h.ns

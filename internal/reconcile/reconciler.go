@@ -64,17 +64,24 @@ type Reconciler struct {
 
 	mu      sync.Mutex // guards the fields below
 	scope   Scope
-	peers   map[string]State // each peer's contribution to desired
-	desired State            // the union of peers
-	applied State            // what we know is in the kernel
-	dirty   State            // keys to look at in the next pass (values unused)
-	refs    map[any]int      // how many peers want each object key
+	peers   map[string]Objects // each peer's contribution to desired
+	desired State              // the union of peers
+	applied State              // what we know is in the kernel
+	dirty   State              // keys to look at in the next pass (values unused)
+	refs    refs               // how many peers want each object key
+}
+
+// refs counts, per object key, the peers that want it.
+type refs struct {
+	routes map[netip.Prefix]int32
+	neighs map[neighKey]int32
+	fdb    map[fdbKey]int32
 }
 
 // New returns a Reconciler that has applied nothing yet; call Sync first.
 func New(k Kernel, log *slog.Logger) *Reconciler {
-	return &Reconciler{k: k, log: log, peers: map[string]State{}, desired: NewState(), applied: NewState(), dirty: NewState(),
-		refs: map[any]int{}}
+	return &Reconciler{k: k, log: log, peers: map[string]Objects{}, desired: NewState(), applied: NewState(), dirty: NewState(),
+		refs: refs{routes: map[netip.Prefix]int32{}, neighs: map[neighKey]int32{}, fdb: map[fdbKey]int32{}}}
 }
 
 // SetScope sets which kernel objects are weft's (used by Sync).
@@ -86,25 +93,30 @@ func (r *Reconciler) SetScope(scope Scope) {
 
 // SetPeer replaces one peer's desired objects. It does not touch the kernel;
 // Apply or Sync does.
-func (r *Reconciler) SetPeer(key string, st State) {
+func (r *Reconciler) SetPeer(key string, objs Objects) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.removePeerLocked(key)
-	r.peers[key] = st
-	for k, v := range st.Routes {
-		r.desired.Routes[k] = v
-		r.dirty.Routes[k] = v
-		r.refs[k]++
+	for i := range objs.Routes {
+		objs.Routes[i].Dst = objs.Routes[i].Dst.Masked()
 	}
-	for k, v := range st.Neighs {
+	r.peers[key] = objs
+	for _, v := range objs.Routes {
+		r.desired.Routes[v.Dst] = v
+		r.dirty.Routes[v.Dst] = v
+		r.refs.routes[v.Dst]++
+	}
+	for _, v := range objs.Neighs {
+		k := neighKey{v.LinkIndex, v.IP}
 		r.desired.Neighs[k] = v
 		r.dirty.Neighs[k] = v
-		r.refs[k]++
+		r.refs.neighs[k]++
 	}
-	for k, v := range st.FDB {
+	for _, v := range objs.FDB {
+		k := fdbKey{v.LinkIndex, v.MAC}
 		r.desired.FDB[k] = v
 		r.dirty.FDB[k] = v
-		r.refs[k]++
+		r.refs.fdb[k]++
 	}
 }
 
@@ -123,25 +135,28 @@ func (r *Reconciler) removePeerLocked(key string) {
 	delete(r.peers, key)
 	// An object another peer also wants stays, with that peer's value (only
 	// a bad writer's duplicate subnets make this happen).
-	for k, v := range old.Routes {
+	for _, v := range old.Routes {
+		k := v.Dst
 		r.dirty.Routes[k] = v
-		if r.unref(k) {
+		if unref(r.refs.routes, k) {
 			delete(r.desired.Routes, k)
 		} else if r.desired.Routes[k] == v {
-			r.desired.Routes[k] = r.otherRouteLocked(k)
+			r.desired.Routes[k] = r.otherLocked(func(o Objects) (Route, bool) { return find(o.Routes, func(x Route) bool { return x.Dst == k }) })
 		}
 	}
-	for k, v := range old.Neighs {
+	for _, v := range old.Neighs {
+		k := neighKey{v.LinkIndex, v.IP}
 		r.dirty.Neighs[k] = v
-		if r.unref(k) {
+		if unref(r.refs.neighs, k) {
 			delete(r.desired.Neighs, k)
 		} else if r.desired.Neighs[k] == v {
 			r.desired.Neighs[k] = r.otherNeighLocked(k)
 		}
 	}
-	for k, v := range old.FDB {
+	for _, v := range old.FDB {
+		k := fdbKey{v.LinkIndex, v.MAC}
 		r.dirty.FDB[k] = v
-		if r.unref(k) {
+		if unref(r.refs.fdb, k) {
 			delete(r.desired.FDB, k)
 		} else if r.desired.FDB[k] == v {
 			r.desired.FDB[k] = r.otherFDBLocked(k)
@@ -149,19 +164,29 @@ func (r *Reconciler) removePeerLocked(key string) {
 	}
 }
 
-// unref drops one reference to an object key and reports whether none is left.
-func (r *Reconciler) unref(k any) bool {
-	r.refs[k]--
-	if r.refs[k] <= 0 {
-		delete(r.refs, k)
+// unref drops one reference and reports whether none is left.
+func unref[K comparable](m map[K]int32, k K) bool {
+	m[k]--
+	if m[k] <= 0 {
+		delete(m, k)
 		return true
 	}
 	return false
 }
 
-func (r *Reconciler) otherRouteLocked(k netip.Prefix) Route {
+func find[T any](xs []T, match func(T) bool) (T, bool) {
+	for _, x := range xs {
+		if match(x) {
+			return x, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+func (r *Reconciler) otherLocked(pick func(Objects) (Route, bool)) Route {
 	for _, p := range r.peers {
-		if v, ok := p.Routes[k]; ok {
+		if v, ok := pick(p); ok {
 			return v
 		}
 	}
@@ -170,7 +195,7 @@ func (r *Reconciler) otherRouteLocked(k netip.Prefix) Route {
 
 func (r *Reconciler) otherNeighLocked(k neighKey) Neigh {
 	for _, p := range r.peers {
-		if v, ok := p.Neighs[k]; ok {
+		if v, ok := find(p.Neighs, func(x Neigh) bool { return neighKey{x.LinkIndex, x.IP} == k }); ok {
 			return v
 		}
 	}
@@ -179,7 +204,7 @@ func (r *Reconciler) otherNeighLocked(k neighKey) Neigh {
 
 func (r *Reconciler) otherFDBLocked(k fdbKey) FDB {
 	for _, p := range r.peers {
-		if v, ok := p.FDB[k]; ok {
+		if v, ok := find(p.FDB, func(x FDB) bool { return fdbKey{x.LinkIndex, x.MAC} == k }); ok {
 			return v
 		}
 	}
@@ -332,69 +357,57 @@ func (r *Reconciler) Applied() State {
 	return r.applied.clone()
 }
 func (r *Reconciler) applyLocked(ctx context.Context) (Stats, error) {
-	var st Stats
-	var errs []error
-	ok := func(what string, obj fmt.Stringer, err error) bool {
-		if err != nil {
-			st.Failed++
-			errs = append(errs, fmt.Errorf("%s %s: %w", what, obj, err))
-			return false
-		}
-		return true
-	}
 	d, a, dirty := r.desired, r.applied, r.dirty
 	r.dirty = NewState()
-	// Adds first: FDB entries and neighbours before the routes that use them.
+	// Phases in order: FDB entries and neighbours before the routes that use
+	// them, then deletes, routes first. Each phase is one batch.
+	var phases [6][]Write
 	for k := range dirty.FDB {
-		if want, has := d.FDB[k]; has {
-			if got, in := a.FDB[k]; (!in || got != want) && ok("set fdb", want, r.k.SetFDB(want)) {
-				a.FDB[k] = want
-				st.Added++
-			}
+		want, has := d.FDB[k]
+		got, in := a.FDB[k]
+		if has && (!in || got != want) {
+			phases[OpSetFDB] = append(phases[OpSetFDB], Write{Op: OpSetFDB, FDB: want})
+		} else if !has && in {
+			phases[OpDeleteFDB] = append(phases[OpDeleteFDB], Write{Op: OpDeleteFDB, FDB: got})
 		}
 	}
 	for k := range dirty.Neighs {
-		if want, has := d.Neighs[k]; has {
-			if got, in := a.Neighs[k]; (!in || got != want) && ok("set neighbour", want, r.k.SetNeigh(want)) {
-				a.Neighs[k] = want
-				st.Added++
-			}
+		want, has := d.Neighs[k]
+		got, in := a.Neighs[k]
+		if has && (!in || got != want) {
+			phases[OpSetNeigh] = append(phases[OpSetNeigh], Write{Op: OpSetNeigh, Neigh: want})
+		} else if !has && in {
+			phases[OpDeleteNeigh] = append(phases[OpDeleteNeigh], Write{Op: OpDeleteNeigh, Neigh: got})
 		}
 	}
 	for k := range dirty.Routes {
+		want, has := d.Routes[k]
+		got, in := a.Routes[k]
+		if has && (!in || got != want) {
+			phases[OpReplaceRoute] = append(phases[OpReplaceRoute], Write{Op: OpReplaceRoute, Route: want})
+		} else if !has && in {
+			phases[OpDeleteRoute] = append(phases[OpDeleteRoute], Write{Op: OpDeleteRoute, Route: got})
+		}
+	}
+	var st Stats
+	var errs []error
+	for _, op := range []WriteOp{OpSetFDB, OpSetNeigh, OpReplaceRoute, OpDeleteRoute, OpDeleteNeigh, OpDeleteFDB} {
 		if ctx.Err() != nil {
 			r.requeueLocked(dirty)
 			return st, ctx.Err()
 		}
-		if want, has := d.Routes[k]; has {
-			if got, in := a.Routes[k]; (!in || got != want) && ok("replace route", want, r.k.ReplaceRoute(want)) {
-				a.Routes[k] = want
+		ws := phases[op]
+		for i, err := range r.write(ws) {
+			if err != nil {
+				st.Failed++
+				errs = append(errs, fmt.Errorf("%s: %w", ws[i], err))
+				continue
+			}
+			r.recordLocked(ws[i])
+			if op.IsDelete() {
+				st.Deleted++
+			} else {
 				st.Added++
-			}
-		}
-	}
-	// Then deletes: routes before the neighbours and FDB entries they use.
-	for k := range dirty.Routes {
-		if got, in := a.Routes[k]; in {
-			if _, has := d.Routes[k]; !has && ok("delete route", got, r.k.DeleteRoute(got)) {
-				delete(a.Routes, k)
-				st.Deleted++
-			}
-		}
-	}
-	for k := range dirty.Neighs {
-		if got, in := a.Neighs[k]; in {
-			if _, has := d.Neighs[k]; !has && ok("delete neighbour", got, r.k.DeleteNeigh(got)) {
-				delete(a.Neighs, k)
-				st.Deleted++
-			}
-		}
-	}
-	for k := range dirty.FDB {
-		if got, in := a.FDB[k]; in {
-			if _, has := d.FDB[k]; !has && ok("delete fdb", got, r.k.DeleteFDB(got)) {
-				delete(a.FDB, k)
-				st.Deleted++
 			}
 		}
 	}
@@ -405,6 +418,25 @@ func (r *Reconciler) applyLocked(ctx context.Context) (Stats, error) {
 		r.log.Debug("reconciled", "added", st.Added, "deleted", st.Deleted, "failed", st.Failed)
 	}
 	return st, errors.Join(errs...)
+}
+
+// recordLocked updates applied after a successful write.
+func (r *Reconciler) recordLocked(w Write) {
+	a := r.applied
+	switch w.Op {
+	case OpSetFDB:
+		a.AddFDB(w.FDB)
+	case OpSetNeigh:
+		a.AddNeigh(w.Neigh)
+	case OpReplaceRoute:
+		a.AddRoute(w.Route)
+	case OpDeleteRoute:
+		delete(a.Routes, w.Route.Dst.Masked())
+	case OpDeleteNeigh:
+		delete(a.Neighs, neighKey{w.Neigh.LinkIndex, w.Neigh.IP})
+	case OpDeleteFDB:
+		delete(a.FDB, fdbKey{w.FDB.LinkIndex, w.FDB.MAC})
+	}
 }
 
 // requeueLocked marks the keys of dirty that have not converged for the next

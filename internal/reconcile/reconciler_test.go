@@ -131,19 +131,19 @@ func dump(s State) string {
 const vx = 7 // link index of the vxlan device
 
 // peer returns the vxlan objects of a peer with subnet 10.244.<n>.0/24.
-func peer(n int, link int) State {
-	st := NewState()
+func peer(n int, link int) Objects {
 	subnet := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", n))
 	mac := MAC{0x02, 0, 0, 0, 0, byte(n)}
-	st.AddFDB(FDB{MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, 100, byte(n)}), LinkIndex: link})
-	st.AddNeigh(Neigh{IP: subnet.Addr(), MAC: mac, LinkIndex: link})
-	st.AddRoute(Route{Dst: subnet, Gw: subnet.Addr(), LinkIndex: link, OnLink: true})
-	return st
+	return Objects{
+		FDB:    []FDB{{MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, 100, byte(n)}), LinkIndex: link}},
+		Neighs: []Neigh{{IP: subnet.Addr(), MAC: mac, LinkIndex: link}},
+		Routes: []Route{{Dst: subnet, Gw: subnet.Addr(), LinkIndex: link, OnLink: true}},
+	}
 }
 
-func union(states ...State) State {
+func union(objs ...Objects) State {
 	out := NewState()
-	for _, s := range states {
+	for _, s := range objs {
 		for _, r := range s.Routes {
 			out.AddRoute(r)
 		}
@@ -182,9 +182,9 @@ func TestSequenceOfPeers(t *testing.T) {
 	}{
 		{"add 2 and 3", func() { r.SetPeer("2", peer(2, vx)); r.SetPeer("3", peer(3, vx)) }, union(peer(2, vx), peer(3, vx))},
 		{"same again is harmless", func() { r.SetPeer("2", peer(2, vx)) }, union(peer(2, vx), peer(3, vx))},
-		{"remove 2", func() { r.RemovePeer("2") }, peer(3, vx)},
-		{"remove unknown", func() { r.RemovePeer("9") }, peer(3, vx)},
-		{"3 moves to another device", func() { r.SetPeer("3", peer(3, 8)) }, peer(3, 8)},
+		{"remove 2", func() { r.RemovePeer("2") }, union(peer(3, vx))},
+		{"remove unknown", func() { r.RemovePeer("9") }, union(peer(3, vx))},
+		{"3 moves to another device", func() { r.SetPeer("3", peer(3, 8)) }, union(peer(3, 8))},
 	}
 	for _, s := range steps {
 		s.do()
@@ -227,8 +227,7 @@ func TestApplyOnlyTouchesChanges(t *testing.T) {
 func TestSyncRemovesStaleKeepsForeign(t *testing.T) {
 	ctx := context.Background()
 	k := newFake()
-	stale := peer(9, vx)
-	k.st = union(stale, peer(2, vx))
+	k.st = union(peer(9, vx), peer(2, vx))
 	k.st.AddRoute(Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.168.1.1"), LinkIndex: 3}) // wrong
 	foreign := []Route{
 		{Dst: netip.MustParsePrefix("10.1.0.0/16"), Gw: netip.MustParseAddr("192.168.1.1"), LinkIndex: 3}, // outside the network
@@ -275,12 +274,12 @@ func TestForgetRestores(t *testing.T) {
 			t.Error("ForgetRoute of an applied route = false")
 		}
 	}
-	for key, n := range p.Neighs {
-		delete(k.st.Neighs, key)
+	for _, n := range p.Neighs {
+		delete(k.st.Neighs, neighKey{n.LinkIndex, n.IP})
 		r.ForgetNeigh(n.LinkIndex, n.IP)
 	}
-	for key, e := range p.FDB {
-		delete(k.st.FDB, key)
+	for _, e := range p.FDB {
+		delete(k.st.FDB, fdbKey{e.LinkIndex, e.MAC})
 		r.ForgetFDB(e.LinkIndex, e.MAC)
 	}
 	if r.ForgetRoute(netip.MustParsePrefix("10.9.0.0/24")) {
@@ -299,7 +298,7 @@ func TestForgetRestores(t *testing.T) {
 	if _, err := r.Apply(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := dump(k.st); got != dump(peer(2, 8)) {
+	if got := dump(k.st); got != dump(union(peer(2, 8))) {
 		t.Fatalf("after ForgetLink kernel =\n%s", got)
 	}
 }
@@ -320,7 +319,7 @@ func TestFailedWritesAreRetried(t *testing.T) {
 	if _, err := r.Apply(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := dump(k.st); got != dump(p) {
+	if got := dump(k.st); got != dump(union(p)) {
 		t.Fatalf("after retry kernel =\n%s", got)
 	}
 	// A failed delete is retried too.
@@ -351,7 +350,7 @@ func TestDuplicateObjects(t *testing.T) {
 	if _, err := r.Apply(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if dump(k.st) != dump(peer(2, vx)) {
+	if dump(k.st) != dump(union(peer(2, vx))) {
 		t.Fatalf("kernel =\n%s", dump(k.st))
 	}
 }

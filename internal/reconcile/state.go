@@ -93,6 +93,17 @@ type fdbKey struct {
 	mac  MAC
 }
 
+// Objects are one peer's kernel objects: a compact list, since thousands of
+// peers each hold a few.
+type Objects struct {
+	Routes []Route
+	Neighs []Neigh
+	FDB    []FDB
+}
+
+// Len returns the number of objects.
+func (o Objects) Len() int { return len(o.Routes) + len(o.Neighs) + len(o.FDB) }
+
 // State is a set of kernel objects.
 type State struct {
 	Routes map[netip.Prefix]Route

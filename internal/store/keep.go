@@ -41,6 +41,11 @@ type KeepOptions struct {
 	Logger *slog.Logger
 	// Renewed, when set, is called after each successful renewal.
 	Renewed func(lease.Lease)
+	// Events, when set, are the lease changes KeepLease watches (the
+	// caller's own watch, forwarded); otherwise it runs a watch of its own.
+	// A daemon that already watches every lease passes them on instead of
+	// holding a second copy of all of them.
+	Events <-chan []lease.Event
 }
 
 func (o *KeepOptions) defaults() {
@@ -80,16 +85,22 @@ type keeper struct {
 	out  chan<- lease.Lease
 	log  *slog.Logger
 
-	events  chan []lease.Event
-	watchCh chan error
+	events   <-chan []lease.Event
+	ownWatch chan []lease.Event // the watch's channel when KeepLease runs its own
+	watchCh  chan error
 }
 
 func (k *keeper) run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	k.events = make(chan []lease.Event, 16)
 	k.watchCh = make(chan error, 1)
-	go func() { k.watchCh <- k.s.WatchLeases(wctx, Snapshot{}, k.events) }()
+	if k.opts.Events != nil {
+		k.events = k.opts.Events
+	} else {
+		k.ownWatch = make(chan []lease.Event, 16)
+		k.events = k.ownWatch
+		go func() { k.watchCh <- k.s.WatchLeases(wctx, Snapshot{}, k.ownWatch) }()
+	}
 	backoff := k.opts.RetryMin
 	var retry <-chan time.Time
 	for {
@@ -117,7 +128,7 @@ func (k *keeper) run(ctx context.Context) error {
 				case <-k.opts.Clock.After(backoff):
 				case <-wctx.Done():
 				}
-				k.watchCh <- k.s.WatchLeases(wctx, Snapshot{}, k.events)
+				k.watchCh <- k.s.WatchLeases(wctx, Snapshot{}, k.ownWatch)
 			}()
 			continue
 		case <-renew:

@@ -34,8 +34,8 @@ func (h *HostGW) Attrs(context.Context) (lease.Attrs, error) {
 func (h *HostGW) Ensure(context.Context, lease.Lease) error { return nil }
 
 // Peer routes the peer's subnets via its public addresses.
-func (h *HostGW) Peer(own lease.Lease, p lease.Lease) (reconcile.State, error) {
-	st := reconcile.NewState()
+func (h *HostGW) Peer(own lease.Lease, p lease.Lease) (reconcile.Objects, error) {
+	var st reconcile.Objects
 	if err := backend.PeerCheck(own, p, config.BackendHostGW); err != nil {
 		return st, err
 	}
@@ -48,12 +48,12 @@ func (h *HostGW) Peer(own lease.Lease, p lease.Lease) (reconcile.State, error) {
 			continue
 		}
 		if !fam.via.IsValid() {
-			return reconcile.NewState(), fmt.Errorf("it has no public address for %s", fam.subnet)
+			return reconcile.Objects{}, fmt.Errorf("it has no public address for %s", fam.subnet)
 		}
 		if !ext.DirectlyConnected(fam.via) {
-			return reconcile.NewState(), fmt.Errorf("host-gw needs peers on a directly connected subnet, but %s is not on any subnet of %s", fam.via, ext.Name)
+			return reconcile.Objects{}, fmt.Errorf("host-gw needs peers on a directly connected subnet, but %s is not on any subnet of %s", fam.via, ext.Name)
 		}
-		st.AddRoute(reconcile.Route{Dst: fam.subnet, Gw: fam.via, LinkIndex: ext.Index})
+		st.Routes = append(st.Routes, reconcile.Route{Dst: fam.subnet, Gw: fam.via, LinkIndex: ext.Index})
 	}
 	return st, nil
 }

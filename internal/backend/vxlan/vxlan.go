@@ -226,20 +226,20 @@ func (v *VXLAN) configure(link netlink.Link, f *family, subnet netip.Prefix) err
 }
 
 // Peer computes the neighbour, FDB entry and route of one peer.
-func (v *VXLAN) Peer(own lease.Lease, p lease.Lease) (reconcile.State, error) {
-	st := reconcile.NewState()
+func (v *VXLAN) Peer(own lease.Lease, p lease.Lease) (reconcile.Objects, error) {
+	var st reconcile.Objects
 	if err := backend.PeerCheck(own, p, config.BackendVXLAN); err != nil {
 		return st, err
 	}
 	for _, f := range v.enabled() {
-		if err := v.addPeer(st, f, p); err != nil {
-			return reconcile.NewState(), err
+		if err := v.addPeer(&st, f, p); err != nil {
+			return reconcile.Objects{}, err
 		}
 	}
 	return st, nil
 }
 
-func (v *VXLAN) addPeer(st reconcile.State, f *family, p lease.Lease) error {
+func (v *VXLAN) addPeer(st *reconcile.Objects, f *family, p lease.Lease) error {
 	subnet, public, raw := p.Subnet, p.Attrs.PublicIP, p.Attrs.BackendData
 	if f.v6 {
 		subnet, public, raw = p.IPv6Subnet, p.Attrs.PublicIPv6, p.Attrs.BackendV6Data
@@ -251,7 +251,7 @@ func (v *VXLAN) addPeer(st reconcile.State, f *family, p lease.Lease) error {
 		return fmt.Errorf("it has no public address for %s", subnet)
 	}
 	if v.opts.DirectRouting && v.d.External.DirectlyConnected(public) {
-		st.AddRoute(reconcile.Route{Dst: subnet, Gw: public, LinkIndex: v.d.External.Index})
+		st.Routes = append(st.Routes, reconcile.Route{Dst: subnet, Gw: public, LinkIndex: v.d.External.Index})
 		return nil
 	}
 	var d Data
@@ -263,9 +263,9 @@ func (v *VXLAN) addPeer(st reconcile.State, f *family, p lease.Lease) error {
 		return fmt.Errorf("its VtepMAC: %w", err)
 	}
 	zero := subnet.Masked().Addr()
-	st.AddFDB(reconcile.FDB{MAC: mac, Dst: public, LinkIndex: f.index})
-	st.AddNeigh(reconcile.Neigh{IP: zero, MAC: mac, LinkIndex: f.index})
-	st.AddRoute(reconcile.Route{Dst: subnet, Gw: zero, LinkIndex: f.index, OnLink: true})
+	st.FDB = append(st.FDB, reconcile.FDB{MAC: mac, Dst: public, LinkIndex: f.index})
+	st.Neighs = append(st.Neighs, reconcile.Neigh{IP: zero, MAC: mac, LinkIndex: f.index})
+	st.Routes = append(st.Routes, reconcile.Route{Dst: subnet, Gw: zero, LinkIndex: f.index, OnLink: true})
 	return nil
 }
 

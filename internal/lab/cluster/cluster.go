@@ -173,6 +173,27 @@ func (c *Cluster) Put(ctx context.Context, key, value string) error {
 	})
 }
 
+// PutLeased writes many keys attached to one etcd lease of ttl, in
+// transactions of 100 (peer leases for benchmarks).
+func (c *Cluster) PutLeased(ctx context.Context, kvs [][2]string, ttl time.Duration) error {
+	return c.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		g, err := cli.Grant(ctx, int64(ttl.Seconds()))
+		if err != nil {
+			return fmt.Errorf("grant etcd lease: %w", err)
+		}
+		for start := 0; start < len(kvs); start += 100 {
+			var ops []clientv3.Op
+			for _, kv := range kvs[start:min(start+100, len(kvs))] {
+				ops = append(ops, clientv3.OpPut(kv[0], kv[1], clientv3.WithLease(g.ID)))
+			}
+			if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+				return fmt.Errorf("write leases: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
 // Delete removes a key from the lab's etcd.
 func (c *Cluster) Delete(ctx context.Context, key string) error {
 	return c.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
@@ -192,14 +213,16 @@ func (c *Cluster) withClient(ctx context.Context, fn func(context.Context, *clie
 	}
 	// gRPC dials from its own goroutines, so the dialer enters the
 	// namespace itself for each connection.
-	dial := func(ctx context.Context, addr string) (net.Conn, error) { return lab.DialContext(ctx, swNS, "tcp", addr) }
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		return lab.DialContext(ctx, swNS, "tcp", addr)
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)}})
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	return fn(ctx, cli)
 }
@@ -220,7 +243,9 @@ func (c *Cluster) SubnetFile(node int) string { return filepath.Join(c.NodeDir(n
 func (c *Cluster) LogFile(node int) string { return filepath.Join(c.NodeDir(node), "weftd.log") }
 
 // SubnetEnv reads node's subnet.env.
-func (c *Cluster) SubnetEnv(node int) (subnetfile.Env, error) { return subnetfile.Read(c.SubnetFile(node)) }
+func (c *Cluster) SubnetEnv(node int) (subnetfile.Env, error) {
+	return subnetfile.Read(c.SubnetFile(node))
+}
 
 // NodeNS is node's namespace.
 func (c *Cluster) NodeNS(node int) string {
