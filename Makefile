@@ -7,7 +7,7 @@ CNI_TOOLS := $(PLUGINS)/main/bridge $(PLUGINS)/ipam/host-local $(PLUGINS)/meta/p
 FUZZTIME  ?= 30s
 TESTFLAGS ?=
 
-.PHONY: all build deps test lint unit fuzz bench lab clean
+.PHONY: all build deps test lint unit fuzz bench lab lab-down clean
 
 all: build
 
@@ -52,8 +52,14 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# The local lab (root): a 3-node vxlan cluster with 2 pods per node, left
+# running; LAB_ARGS adds flags (e.g. LAB_ARGS="--backend host-gw").
+LAB_ARGS ?=
 lab: build
-	@echo "weft lab comes with the lab issue; today: bin/weft version"; $(BIN)/weft version
+	$(BIN)/weft lab up $(LAB_ARGS)
+
+lab-down:
+	$(BIN)/weft lab down $(LAB_ARGS)
 
 clean:
 	rm -rf $(BIN)

@@ -1,31 +1,40 @@
-// Command weft is the operator's tool: today it prints its version; the lab,
-// bench and status commands join it as they land.
+// Command weft is the operator's tool: the local lab (weft lab ...) and the
+// version.
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
+	"github.com/weft-net/weft/internal/labcli"
 	"github.com/weft-net/weft/internal/version"
 )
 
 const usage = `usage: weft <command>
 
 commands:
+  lab        a whole weft cluster in network namespaces: weft lab up|status|exec|down|list
   version    print weft's version
   help       print this help
 `
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "weft:", err)
-		os.Exit(2)
+		os.Exit(1)
 	}
 }
 
-func run(args []string, stdout io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stdout, usage)
 		return errors.New("no command given")
@@ -37,6 +46,13 @@ func run(args []string, stdout io.Writer) error {
 	case "help", "--help", "-help", "-h":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "lab":
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the weft binary: %w", err)
+		}
+		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		return labcli.Run(ctx, args[1:], labcli.Env{Stdout: stdout, Stderr: stderr, Logger: log, Self: self})
 	}
 	return fmt.Errorf("unknown command %q (see weft help)", args[0])
 }

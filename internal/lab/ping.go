@@ -77,8 +77,11 @@ func pingConn(ctx context.Context, conn *icmp.PacketConn, dst netip.Addr, proto 
 		if err := ctx.Err(); err != nil {
 			return 0, errors.Join(fmt.Errorf("no reply to %d echo requests: %w", len(sent), err), sendErr)
 		}
+		// The clock starts before the send: between namespaces the whole
+		// round trip runs inside the sendto system call.
+		t0 := time.Now()
 		if sendErr = sendEcho(conn, dst, id, seq); sendErr == nil {
-			sent[seq] = time.Now()
+			sent[seq] = t0
 		}
 		next := time.Now().Add(PingInterval)
 		if deadline.Before(next) {

@@ -35,7 +35,7 @@ type Switch struct {
 
 // ServiceAddr returns the near switch's first service address (the lab's etcd
 // listens there), or the zero Addr.
-func (t *Topology) ServiceAddr() netip.Addr {
+func (t Topology) ServiceAddr() netip.Addr {
 	for _, s := range t.Switches {
 		if len(s.Service) > 0 {
 			return s.Service[0].Addr()

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -59,7 +61,23 @@ type Options struct {
 	Dir string
 	// WeftdArgs are extra flags for every weftd (e.g. --ip-masq).
 	WeftdArgs []string
-	Logger    *slog.Logger
+	// EtcdCommand, when set, runs etcd as a process of its own inside the
+	// switch namespace (argv; "--dir", "--host" are appended), so the
+	// cluster outlives the process that built it (`weft lab up`). Otherwise
+	// etcd is embedded in this process (tests).
+	EtcdCommand []string
+	// Detach starts weftd processes in sessions of their own, so they keep
+	// running after this process exits.
+	Detach bool
+	// Progress, when set, is told each step as it starts.
+	Progress func(step string)
+	Logger   *slog.Logger
+}
+
+func (o Options) progress(format string, a ...any) {
+	if o.Progress != nil {
+		o.Progress(fmt.Sprintf(format, a...))
+	}
 }
 
 // NetConfJSON returns the net-conf.json the options describe.
@@ -85,10 +103,12 @@ type Cluster struct {
 	lab      *lab.Lab
 	etcd     *etcdembed.Cluster
 	endpoint string
+	swNS     string // the switch namespace etcd listens in
 
-	mu    sync.Mutex // guards procs and pods
-	procs map[int]*proc
-	pods  []Pod
+	mu      sync.Mutex // guards procs, pods and closers
+	procs   map[int]*proc
+	pods    []Pod
+	closers []io.Closer // log files
 }
 
 // Pod is a pod attached by the CNI plugin.
@@ -115,13 +135,16 @@ func Up(ctx context.Context, o Options) (_ *Cluster, retErr error) {
 		return nil, fmt.Errorf("create %s: %w", o.Dir, err)
 	}
 	var err error
+	o.progress("building the topology: %d nodes, switch, router=%v", o.Lab.Nodes, len(o.Lab.Far) > 0 || o.Lab.Outside || o.Lab.Router)
 	if c.lab, err = lab.Up(ctx, o.Logger, o.Lab); err != nil {
 		return nil, fmt.Errorf("build lab: %w", err)
 	}
+	o.progress("starting etcd on %s with %s", c.lab.Topology().ServiceAddr(), o.NetConfJSON())
 	if err := c.startEtcd(ctx); err != nil {
 		return nil, err
 	}
 	for i := range c.lab.Nodes() {
+		o.progress("starting weftd on node %d (log %s)", i+1, c.LogFile(i+1))
 		if err := c.StartWeftd(i + 1); err != nil {
 			return nil, err
 		}
@@ -130,15 +153,34 @@ func Up(ctx context.Context, o Options) (_ *Cluster, retErr error) {
 		if err := c.WaitReady(ctx, i+1); err != nil {
 			return nil, err
 		}
+		o.progress("node %d is ready", i+1)
 	}
 	for n := range c.lab.Nodes() {
 		for p := 1; p <= o.Pods; p++ {
+			o.progress("attaching pod %d on node %d with the CNI plugin", p, n+1)
 			if _, err := c.AddPod(ctx, n+1, p); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return c, nil
+}
+
+// Attach returns a Cluster for a lab built earlier (by another process): its
+// files, etcd endpoint and health ports; weftd processes are not tracked.
+func Attach(l *lab.Lab, o Options) *Cluster {
+	c := &Cluster{o: o, log: o.Logger, lab: l, procs: map[int]*proc{}}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	topo := l.Topology()
+	for _, s := range topo.Switches {
+		if len(s.Service) > 0 {
+			c.swNS = s.NS
+		}
+	}
+	c.endpoint = "http://" + net.JoinHostPort(topo.ServiceAddr().String(), strconv.Itoa(EtcdPort))
+	return c
 }
 
 func (c *Cluster) startEtcd(ctx context.Context) error {
@@ -153,6 +195,10 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	dir := filepath.Join(c.o.Dir, "etcd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	c.swNS = swNS
+	if len(c.o.EtcdCommand) > 0 {
+		return c.startEtcdProcess(ctx, swNS, dir, addr)
 	}
 	var err error
 	c.etcd, err = etcdembed.Start(etcdembed.Options{Dir: dir, Host: addr.String(), Logger: c.log,
@@ -205,12 +251,7 @@ func (c *Cluster) Delete(ctx context.Context, key string) error {
 // withClient runs fn with an etcd client whose connections are made from the
 // switch namespace (the only place besides the nodes that reaches etcd).
 func (c *Cluster) withClient(ctx context.Context, fn func(context.Context, *clientv3.Client) error) error {
-	var swNS string
-	for _, s := range c.lab.Topology().Switches {
-		if len(s.Service) > 0 {
-			swNS = s.NS
-		}
-	}
+	swNS := c.swNS
 	// gRPC dials from its own goroutines, so the dialer enters the
 	// namespace itself for each connection.
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
@@ -263,6 +304,39 @@ func (c *Cluster) Pods() []Pod {
 	return append([]Pod(nil), c.pods...)
 }
 
+// startEtcdProcess runs EtcdCommand in the switch namespace, detached, and
+// waits until it accepts connections.
+func (c *Cluster) startEtcdProcess(ctx context.Context, swNS, dir string, addr netip.Addr) error {
+	logf, err := os.OpenFile(filepath.Join(c.o.Dir, "etcd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open etcd log: %w", err)
+	}
+	defer logf.Close()
+	argv := append(append([]string(nil), c.o.EtcdCommand...), "--dir", dir, "--host", addr.String())
+	cmd := lab.Command(context.Background(), swNS, argv...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start etcd: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	c.endpoint = "http://" + net.JoinHostPort(addr.String(), strconv.Itoa(EtcdPort))
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("etcd exited (%v); see %s", err, logf.Name())
+		default:
+		}
+		if conn, err := lab.DialContext(ctx, swNS, "tcp", net.JoinHostPort(addr.String(), strconv.Itoa(EtcdPort))); err == nil {
+			conn.Close()
+			return c.Put(ctx, Prefix+"/config", c.o.NetConfJSON())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("etcd not listening on %s after 30 s; see %s", addr, logf.Name())
+}
+
 // Down stops every weftd, etcd and removes the lab.
 func (c *Cluster) Down(ctx context.Context) error {
 	var errs []error
@@ -278,6 +352,12 @@ func (c *Cluster) Down(ctx context.Context) error {
 	if c.etcd != nil {
 		c.etcd.Close()
 	}
+	c.mu.Lock()
+	for _, cl := range c.closers {
+		_ = cl.Close()
+	}
+	c.closers = nil
+	c.mu.Unlock()
 	if c.lab != nil {
 		errs = append(errs, c.lab.Down(ctx))
 	}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/weft-net/weft/internal/lab"
 )
@@ -21,7 +24,17 @@ func (c *Cluster) cniFor(node int) (*libcni.CNIConfig, *libcni.NetworkConfigList
 	if err != nil {
 		return nil, nil, fmt.Errorf("conflist of node %d: %w", node, err)
 	}
-	cni := libcni.NewCNIConfigWithCacheDir([]string{filepath.Join(c.o.BinDir, "cni")}, filepath.Join(c.NodeDir(node), "cni", "cache"), nil)
+	// The plugins' stderr (their logs) goes to the node's cni.log, as a
+	// runtime would keep it, not to the lab's terminal.
+	logf, err := os.OpenFile(filepath.Join(c.NodeDir(node), "cni.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open cni log: %w", err)
+	}
+	c.mu.Lock()
+	c.closers = append(c.closers, logf)
+	c.mu.Unlock()
+	ex := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: logf}, PluginDecoder: version.PluginDecoder{}}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{filepath.Join(c.o.BinDir, "cni")}, filepath.Join(c.NodeDir(node), "cni", "cache"), ex)
 	return cni, list, nil
 }
 

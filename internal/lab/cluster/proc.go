@@ -47,7 +47,7 @@ func (c *Cluster) StartWeftd(node int) error {
 	}
 	cmd := lab.Command(context.Background(), c.NodeNS(node), c.WeftdArgs(node)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !c.o.Detach, Setsid: c.o.Detach}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start weftd on node %d: %w", node, err)

@@ -1,0 +1,168 @@
+package labcli
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/internal/lab"
+)
+
+// bin returns a directory with weft, weftd and cni/: WEFT_BIN_DIR, or a build.
+func bin(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("WEFT_BIN_DIR"); d != "" {
+		return d
+	}
+	d := t.TempDir()
+	p := "github.com/containernetworking/plugins/plugins/"
+	for _, b := range [][]string{
+		{"-o", d + "/", "github.com/weft-net/weft/cmd/weft", "github.com/weft-net/weft/cmd/weftd"},
+		{"-o", d + "/cni/flannel", "github.com/weft-net/weft/cmd/weft-cni"},
+		{"-o", d + "/cni/", p + "main/bridge", p + "ipam/host-local", p + "meta/portmap", p + "main/loopback"},
+	} {
+		if out, err := exec.Command("go", append([]string{"build"}, b...)...).CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+	}
+	return d
+}
+
+type labRunner struct {
+	t    *testing.T
+	weft string
+	root string
+}
+
+// cmd runs `weft lab <sub> --state-root <root> <rest...>`.
+func (r labRunner) cmd(args ...string) *exec.Cmd {
+	full := append([]string{args[0], args[1], "--state-root", r.root}, args[2:]...)
+	return exec.Command(r.weft, full...)
+}
+
+func (r labRunner) run(args ...string) (string, error) {
+	var out bytes.Buffer
+	c := r.cmd(args...)
+	c.Stdout, c.Stderr = &out, &out
+	err := c.Run()
+	return out.String(), err
+}
+
+// leftovers lists what a lab left: namespaces and processes.
+func leftovers(t *testing.T, name, root string) []string {
+	ns, err := lab.Namespaces(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("pgrep", "-af", filepath.Join(root, name)+"/").Output()
+	procs := strings.Fields(strings.TrimSpace(string(out)))
+	if len(procs) > 0 {
+		ns = append(ns, "processes: "+string(out))
+	}
+	return ns
+}
+
+func TestLabUpStatusDownTwoLabs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds labs of network namespaces")
+	}
+	r := labRunner{t: t, weft: filepath.Join(bin(t), "weft"), root: t.TempDir()}
+	before, _ := exec.Command("ip", "netns", "list").Output()
+	names := []string{randLab(t), randLab(t)}
+	t.Cleanup(func() {
+		for _, n := range names {
+			_, _ = r.run("lab", "down", "--name", n)
+		}
+	})
+	var wg sync.WaitGroup
+	outs := make([]string, 2)
+	errs := make([]error, 2)
+	for i, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i] = r.run("lab", "up", "--name", n, "--nodes", "2", "--pods", "1", []string{"--backend=vxlan", "--backend=host-gw"}[i])
+		}()
+	}
+	wg.Wait()
+	for i := range names {
+		if errs[i] != nil || !strings.Contains(outs[i], "all 2 pod-to-pod pings answered") {
+			t.Fatalf("lab up %s: %v\n%s", names[i], errs[i], outs[i])
+		}
+		for _, w := range []string{"NODE  PUBLIC IP", "n1    192.168.100.11", "ping (ms)", "starting weftd on node 2"} {
+			if !strings.Contains(outs[i], w) {
+				t.Errorf("lab up %s output lacks %q:\n%s", names[i], w, outs[i])
+			}
+		}
+	}
+	out, err := r.run("lab", "status", "--name", names[0])
+	if err != nil || strings.Count(out, "200 ready") != 2 {
+		t.Errorf("lab status: %v\n%s", err, out)
+	}
+	out, err = r.run("lab", "exec", "--name", names[1], "n1", "--", "ip", "route", "show", "proto", "87")
+	if err != nil || !strings.Contains(out, "via 192.168.100.12 dev eth0") {
+		t.Errorf("lab exec: %v\n%s", err, out)
+	}
+	if out, err := r.run("lab", "up", "--name", names[0]); err == nil || !strings.Contains(out, "already exists") {
+		t.Errorf("second up of the same lab: %v\n%s", err, out)
+	}
+	for _, n := range names {
+		if out, err := r.run("lab", "down", "--name", n); err != nil {
+			t.Errorf("lab down %s: %v\n%s", n, err, out)
+		}
+		if l := leftovers(t, n, r.root); len(l) > 0 {
+			t.Errorf("lab %s left %v", n, l)
+		}
+	}
+	if after, _ := exec.Command("ip", "netns", "list").Output(); string(after) != string(before) {
+		t.Errorf("ip netns list changed:\nbefore %s\nafter %s", before, after)
+	}
+}
+
+// `weft lab up` killed half-way: `weft lab down` still removes every
+// namespace and process, found by the lab's name.
+func TestLabDownAfterKilledUp(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds labs of network namespaces")
+	}
+	r := labRunner{t: t, weft: filepath.Join(bin(t), "weft"), root: t.TempDir()}
+	for _, after := range []time.Duration{150 * time.Millisecond, 400 * time.Millisecond} {
+		name := randLab(t)
+		t.Cleanup(func() { _, _ = r.run("lab", "down", "--name", name) })
+		c := r.cmd("lab", "up", "--name", name, "--nodes", "3", "--pods", "2")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(after)
+		_ = c.Process.Signal(syscall.SIGKILL)
+		_ = c.Wait()
+		if l := leftovers(t, name, r.root); len(l) == 0 {
+			t.Fatalf("killed after %v: nothing to clean up, the test proves nothing", after)
+		} else {
+			t.Logf("killed after %v: %d namespaces and processes left", after, len(l))
+		}
+		if out, err := r.run("lab", "down", "--name", name); err != nil {
+			t.Fatalf("lab down after kill: %v\n%s", err, out)
+		}
+		if l := leftovers(t, name, r.root); len(l) > 0 {
+			t.Errorf("killed after %v: lab left %v", after, l)
+		}
+		if _, err := os.Stat(filepath.Join(r.root, name)); !os.IsNotExist(err) {
+			t.Errorf("lab directory survived down: %v", err)
+		}
+	}
+}
+
+func randLab(t *testing.T) string {
+	n, err := lab.RandomName("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

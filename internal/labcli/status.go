@@ -1,0 +1,221 @@
+package labcli
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/weft-net/weft/internal/etcdembed"
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/cluster"
+)
+
+func status(ctx context.Context, args []string, env Env) error {
+	var c common
+	fs := newFlags("status", env)
+	c.add(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	l, err := lab.Load(env.Logger, c.dir(), c.name)
+	if err != nil {
+		return fmt.Errorf("lab %s: %w (is it up?)", c.name, err)
+	}
+	cl := cluster.Attach(l, cluster.Options{Dir: c.dir(), Logger: env.Logger})
+	if err := printNodes(ctx, env, cl); err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "\nNODE\tWEFTD /readyz\tLOG")
+	for i := range l.Nodes() {
+		ready, err := cl.Ready(ctx, i+1)
+		state := "200 ready"
+		switch {
+		case err != nil:
+			state = "unreachable: " + err.Error()
+		case !ready:
+			state = "503 not ready"
+		}
+		fmt.Fprintf(w, "n%d\t%s\t%s\n", i+1, state, cl.LogFile(i+1))
+	}
+	return w.Flush()
+}
+
+// printNodes prints the node table: public IP, subnet, backend, VTEP MAC,
+// pods and their addresses.
+func printNodes(ctx context.Context, env Env, c *cluster.Cluster) error {
+	w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "\nNODE\tPUBLIC IP\tSUBNET\tBACKEND\tVTEP MAC\tPODS")
+	topo := c.Lab().Topology()
+	for i, n := range c.Lab().Nodes() {
+		node := i + 1
+		subnet, mtu := "-", ""
+		if e, err := c.SubnetEnv(node); err == nil {
+			subnet, mtu = e.Subnet.Masked().String(), fmt.Sprintf(" (mtu %d)", e.MTU)
+		}
+		var pods []string
+		for _, p := range topo.Pods {
+			if p.Node == node {
+				pods = append(pods, fmt.Sprintf("%s=%s", strings.TrimPrefix(p.NS, topo.Name+"-"), podAddrs(ctx, p.NS)))
+			}
+		}
+		fmt.Fprintf(w, "n%d\t%s\t%s%s\t%s\t%s\t%s\n", node, n.Addrs()[0], subnet, mtu, backendOf(ctx, n.NS), vtepMAC(ctx, n.NS),
+			strings.Join(pods, " "))
+	}
+	return w.Flush()
+}
+
+func podAddrs(ctx context.Context, ns string) string {
+	out, err := lab.Exec(ctx, ns, "ip", "-br", "addr", "show", "dev", "eth0")
+	f := strings.Fields(out)
+	if err != nil || len(f) < 3 {
+		return "-"
+	}
+	var addrs []string
+	for _, a := range f[2:] {
+		if p, err := netip.ParsePrefix(a); err == nil && !p.Addr().IsLinkLocalUnicast() {
+			addrs = append(addrs, p.Addr().String())
+		}
+	}
+	return strings.Join(addrs, ",")
+}
+
+func vtepMAC(ctx context.Context, ns string) string {
+	out, err := lab.Exec(ctx, ns, "ip", "-br", "link", "show", "flannel.1")
+	if f := strings.Fields(out); err == nil && len(f) >= 3 {
+		return f[2]
+	}
+	return "-"
+}
+
+func backendOf(ctx context.Context, ns string) string {
+	if vtepMAC(ctx, ns) != "-" {
+		out, _ := lab.Exec(ctx, ns, "ip", "route", "show", "proto", "87")
+		if strings.Contains(out, "dev eth0") {
+			return "vxlan+direct"
+		}
+		return "vxlan"
+	}
+	return "host-gw"
+}
+
+// printPings prints the pod-to-pod ping matrix and fails if any pod cannot
+// reach another.
+func printPings(ctx context.Context, env Env, c *cluster.Cluster) error {
+	pings := c.PingMatrix(ctx)
+	pods := c.Pods()
+	name := func(p cluster.Pod) string { return fmt.Sprintf("n%d-p%d", p.Node, p.Index) }
+	w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(w, "\nping (ms)\t")
+	for _, p := range pods {
+		fmt.Fprintf(w, "%s\t", name(p))
+	}
+	fmt.Fprintln(w)
+	failed := 0
+	for _, from := range pods {
+		fmt.Fprintf(w, "%s\t", name(from))
+		for _, to := range pods {
+			fmt.Fprintf(w, "%s\t", cell(pings, from, to, &failed))
+		}
+		fmt.Fprintln(w)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d pod-to-pod pings failed", failed, len(pings))
+	}
+	fmt.Fprintf(env.Stdout, "\nall %d pod-to-pod pings answered\n", len(pings))
+	return nil
+}
+
+func cell(pings []cluster.Ping, from, to cluster.Pod, failed *int) string {
+	if from.NS == to.NS {
+		return "-"
+	}
+	for _, p := range pings {
+		if p.From.NS == from.NS && p.To.NS == to.NS {
+			if p.Err != nil {
+				*failed++
+				return "FAIL"
+			}
+			return fmt.Sprintf("%.3f", float64(p.RTT.Microseconds())/1000)
+		}
+	}
+	return "?"
+}
+
+func execIn(ctx context.Context, args []string, env Env) error {
+	var c common
+	fs := newFlags("exec", env)
+	c.add(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) < 3 || rest[1] != "--" {
+		return fmt.Errorf("usage: weft lab exec [--name N] <n1|n1-p1|sw|rt|out> -- <command>")
+	}
+	ns := lab.NSName(c.name, rest[0])
+	if _, err := os.Stat(lab.NSPath(ns)); err != nil {
+		return fmt.Errorf("no namespace %s in lab %s", ns, c.name)
+	}
+	cmd := lab.Command(ctx, ns, rest[2:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, env.Stdout, env.Stderr
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if ok := asExit(err, &ee); ok {
+			return fmt.Errorf("%s exited with %d", rest[2], ee.ExitCode())
+		}
+		return err
+	}
+	return nil
+}
+
+func asExit(err error, ee **exec.ExitError) bool {
+	e, ok := err.(*exec.ExitError)
+	*ee = e
+	return ok
+}
+
+func list(ctx context.Context, args []string, env Env) error {
+	labs, err := lab.List()
+	if err != nil {
+		return err
+	}
+	for _, l := range labs {
+		fmt.Fprintln(env.Stdout, l)
+	}
+	return nil
+}
+
+func labDownNS(ctx context.Context, env Env, c common) error {
+	return lab.Down(ctx, env.Logger, c.name, c.dir())
+}
+
+// serveEtcd is `weft lab etcd --dir D --host H`, run by `up` inside the
+// switch namespace: embedded etcd until SIGTERM or SIGKILL (lab down).
+func serveEtcd(ctx context.Context, args []string, env Env) error {
+	fs := newFlags("etcd", env)
+	dir := fs.String("dir", "", "data directory")
+	host := fs.String("host", "", "address to listen on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	e, err := etcdembed.Start(etcdembed.Options{Dir: *dir, Host: *host, Logger: env.Logger, ReadyTimeout: time.Minute})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,94 @@
+package labcli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/cluster"
+)
+
+type upFlags struct {
+	common
+	nodes, pods int
+	backend     string
+	direct      bool
+	far, masq   bool
+}
+
+func up(ctx context.Context, args []string, env Env) error {
+	var f upFlags
+	fs := newFlags("up", env)
+	f.add(fs)
+	fs.IntVar(&f.nodes, "nodes", 3, "number of nodes")
+	fs.IntVar(&f.pods, "pods", 2, "pods per node")
+	fs.StringVar(&f.backend, "backend", config.BackendVXLAN, "backend: "+fmt.Sprint(labBackends()))
+	fs.BoolVar(&f.direct, "directrouting", false, "vxlan DirectRouting (needs the far subnet to show both paths)")
+	fs.BoolVar(&f.far, "far", false, "put the last node on a second underlay subnet behind a router")
+	fs.BoolVar(&f.masq, "ip-masq", false, "run weftd with --ip-masq and add an outside-world namespace behind the router")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if !slices.Contains(labBackends(), f.backend) {
+		return fmt.Errorf("--backend %q: this build runs %v", f.backend, labBackends())
+	}
+	if f.nodes < 1 || f.nodes > lab.MaxNodes || f.pods < 0 || f.pods > 50 {
+		return fmt.Errorf("--nodes must be 1..%d and --pods 0..50", lab.MaxNodes)
+	}
+	if err := lab.ValidateName(f.name); err != nil {
+		return err
+	}
+	if ns, _ := lab.Namespaces(f.name); len(ns) > 0 {
+		return fmt.Errorf("lab %s already exists (%d namespaces); run weft lab down --name %s first", f.name, len(ns), f.name)
+	}
+	c, err := startCluster(ctx, env, f)
+	if err != nil {
+		return err
+	}
+	if err := printNodes(ctx, env, c); err != nil {
+		return err
+	}
+	return printPings(ctx, env, c)
+}
+
+func labBackends() []string { return []string{config.BackendVXLAN, config.BackendHostGW} }
+
+func startCluster(ctx context.Context, env Env, f upFlags) (*cluster.Cluster, error) {
+	o := cluster.Options{
+		Lab:           lab.Options{Name: f.name, Nodes: f.nodes, Outside: f.masq, StateDir: f.dir()},
+		Backend:       f.backend,
+		Pods:          f.pods,
+		BinDir:        env.BinDir,
+		Dir:           f.dir(),
+		EtcdCommand:   []string{env.Self, "lab", "etcd"},
+		Detach:        true,
+		Logger:        env.Logger,
+		DirectRouting: f.direct,
+	}
+	if f.far {
+		o.Lab.Far = []int{f.nodes}
+	}
+	if f.masq {
+		o.WeftdArgs = append(o.WeftdArgs, "--ip-masq")
+	}
+	for _, bin := range []string{filepath.Join(env.BinDir, "weftd"), filepath.Join(env.BinDir, "cni", "flannel")} {
+		if _, err := os.Stat(bin); err != nil {
+			return nil, fmt.Errorf("%s is missing: run make build (or give the weft binary from ./bin)", bin)
+		}
+	}
+	step := 0
+	o.Progress = func(s string) {
+		step++
+		fmt.Fprintf(env.Stdout, "[%s] %s\n", time.Now().Format("15:04:05.000"), s)
+	}
+	c, err := cluster.Up(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("lab %s failed at step %d: %w (the lab was removed; etcd.log and n*/weftd.log are kept in %s)", f.name, step, err, f.dir())
+	}
+	return c, nil
+}
