@@ -82,8 +82,9 @@ func TestVXLANLifecycle(t *testing.T) {
 		took := eventually(t, time.Second, "repair after "+strings.Join(cmd[3:], " "), func() bool { return sorted(n.kernel(t)) == want })
 		t.Logf("restored after %q in %v", strings.Join(cmd[3:], " "), took)
 	}
-	if !strings.Contains(sh(t, "ip", "-n", n.name, "addr", "show", "flannel.1"), d.own.Subnet.Masked().Addr().String()+"/32") {
-		t.Error("recreated flannel.1 lacks its address")
+	if out := sh(t, "ip", "-n", n.name, "addr", "show", "flannel.1"); !strings.Contains(out, d.own.Subnet.Masked().Addr().String()+"/32") ||
+		!strings.Contains(out, "mtu 1450") {
+		t.Errorf("recreated flannel.1 lacks its address or has the wrong MTU (flannel subtracts the overhead twice):\n%s", out)
 	}
 
 	// A lease with our own public address (another writer's mistake) is ignored.
