@@ -33,22 +33,25 @@ func chooseExternal(h *netlinkx.Handle, o *config.Options, nc *config.NetConf) (
 		return backend.External{}, err
 	}
 	ext := backend.External{Name: li.link.Attrs().Name, Index: li.link.Attrs().Index, MTU: li.link.Attrs().MTU, Addrs: li.addrs}
-	if nc.IPv4.Enabled {
-		ext.PublicIP = o.PublicIP
-		if !ext.PublicIP.IsValid() {
-			ext.PublicIP = firstGlobal(li.addrs, false)
+	for _, f := range []struct {
+		on          bool
+		v6          bool
+		given       netip.Addr
+		dst         *netip.Addr
+		flag, label string
+	}{
+		{nc.IPv4.Enabled, false, o.PublicIP, &ext.PublicIP, "--public-ip", "IPv4"},
+		{nc.IPv6.Enabled, true, o.PublicIPv6, &ext.PublicIPv6, "--public-ipv6", "global IPv6"},
+	} {
+		if !f.on {
+			continue
 		}
-		if !ext.PublicIP.IsValid() {
-			return backend.External{}, fmt.Errorf("interface %s (%s) has no IPv4 address; give --public-ip or choose another with --iface", ext.Name, how)
+		if *f.dst = f.given; !f.dst.IsValid() {
+			*f.dst = firstGlobal(li.addrs, f.v6)
 		}
-	}
-	if nc.IPv6.Enabled {
-		ext.PublicIPv6 = o.PublicIPv6
-		if !ext.PublicIPv6.IsValid() {
-			ext.PublicIPv6 = firstGlobal(li.addrs, true)
-		}
-		if !ext.PublicIPv6.IsValid() {
-			return backend.External{}, fmt.Errorf("interface %s (%s) has no global IPv6 address; give --public-ipv6 or choose another with --iface", ext.Name, how)
+		if !f.dst.IsValid() {
+			return backend.External{}, fmt.Errorf("interface %s (%s) has no %s address; give %s or choose another with --iface",
+				ext.Name, how, f.label, f.flag)
 		}
 	}
 	if ext.MTU <= 0 {

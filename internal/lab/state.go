@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"github.com/weft-net/weft/internal/atomicfile"
 )
 
 // StateVersion is the version of the state file format.
@@ -26,7 +28,7 @@ func StatePath(dir, name string) string { return statePath(dir, name) }
 
 // writeState writes t to its state file atomically (temporary file, fsync,
 // rename), mode 0644, creating dir if needed.
-func writeState(dir string, t *Topology) (retErr error) {
+func writeState(dir string, t *Topology) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
@@ -34,29 +36,7 @@ func writeState(dir string, t *Topology) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("encode state of lab %s: %w", t.Name, err)
 	}
-	f, err := os.CreateTemp(dir, "."+t.Name+".json.*")
-	if err != nil {
-		return fmt.Errorf("write state of lab %s: %w", t.Name, err)
-	}
-	defer func() {
-		if retErr != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	_, err = f.Write(append(data, '\n'))
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), statePath(dir, t.Name))
-	}
-	if err != nil {
+	if err := atomicfile.Write(statePath(dir, t.Name), append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write state of lab %s: %w", t.Name, err)
 	}
 	return nil

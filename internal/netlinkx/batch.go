@@ -97,33 +97,22 @@ func ackError(w reconcile.Write, errno syscall.Errno) error {
 	return errno
 }
 
-// encode builds one request with NLM_F_ACK.
+// encode builds one request with NLM_F_ACK: RTM_NEW* with create|replace
+// for a set, RTM_DEL* for a delete.
 func encode(w reconcile.Write) ([]byte, uint32) {
-	var typ uint16
-	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_ACK)
 	var body []byte
+	newType, delType := uint16(unix.RTM_NEWNEIGH), uint16(unix.RTM_DELNEIGH)
 	switch w.Op {
 	case reconcile.OpReplaceRoute, reconcile.OpDeleteRoute:
-		typ, body = unix.RTM_NEWROUTE, routeBody(w.Route)
-		if w.Op == reconcile.OpDeleteRoute {
-			typ = unix.RTM_DELROUTE
-		} else {
-			flags |= unix.NLM_F_CREATE | unix.NLM_F_REPLACE
-		}
+		body, newType, delType = routeBody(w.Route), unix.RTM_NEWROUTE, unix.RTM_DELROUTE
 	case reconcile.OpSetNeigh, reconcile.OpDeleteNeigh:
-		typ, body = unix.RTM_NEWNEIGH, neighBody(w.Neigh)
-		if w.Op == reconcile.OpDeleteNeigh {
-			typ = unix.RTM_DELNEIGH
-		} else {
-			flags |= unix.NLM_F_CREATE | unix.NLM_F_REPLACE
-		}
+		body = neighBody(w.Neigh)
 	case reconcile.OpSetFDB, reconcile.OpDeleteFDB:
-		typ, body = unix.RTM_NEWNEIGH, fdbBody(w.FDB)
-		if w.Op == reconcile.OpDeleteFDB {
-			typ = unix.RTM_DELNEIGH
-		} else {
-			flags |= unix.NLM_F_CREATE | unix.NLM_F_REPLACE
-		}
+		body = fdbBody(w.FDB)
+	}
+	typ, flags := newType, uint16(unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
+	if w.Op.IsDelete() {
+		typ, flags = delType, unix.NLM_F_REQUEST|unix.NLM_F_ACK
 	}
 	req := nl.NewNetlinkRequest(int(typ), int(flags))
 	msg := make([]byte, unix.SizeofNlMsghdr, unix.SizeofNlMsghdr+len(body))

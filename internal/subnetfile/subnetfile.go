@@ -23,6 +23,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/weft-net/weft/internal/atomicfile"
 )
 
 // Keys of subnet.env.
@@ -77,42 +79,14 @@ func joinPrefixes(ps []netip.Prefix) string {
 	return strings.Join(s, ",")
 }
 
-// Write stores e at path atomically: a temporary file in the same directory is
-// written, synced, given mode 0644 and renamed over path, and the directory is
-// synced. The directory is created (0755) if missing.
-func Write(path string, e Env) (retErr error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// Write stores e at path atomically (see internal/atomicfile), mode 0644,
+// creating the directory (0755) if missing.
+func Write(path string, e Env) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("create directory of subnet file: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temporary subnet file: %w", err)
-	}
-	defer func() {
-		if retErr != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(e.Marshal()); err != nil {
-		return fmt.Errorf("write %s: %w", f.Name(), err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fmt.Errorf("chmod %s: %w", f.Name(), err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", f.Name(), err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("rename subnet file into place: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // best effort: the rename is already visible
-		_ = d.Close()
+	if err := atomicfile.Write(path, e.Marshal(), 0o644); err != nil {
+		return fmt.Errorf("write subnet file: %w", err)
 	}
 	return nil
 }

@@ -22,6 +22,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/weft-net/weft/internal/atomicfile"
 )
 
 // ifnameDir is the sub-directory holding interface names.
@@ -170,43 +172,11 @@ func (s Store) List() (ids, orphans []string, err error) {
 	return ids, orphans, nil
 }
 
-// writeAtomic writes data to dir/name with mode 0600 through a synced
-// temporary file and a rename, then syncs dir.
-func writeAtomic(dir, name string, data []byte) (retErr error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temporary file: %w", err)
-	}
-	defer func() {
-		if retErr != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("chmod %s: %w", f.Name(), err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", f.Name(), err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", f.Name(), err)
-	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename into place: %w", err)
-	}
-	syncDir(dir)
-	return nil
+// writeAtomic writes data to dir/name with mode 0600 (see
+// internal/atomicfile).
+func writeAtomic(dir, name string, data []byte) error {
+	return atomicfile.Write(filepath.Join(dir, name), data, 0o600)
 }
 
-// syncDir makes a rename or removal in dir durable; best effort, as the
-// change is already visible to readers.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-}
+// syncDir makes a rename or removal in dir durable (best effort).
+func syncDir(dir string) { atomicfile.SyncDir(dir) }

@@ -1,0 +1,120 @@
+package netlinkx
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/weft-net/weft/internal/reconcile"
+)
+
+// testNS makes a namespace with eth0 (192.168.100.11/24, a veth pair) and a
+// vxlan device flannel.1, and returns a handle in it.
+func testNS(t *testing.T) (*Handle, int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace")
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	name := "nlx-" + hex.EncodeToString(b)
+	for _, args := range [][]string{
+		{"netns", "add", name},
+		{"-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "wire0"},
+		{"-n", name, "addr", "add", "192.168.100.11/24", "dev", "eth0"},
+		{"-n", name, "link", "set", "eth0", "up"},
+		{"-n", name, "link", "set", "wire0", "up"},
+		{"-n", name, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", "192.168.100.11", "dev", "eth0", "dstport", "8472", "nolearning"},
+		{"-n", name, "link", "set", "flannel.1", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+		if args[0] == "netns" {
+			t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+		}
+	}
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close() })
+	h, err := NewAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	l, err := h.Raw().LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, l.Attrs().Index
+}
+
+func peerWrites(n, link int, set bool) []reconcile.Write {
+	var ws []reconcile.Write
+	ops := []reconcile.WriteOp{reconcile.OpSetFDB, reconcile.OpSetNeigh, reconcile.OpReplaceRoute}
+	if !set {
+		ops = []reconcile.WriteOp{reconcile.OpDeleteRoute, reconcile.OpDeleteNeigh, reconcile.OpDeleteFDB}
+	}
+	for _, op := range ops {
+		for i := range n {
+			s := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 1+i/256, i%256))
+			mac := reconcile.MAC{0x0a, 0, 0, 0, byte(i >> 8), byte(i)}
+			ws = append(ws, reconcile.Write{Op: op,
+				FDB:   reconcile.FDB{MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, 101, byte(i)}), LinkIndex: link},
+				Neigh: reconcile.Neigh{IP: s.Addr(), MAC: mac, LinkIndex: link},
+				Route: reconcile.Route{Dst: s, Gw: s.Addr(), LinkIndex: link, OnLink: true}})
+		}
+	}
+	return ws
+}
+
+func TestWriteBatch(t *testing.T) {
+	h, link := testNS(t)
+	const n = 700 // more than one batch
+	for _, err := range h.WriteBatch(peerWrites(n, link, true)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	routes, _ := h.ListRoutes([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	neighs, _ := h.ListNeighs(link)
+	fdb, _ := h.ListFDB(link)
+	if len(routes) != n || len(neighs) != n || len(fdb) != n {
+		t.Fatalf("after the batch: %d routes, %d neighbours, %d fdb entries; want %d each", len(routes), len(neighs), len(fdb), n)
+	}
+	if r := routes[0]; !r.OnLink || r.LinkIndex != link || r.Gw != r.Dst.Addr() {
+		t.Errorf("route read back as %+v", r)
+	}
+	// The same writes again are harmless (replace), and deletes of present
+	// and then absent objects both succeed.
+	for _, ws := range [][]reconcile.Write{peerWrites(n, link, true), peerWrites(n, link, false), peerWrites(n, link, false)} {
+		for _, err := range h.WriteBatch(ws) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	routes, _ = h.ListRoutes([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	neighs, _ = h.ListNeighs(link)
+	fdb, _ = h.ListFDB(link)
+	if len(routes)+len(neighs)+len(fdb) != 0 {
+		t.Fatalf("after deleting: %d routes, %d neighbours, %d fdb entries", len(routes), len(neighs), len(fdb))
+	}
+	// One bad write (a device that does not exist) fails alone.
+	ws := peerWrites(3, link, true)
+	ws[4].Neigh.LinkIndex = 9999
+	errs := h.WriteBatch(ws)
+	for i, err := range errs {
+		if (i == 4) != (err != nil) {
+			t.Errorf("write %d (%s): %v", i, ws[i], err)
+		}
+	}
+}
