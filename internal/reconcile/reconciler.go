@@ -442,25 +442,19 @@ func (r *Reconciler) recordLocked(w Write) {
 // requeueLocked marks the keys of dirty that have not converged for the next
 // pass.
 func (r *Reconciler) requeueLocked(dirty State) {
-	d, a := r.desired, r.applied
-	for k, v := range dirty.Routes {
-		if want, has := d.Routes[k]; has != (a.Routes[k] == want && has) || !has && hasKey(a.Routes, k) {
-			r.dirty.Routes[k] = v
-		}
-	}
-	for k, v := range dirty.Neighs {
-		if want, has := d.Neighs[k]; has != (a.Neighs[k] == want && has) || !has && hasKey(a.Neighs, k) {
-			r.dirty.Neighs[k] = v
-		}
-	}
-	for k, v := range dirty.FDB {
-		if want, has := d.FDB[k]; has != (a.FDB[k] == want && has) || !has && hasKey(a.FDB, k) {
-			r.dirty.FDB[k] = v
-		}
-	}
+	requeue(dirty.Routes, r.desired.Routes, r.applied.Routes, r.dirty.Routes)
+	requeue(dirty.Neighs, r.desired.Neighs, r.applied.Neighs, r.dirty.Neighs)
+	requeue(dirty.FDB, r.desired.FDB, r.applied.FDB, r.dirty.FDB)
 }
 
-func hasKey[K comparable, V any](m map[K]V, k K) bool {
-	_, ok := m[k]
-	return ok
+// requeue copies into next the keys of dirty whose applied object differs
+// from the desired one (or is there when none is desired).
+func requeue[K, V comparable](dirty, desired, applied, next map[K]V) {
+	for k, v := range dirty {
+		want, has := desired[k]
+		got, in := applied[k]
+		if has && (!in || got != want) || !has && in {
+			next[k] = v
+		}
+	}
 }
