@@ -124,19 +124,31 @@ func TestRepairRestoresTraffic(t *testing.T) {
 // With --ip-masq, a pod's traffic to the outside world leaves with the node's
 // address; pod-to-pod traffic keeps the pod's address.
 func TestMasquerade(t *testing.T) {
-	c := up(t, cluster.Options{Lab: lab.Options{Nodes: 2, Outside: true}, Pods: 1, WeftdArgs: []string{"--ip-masq"}})
-	pods := c.Pods()
-	out, _ := c.Lab().Outside()
-	node1, _ := c.Lab().Node(1)
-	if got := peerAddr(t, pods[0].NS, out.NS, out.Addrs()[0]); got != node1.Addrs()[0] {
-		t.Errorf("outside saw %s, want the node's %s", got, node1.Addrs()[0])
-	}
-	if got := peerAddr(t, pods[0].NS, pods[1].NS, pods[1].Addrs[0]); got != pods[0].Addrs[0] {
-		t.Errorf("pod 2 saw %s, want pod 1's %s", got, pods[0].Addrs[0])
-	}
-	rules := run(t, c.NodeNS(1), "iptables-save", "-t", "nat")
-	if !strings.Contains(rules, "-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully") {
-		t.Errorf("masquerade rules:\n%s", rules)
+	for _, nft := range []bool{false, true} {
+		t.Run(map[bool]string{false: "iptables", true: "nftables"}[nft], func(t *testing.T) {
+			conf := `{"Network":"10.244.0.0/16","EnableNFTables":` + map[bool]string{false: "false", true: "true"}[nft] + `}`
+			c := up(t, cluster.Options{Lab: lab.Options{Nodes: 2, Outside: true}, Pods: 1, NetConf: conf, WeftdArgs: []string{"--ip-masq"}})
+			pods := c.Pods()
+			out, _ := c.Lab().Outside()
+			node1, _ := c.Lab().Node(1)
+			if got := peerAddr(t, pods[0].NS, out.NS, out.Addrs()[0]); got != node1.Addrs()[0] {
+				t.Errorf("outside saw %s, want the node's %s", got, node1.Addrs()[0])
+			}
+			if got := peerAddr(t, pods[0].NS, pods[1].NS, pods[1].Addrs[0]); got != pods[0].Addrs[0] {
+				t.Errorf("pod 2 saw %s, want pod 1's %s", got, pods[0].Addrs[0])
+			}
+			if nft {
+				rules := run(t, c.NodeNS(1), "nft", "list", "table", "ip", "flannel-ipv4")
+				if !strings.Contains(rules, "ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random") {
+					t.Errorf("nftables rules:\n%s", rules)
+				}
+				return
+			}
+			rules := run(t, c.NodeNS(1), "iptables-save", "-t", "nat")
+			if !strings.Contains(rules, "-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully") {
+				t.Errorf("masquerade rules:\n%s", rules)
+			}
+		})
 	}
 }
 
