@@ -210,7 +210,15 @@ func parseFamily(obj map[string]json.RawMessage, k familyKeys, warnings *[]strin
 	case f.SubnetLen < bits+2:
 		return Family{}, fmt.Errorf("%w: %s %d is shorter than %d: %s %s must hold at least 4 subnets", ErrNetConf, k.len, f.SubnetLen, bits+2, k.network, f.Network)
 	}
-	// Defaults: the second subnet and the second-last one.
+	if err := subnetRange(obj, k, &f); err != nil {
+		return Family{}, err
+	}
+	return f, nil
+}
+
+// subnetRange sets SubnetMin and SubnetMax (their defaults: the second subnet
+// and the second-last one) and checks them.
+func subnetRange(obj map[string]json.RawMessage, k familyKeys, f *Family) error {
 	first, _ := subnet.Nth(f.Network, f.SubnetLen, 1)
 	last, _ := subnet.LastSubnet(f.Network, f.SubnetLen, 1)
 	f.SubnetMin, f.SubnetMax = first.Addr(), last.Addr()
@@ -224,21 +232,21 @@ func parseFamily(obj map[string]json.RawMessage, k familyKeys, warnings *[]strin
 		}
 		a, err := readAddr(raw, k.v6)
 		if err != nil {
-			return fail(b.key, err)
+			return fmt.Errorf("%w: %s %w", ErrNetConf, b.key, err)
 		}
 		if !f.Network.Contains(a) {
-			return Family{}, fmt.Errorf("%w: %s %s is outside %s %s", ErrNetConf, b.key, a, k.network, f.Network)
+			return fmt.Errorf("%w: %s %s is outside %s %s", ErrNetConf, b.key, a, k.network, f.Network)
 		}
 		if !subnet.IsAligned(a, f.SubnetLen) {
 			p, _ := a.Prefix(f.SubnetLen)
-			return Family{}, fmt.Errorf("%w: %s %s is not the start of a /%d subnet (did you mean %s?)", ErrNetConf, b.key, a, f.SubnetLen, p.Addr())
+			return fmt.Errorf("%w: %s %s is not the start of a /%d subnet (did you mean %s?)", ErrNetConf, b.key, a, f.SubnetLen, p.Addr())
 		}
 		*b.dst = a
 	}
 	if f.SubnetMin.Compare(f.SubnetMax) > 0 {
-		return Family{}, fmt.Errorf("%w: %s %s is after %s %s", ErrNetConf, k.min, f.SubnetMin, k.max, f.SubnetMax)
+		return fmt.Errorf("%w: %s %s is after %s %s", ErrNetConf, k.min, f.SubnetMin, k.max, f.SubnetMax)
 	}
-	return f, nil
+	return nil
 }
 
 // defaultSubnetLen is flannel's rule: IPv4 networks up to /22 get /24

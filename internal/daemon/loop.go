@@ -99,15 +99,7 @@ func (dm *Daemon) loop(ctx context.Context) error {
 	keepEvents := make(chan []lease.Event, 64) // own-lease changes, for KeepLease
 	owns := make(chan lease.Lease, 4)
 	fatal := make(chan error, 3)
-	go func() { fatal <- wrapNonNil("watch leases", dm.d.Store.WatchLeases(ctx, snap, events)) }()
-	go func() {
-		fatal <- wrapNonNil("keep the lease", store.KeepLease(ctx, dm.d.Store, dm.own, store.KeepOptions{
-			Request: store.AcquireRequest{Config: dm.nc, Attrs: dm.own.Attrs}, Margin: dm.o.SubnetLeaseRenewMargin,
-			Logger: dm.log.With("component", "lease"), Events: keepEvents}, owns))
-	}()
-	if dm.rules != nil {
-		go func() { fatal <- wrapNonNil("masquerade rules", dm.rules.Run(ctx)) }()
-	}
+	dm.startWatchers(ctx, snap, events, keepEvents, owns, fatal)
 	tick := time.NewTicker(dm.d.ResyncEvery)
 	defer tick.Stop()
 	for {
@@ -125,21 +117,7 @@ func (dm *Daemon) loop(ctx context.Context) error {
 			dm.forwardOwn(batch, keepEvents)
 			dm.apply(ctx)
 		case n := <-notices:
-			full := dm.onNotice(ctx, n)
-			for drained := false; !drained; { // coalesce bursts (a device's routes go at once)
-				select {
-				case n := <-notices:
-					full = dm.onNotice(ctx, n) || full
-				default:
-					drained = true
-				}
-			}
-			full = dm.checkDevices(ctx) || full
-			if full {
-				dm.sync(ctx)
-			} else {
-				dm.apply(ctx)
-			}
+			dm.onNotices(ctx, n, notices)
 		case l := <-owns:
 			if err := dm.onOwnLease(ctx, l); err != nil {
 				return err
@@ -150,6 +128,41 @@ func (dm *Daemon) loop(ctx context.Context) error {
 			dm.checkDevices(ctx)
 			dm.sync(ctx)
 		}
+	}
+}
+
+// startWatchers runs the lease watch, KeepLease and the rule resync; each
+// reports on fatal when it ends with an error.
+func (dm *Daemon) startWatchers(ctx context.Context, snap store.Snapshot, events chan []lease.Event,
+	keepEvents chan []lease.Event, owns chan lease.Lease, fatal chan error) {
+	go func() { fatal <- wrapNonNil("watch leases", dm.d.Store.WatchLeases(ctx, snap, events)) }()
+	go func() {
+		fatal <- wrapNonNil("keep the lease", store.KeepLease(ctx, dm.d.Store, dm.own, store.KeepOptions{
+			Request: store.AcquireRequest{Config: dm.nc, Attrs: dm.own.Attrs}, Margin: dm.o.SubnetLeaseRenewMargin,
+			Logger: dm.log.With("component", "lease"), Events: keepEvents}, owns))
+	}()
+	if dm.rules != nil {
+		go func() { fatal <- wrapNonNil("masquerade rules", dm.rules.Run(ctx)) }()
+	}
+}
+
+// onNotices handles a kernel notice and the burst behind it (a deleted
+// device's routes go at once), then applies or resyncs once.
+func (dm *Daemon) onNotices(ctx context.Context, first netlinkx.Notice, notices <-chan netlinkx.Notice) {
+	full := dm.onNotice(ctx, first)
+	for drained := false; !drained; {
+		select {
+		case n := <-notices:
+			full = dm.onNotice(ctx, n) || full
+		default:
+			drained = true
+		}
+	}
+	full = dm.checkDevices(ctx) || full
+	if full {
+		dm.sync(ctx)
+	} else {
+		dm.apply(ctx)
 	}
 }
 

@@ -357,38 +357,9 @@ func (r *Reconciler) Applied() State {
 	return r.applied.clone()
 }
 func (r *Reconciler) applyLocked(ctx context.Context) (Stats, error) {
-	d, a, dirty := r.desired, r.applied, r.dirty
+	dirty := r.dirty
 	r.dirty = NewState()
-	// Phases in order: FDB entries and neighbours before the routes that use
-	// them, then deletes, routes first. Each phase is one batch.
-	var phases [6][]Write
-	for k := range dirty.FDB {
-		want, has := d.FDB[k]
-		got, in := a.FDB[k]
-		if has && (!in || got != want) {
-			phases[OpSetFDB] = append(phases[OpSetFDB], Write{Op: OpSetFDB, FDB: want})
-		} else if !has && in {
-			phases[OpDeleteFDB] = append(phases[OpDeleteFDB], Write{Op: OpDeleteFDB, FDB: got})
-		}
-	}
-	for k := range dirty.Neighs {
-		want, has := d.Neighs[k]
-		got, in := a.Neighs[k]
-		if has && (!in || got != want) {
-			phases[OpSetNeigh] = append(phases[OpSetNeigh], Write{Op: OpSetNeigh, Neigh: want})
-		} else if !has && in {
-			phases[OpDeleteNeigh] = append(phases[OpDeleteNeigh], Write{Op: OpDeleteNeigh, Neigh: got})
-		}
-	}
-	for k := range dirty.Routes {
-		want, has := d.Routes[k]
-		got, in := a.Routes[k]
-		if has && (!in || got != want) {
-			phases[OpReplaceRoute] = append(phases[OpReplaceRoute], Write{Op: OpReplaceRoute, Route: want})
-		} else if !has && in {
-			phases[OpDeleteRoute] = append(phases[OpDeleteRoute], Write{Op: OpDeleteRoute, Route: got})
-		}
-	}
+	phases := r.planLocked(dirty)
 	var st Stats
 	var errs []error
 	for _, op := range []WriteOp{OpSetFDB, OpSetNeigh, OpReplaceRoute, OpDeleteRoute, OpDeleteNeigh, OpDeleteFDB} {
@@ -418,6 +389,42 @@ func (r *Reconciler) applyLocked(ctx context.Context) (Stats, error) {
 		r.log.Debug("reconciled", "added", st.Added, "deleted", st.Deleted, "failed", st.Failed)
 	}
 	return st, errors.Join(errs...)
+}
+
+// planLocked sorts the writes the dirty keys need into phases, indexed by
+// WriteOp and run in order: FDB entries and neighbours before the routes that
+// use them, then deletes, routes first.
+func (r *Reconciler) planLocked(dirty State) [6][]Write {
+	d, a := r.desired, r.applied
+	var phases [6][]Write
+	for k := range dirty.FDB {
+		want, has := d.FDB[k]
+		got, in := a.FDB[k]
+		if has && (!in || got != want) {
+			phases[OpSetFDB] = append(phases[OpSetFDB], Write{Op: OpSetFDB, FDB: want})
+		} else if !has && in {
+			phases[OpDeleteFDB] = append(phases[OpDeleteFDB], Write{Op: OpDeleteFDB, FDB: got})
+		}
+	}
+	for k := range dirty.Neighs {
+		want, has := d.Neighs[k]
+		got, in := a.Neighs[k]
+		if has && (!in || got != want) {
+			phases[OpSetNeigh] = append(phases[OpSetNeigh], Write{Op: OpSetNeigh, Neigh: want})
+		} else if !has && in {
+			phases[OpDeleteNeigh] = append(phases[OpDeleteNeigh], Write{Op: OpDeleteNeigh, Neigh: got})
+		}
+	}
+	for k := range dirty.Routes {
+		want, has := d.Routes[k]
+		got, in := a.Routes[k]
+		if has && (!in || got != want) {
+			phases[OpReplaceRoute] = append(phases[OpReplaceRoute], Write{Op: OpReplaceRoute, Route: want})
+		} else if !has && in {
+			phases[OpDeleteRoute] = append(phases[OpDeleteRoute], Write{Op: OpDeleteRoute, Route: got})
+		}
+	}
+	return phases
 }
 
 // recordLocked updates applied after a successful write.
