@@ -7,7 +7,7 @@ CNI_TOOLS := $(PLUGINS)/main/bridge $(PLUGINS)/ipam/host-local $(PLUGINS)/meta/p
 FUZZTIME  ?= 30s
 TESTFLAGS ?=
 
-.PHONY: all build deps test lint unit fuzz bench lab lab-down clean
+.PHONY: all build deps test lint unit fuzz bench gobench lab lab-down clean
 
 all: build
 
@@ -49,7 +49,15 @@ fuzz:
 	  done; \
 	done
 
-bench:
+# The bench (root): data plane, control plane and CNI on a lab of its own,
+# every figure next to its baseline from the same run (docs/bench.md).
+# BENCH_ARGS adds flags, e.g. BENCH_ARGS="--quick" or "--out bench-out".
+BENCH_ARGS ?=
+bench: deps build
+	$(BIN)/weft lab bench $(BENCH_ARGS)
+
+# The Go benchmarks (in-process start-up, lease to route, CNI, subnet picking).
+gobench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # The local lab (root): a 3-node vxlan cluster with 2 pods per node, left

@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 # command -> Debian package
 declare -A pkgs=(
   [ip]=iproute2 [ping]=iputils-ping [iptables]=iptables [nft]=nftables
-  [etcd]=etcd-server [pkill]=procps [make]=make
+  [etcd]=etcd-server [pkill]=procps [make]=make [iperf3]=iperf3
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do

@@ -15,6 +15,7 @@ import (
 
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/backend/hostgw"
+	"github.com/weft-net/weft/internal/backend/udp"
 	"github.com/weft-net/weft/internal/backend/vxlan"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/daemon"
@@ -70,10 +71,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	defer st.Close()
 	return daemon.Run(ctx, opts, daemon.Deps{
-		Logger:   log,
-		Store:    st,
-		Backends: backends(),
-		NewRules: newRules(log, &opts),
+		Logger:    log,
+		Store:     st,
+		Backends:  backends(),
+		NewRules:  newRules(log, &opts),
+		LookupEnv: lookupEnv,
 	})
 }
 
@@ -82,6 +84,7 @@ func backends() backend.Registry {
 	return backend.Registry{
 		config.BackendVXLAN:  vxlan.New,
 		config.BackendHostGW: hostgw.New,
+		config.BackendUDP:    udp.New,
 	}
 }
 

@@ -66,12 +66,32 @@ type Backend interface {
 	MTU() int
 }
 
+// PeerForgetter is an optional capability of a Backend whose peers live in
+// userspace (udp's peer table), where the kernel-object reconciler cannot
+// remove them: the daemon calls ForgetPeer when a peer's lease is gone.
+// Unknown keys are ignored.
+type PeerForgetter interface {
+	ForgetPeer(key string)
+}
+
 // Deps are what a backend is built with.
 type Deps struct {
 	Net      *config.NetConf
 	External External
 	Netlink  *netlinkx.Handle
 	Logger   *slog.Logger
+	// LookupEnv reads the process environment (os.LookupEnv in weftd); nil
+	// means an empty environment.
+	LookupEnv func(string) (string, bool)
+}
+
+// Getenv returns the value of an environment variable, "" when unset.
+func (d Deps) Getenv(key string) string {
+	if d.LookupEnv == nil {
+		return ""
+	}
+	v, _ := d.LookupEnv(key)
+	return v
 }
 
 // Factory builds a backend.

@@ -58,6 +58,8 @@ type Deps struct {
 	// Netlink, when set, is the handle to program (a test's namespace);
 	// otherwise the daemon opens one in its own namespace.
 	Netlink *netlinkx.Handle
+	// LookupEnv is handed to the backends (os.LookupEnv in weftd).
+	LookupEnv func(string) (string, bool)
 }
 
 // Daemon is one run of weftd.
@@ -118,7 +120,8 @@ func (dm *Daemon) start(ctx context.Context) error {
 		return fmt.Errorf("choose the external interface: %w", err)
 	}
 	dm.log.Info("external interface", "name", ext.Name, "public-ip", ext.PublicIP, "public-ipv6", ext.PublicIPv6, "mtu", ext.MTU)
-	if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Netlink: dm.nl, Logger: dm.log.With("backend", dm.nc.Backend.Type)}); err != nil {
+	if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Netlink: dm.nl,
+		Logger: dm.log.With("backend", dm.nc.Backend.Type), LookupEnv: dm.d.LookupEnv}); err != nil {
 		return err
 	}
 	dm.health.setReason("acquiring a lease")

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/store"
@@ -62,6 +63,9 @@ func (dm *Daemon) removePeer(key string) {
 	delete(dm.peers, key)
 	delete(dm.bad, key)
 	dm.rec.RemovePeer(key)
+	if f, ok := dm.be.(backend.PeerForgetter); ok {
+		f.ForgetPeer(key)
+	}
 }
 
 // replayPeers recomputes every peer (device indices changed).

@@ -60,6 +60,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 	}
 	cmds := map[string]func(context.Context, []string, Env) error{
 		"up": up, "down": down, "status": status, "exec": execIn, "list": list, "etcd": serveEtcd,
+		"bench": bench,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -56,7 +56,9 @@ func up(ctx context.Context, args []string, env Env) error {
 	return printPings(ctx, env, c)
 }
 
-func labBackends() []string { return []string{config.BackendVXLAN, config.BackendHostGW} }
+func labBackends() []string {
+	return []string{config.BackendVXLAN, config.BackendHostGW, config.BackendUDP}
+}
 
 func startCluster(ctx context.Context, env Env, f upFlags) (*cluster.Cluster, error) {
 	o := cluster.Options{

@@ -1,0 +1,132 @@
+package labbench_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/labbench"
+)
+
+// binDir returns a directory with weft, weftd and cni/: WEFT_BIN_DIR (make
+// test), or a build of them.
+func binDir(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("WEFT_BIN_DIR"); d != "" {
+		return d
+	}
+	d := t.TempDir()
+	p := "github.com/containernetworking/plugins/plugins/"
+	for _, b := range [][]string{
+		{"-o", d + "/", "github.com/weft-net/weft/cmd/weft", "github.com/weft-net/weft/cmd/weftd"},
+		{"-o", d + "/cni/flannel", "github.com/weft-net/weft/cmd/weft-cni"},
+		{"-o", d + "/cni/", p + "main/bridge", p + "ipam/host-local", p + "meta/portmap", p + "main/loopback"},
+	} {
+		if out, err := exec.Command("go", append([]string{"build"}, b...)...).CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+	}
+	return d
+}
+
+// TestBenchQuick runs the real command, `weft lab bench --quick --json`, and
+// checks that the results hold every figure with sane values and that the
+// lab is gone afterwards. It checks the bench, not the figures: those come
+// from a full run (BENCHMARKS.md), never from a timed test.
+func TestBenchQuick(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the bench builds a lab of network namespaces")
+	}
+	if testing.Short() {
+		t.Skip("-short: the quick bench takes about half a minute")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		t.Skip("needs iperf3 (make deps installs it)")
+	}
+	before, err := lab.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(filepath.Join(binDir(t), "weft"), "lab", "bench", "--quick", "--json", "--out", out, "--state-root", t.TempDir())
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("weft lab bench --quick: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "left)") {
+		t.Errorf("no progress lines with the time left on stderr:\n%s", stderr.String())
+	}
+	var r labbench.Result
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, stdout.String())
+	}
+	checkResult(t, &r)
+	if _, err := os.Stat(filepath.Join(out, "results.json")); err != nil {
+		t.Error(err)
+	}
+	if png, err := os.ReadFile(filepath.Join(out, labbench.ChartFile)); err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Errorf("chart: %v", err)
+	}
+	after, err := lab.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) > len(before) {
+		t.Errorf("labs left behind: before %v, after %v", before, after)
+	}
+}
+
+func checkResult(t *testing.T, r *labbench.Result) {
+	t.Helper()
+	if r.Date.IsZero() || !r.Quick || r.Machine.CPUs < 1 || r.Machine.Kernel == "" {
+		t.Errorf("header: date %v quick %v machine %+v", r.Date, r.Quick, r.Machine)
+	}
+	var backends []string
+	for _, d := range r.DataPlane {
+		backends = append(backends, d.Backend)
+		for _, f := range []labbench.Figure{d.TCP1, d.TCP4} {
+			if f.Value.Median <= 0 || f.Baseline.Median <= 0 || f.Ratio <= 0 || f.Ratio >= 2 {
+				t.Errorf("%s %s: %+v, want throughput above zero and a ratio in (0, 2)", d.Backend, f.Name, f)
+			}
+		}
+		for _, f := range []labbench.Figure{d.RTT, d.CPU1, d.CPU4} {
+			checkPositive(t, d.Backend, f)
+		}
+		if f := d.Retransmits1; f.Value.N == 0 || f.Value.Median < 0 || f.Baseline.N == 0 {
+			t.Errorf("%s %s: %+v", d.Backend, f.Name, f)
+		}
+	}
+	for _, want := range []string{"vxlan", "vxlan+DirectRouting", "host-gw"} {
+		if !slices.Contains(backends, want) {
+			t.Errorf("data plane measured %v, want %s among them", backends, want)
+		}
+	}
+	if len(r.ControlPlane) != 1 || r.ControlPlane[0].Peers != 200 {
+		t.Fatalf("control plane: %+v, want one size of 200 peers", r.ControlPlane)
+	}
+	for _, f := range r.ControlPlane[0].Figures() {
+		checkPositive(t, "control plane", f)
+	}
+	if r.CNI.Pods != 20 {
+		t.Errorf("cni pods = %d, want 20", r.CNI.Pods)
+	}
+	for _, f := range r.CNI.Figures() {
+		checkPositive(t, "cni", f)
+	}
+}
+
+func checkPositive(t *testing.T, part string, f labbench.Figure) {
+	t.Helper()
+	if f.Name == "" || f.Unit == "" || f.Value.N == 0 || f.Baseline.N == 0 || !(f.Value.Median > 0) || !(f.Baseline.Median > 0) ||
+		!(f.Ratio > 0) || math.IsInf(f.Ratio, 0) || f.Value.Min > f.Value.Median || f.Value.Median > f.Value.Max {
+		t.Errorf("%s %s: %+v, want positive figures with a baseline and a ratio", part, f.Name, f)
+	}
+}

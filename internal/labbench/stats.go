@@ -1,0 +1,82 @@
+package labbench
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// Stat summarises repeated measurements of one quantity: the median and the
+// spread (min and max) over N samples. A percentile figure (p50, p95, p99 of
+// many samples) sets Median, Min and Max to the percentile itself.
+type Stat struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	N      int     `json:"n"`
+}
+
+// Summarise returns the median and range of xs.
+func Summarise(xs []float64) Stat {
+	if len(xs) == 0 {
+		return Stat{}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return Stat{Median: med, Min: s[0], Max: s[len(s)-1], N: len(s)}
+}
+
+// Percentile returns the p-th percentile (nearest rank) of xs as a Stat.
+func Percentile(xs []float64, p int) Stat {
+	if len(xs) == 0 {
+		return Stat{}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	rank := (p*len(s) + 99) / 100 // ceil(p/100 * n)
+	v := s[max(rank-1, 0)]
+	return Stat{Median: v, Min: v, Max: v, N: len(s)}
+}
+
+// Figure is one measured quantity next to its baseline from the same run.
+type Figure struct {
+	Name     string `json:"name"`
+	Unit     string `json:"unit"`
+	Value    Stat   `json:"value"`
+	Baseline Stat   `json:"baseline"`
+	// Ratio is Value.Median / Baseline.Median (0 when the baseline is 0).
+	Ratio float64 `json:"ratio"`
+	// Better says which direction is good: "higher" or "lower".
+	Better string `json:"better"`
+}
+
+// NewFigure builds a Figure and its ratio.
+func NewFigure(name, unit, better string, value, baseline Stat) Figure {
+	f := Figure{Name: name, Unit: unit, Value: value, Baseline: baseline, Better: better}
+	if baseline.Median != 0 && !math.IsNaN(value.Median) {
+		f.Ratio = value.Median / baseline.Median
+	}
+	return f
+}
+
+// ms converts durations to milliseconds.
+func ms(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = float64(d) / float64(time.Millisecond)
+	}
+	return out
+}
+
+// secs converts durations to seconds.
+func secs(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = d.Seconds()
+	}
+	return out
+}

@@ -1,0 +1,118 @@
+package labcli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/labbench"
+)
+
+type benchFlags struct {
+	root, out, backends, peers string
+	quick, json                bool
+	runs, pings, pods, trials  int
+	joins, seconds             int
+}
+
+// bench is `weft lab bench`: data plane, control plane and CNI measured on a
+// lab of its own (random name, removed at the end), every figure next to a
+// baseline from the same run.
+func bench(ctx context.Context, args []string, env Env) error {
+	var f benchFlags
+	fs := newFlags("bench", env)
+	fs.StringVar(&f.root, "state-root", DefaultStateRoot, "directory holding one directory per lab")
+	fs.BoolVar(&f.quick, "quick", false, "a sub-minute smoke run (1 short run per figure, 200 peers, 20 pods): checks the bench, not figures to quote")
+	fs.BoolVar(&f.json, "json", false, "print the results as JSON on stdout (progress goes to stderr)")
+	fs.StringVar(&f.out, "out", "", "write results.json and "+labbench.ChartFile+" (throughput ratio per backend) into this directory")
+	fs.StringVar(&f.backends, "backends", "", "comma-separated backends to measure (default: every backend this build runs: "+
+		strings.Join(labBackends(), ",")+"; vxlan also with DirectRouting)")
+	fs.IntVar(&f.runs, "runs", 0, "iperf3 runs per throughput figure (default 5, quick 1)")
+	fs.IntVar(&f.seconds, "seconds", 0, "seconds per iperf3 run (default 5, quick 1)")
+	fs.IntVar(&f.pings, "pings", 0, "round trips per latency figure (default 30, quick 10)")
+	fs.StringVar(&f.peers, "peers", "", "comma-separated simulated cluster sizes (default 1000,5000; quick 200)")
+	fs.IntVar(&f.joins, "joins", 0, "joins per cluster size (default 3, quick 1)")
+	fs.IntVar(&f.trials, "trials", 0, "lease-to-route measurements per cluster size (default 50, quick 10)")
+	fs.IntVar(&f.pods, "pods", 0, "pods added and deleted by the CNI figures (default 100, quick 20)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o, err := f.options(env)
+	if err != nil {
+		return err
+	}
+	res, err := labbench.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	return f.report(env, res)
+}
+
+func (f benchFlags) options(env Env) (labbench.Options, error) {
+	o := labbench.Options{Quick: f.quick, Runs: f.runs, Pings: f.pings, JoinRuns: f.joins, Trials: f.trials, CNIPods: f.pods,
+		Duration: time.Duration(f.seconds) * time.Second, BinDir: env.BinDir, Logger: env.Logger, Progress: env.Stdout, Backends: labBackends()}
+	if f.json {
+		o.Progress = env.Stderr
+	}
+	if f.backends != "" {
+		o.Backends = strings.Split(f.backends, ",")
+		for _, b := range o.Backends {
+			if !slices.Contains(labBackends(), b) {
+				return o, fmt.Errorf("--backends %q: this build runs %v", b, labBackends())
+			}
+		}
+	}
+	for p := range strings.SplitSeq(f.peers, ",") {
+		if p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 60000 {
+			return o, fmt.Errorf("--peers %q: want sizes 1..60000", f.peers)
+		}
+		o.Peers = append(o.Peers, n)
+	}
+	if f.trials > 250 || f.pods > 500 {
+		return o, errors.New("--trials must be at most 250 and --pods at most 500")
+	}
+	for _, bin := range []string{filepath.Join(env.BinDir, "weftd"), filepath.Join(env.BinDir, "cni", "flannel"), filepath.Join(env.BinDir, "cni", "bridge")} {
+		if _, err := os.Stat(bin); err != nil {
+			return o, fmt.Errorf("%s is missing: run make build (or give the weft binary from ./bin)", bin)
+		}
+	}
+	name, err := lab.RandomName("bn")
+	if err != nil {
+		return o, err
+	}
+	o.Name, o.Dir = name, filepath.Join(f.root, name)
+	if env.Self != "" {
+		o.EtcdCommand = []string{env.Self, "lab", "etcd"}
+	}
+	return o, nil
+}
+
+func (f benchFlags) report(env Env, res *labbench.Result) error {
+	if f.out != "" {
+		if err := labbench.WriteDir(f.out, res); err != nil {
+			return err
+		}
+	}
+	if f.json {
+		return labbench.WriteJSON(env.Stdout, res)
+	}
+	fmt.Fprintln(env.Stdout)
+	if err := labbench.WriteTable(env.Stdout, res); err != nil {
+		return err
+	}
+	if f.out != "" {
+		fmt.Fprintf(env.Stdout, "\nwrote %s and %s\n", filepath.Join(f.out, "results.json"), filepath.Join(f.out, labbench.ChartFile))
+	}
+	return nil
+}
