@@ -50,7 +50,7 @@ fuzz:
 	done
 
 # The bench (root): data plane, control plane and CNI on a lab of its own,
-# every figure next to its baseline from the same run (docs/bench.md).
+# every figure next to its baseline from the same run (BENCHMARKS.md).
 # BENCH_ARGS adds flags, e.g. BENCH_ARGS="--quick" or "--out bench-out".
 BENCH_ARGS ?=
 bench: deps build

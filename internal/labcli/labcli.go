@@ -42,6 +42,7 @@ commands:
   exec    run a command in a node or pod: weft lab exec [--name N] n1|n1-p2 -- <command>
   down    remove every namespace, process and file of a lab (also after a crash)
   list    list the labs that exist
+  bench   measure every backend, the control plane and the CNI plugin against same-run baselines
 
 Run 'weft lab <command> --help' for its flags.
 `
