@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+	"github.com/weft-net/weft/internal/testbin"
 )
 
 // binDir is where weftd and cni/ are: WEFT_BIN_DIR (make test), else built
@@ -44,20 +44,9 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	plugins := "github.com/containernetworking/plugins/plugins/"
-	for _, b := range [][]string{
-		{"-o", dir + "/", "github.com/weft-net/weft/cmd/weftd"},
-		{"-o", dir + "/cni/flannel", "github.com/weft-net/weft/cmd/weft-cni"},
-		{"-o", dir + "/cni/", plugins + "main/bridge", plugins + "ipam/host-local", plugins + "meta/portmap", plugins + "main/loopback"},
-	} {
-		if err := os.MkdirAll(filepath.Join(dir, "cni"), 0o755); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		if out, err := exec.Command("go", append([]string{"build"}, b...)...).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %v: %v\n%s", b, err, out)
-			return 1
-		}
+	if err := testbin.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	bins.dir = dir
 	return m.Run()
