@@ -64,8 +64,12 @@ func TestLabUpStatusDownTwoLabs(t *testing.T) {
 		t.Skip("needs root: builds labs of network namespaces")
 	}
 	r := labRunner{t: t, weft: filepath.Join(bin(t), "weft"), root: t.TempDir()}
-	before, _ := exec.Command("ip", "netns", "list").Output()
 	names := []string{randLab(t), randLab(t)}
+	decoy := names[0] + "x-keep"
+	if out, err := exec.Command("ip", "netns", "add", decoy).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v %s", decoy, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", decoy).Run() })
 	t.Cleanup(func() {
 		for _, n := range names {
 			_, _ = r.run("lab", "down", "--name", n)
@@ -111,14 +115,10 @@ func TestLabUpStatusDownTwoLabs(t *testing.T) {
 			t.Errorf("lab %s left %v", n, l)
 		}
 	}
-	// Other packages' tests may build labs meanwhile, so compare only: every
-	// namespace that existed before still does (the labs' own are checked
-	// by leftovers above).
-	after, _ := exec.Command("ip", "netns", "list").Output()
-	for _, l := range strings.Split(strings.TrimSpace(string(before)), "\n") {
-		if l != "" && !strings.Contains(string(after), strings.Fields(l)[0]) {
-			t.Errorf("namespace %s, there before the labs, is gone", strings.Fields(l)[0])
-		}
+	// down removes its lab's namespaces and nothing else: a decoy whose
+	// name starts with the lab's name (but not "<name>-") survives.
+	if _, err := os.Stat(lab.NSPath(decoy)); err != nil {
+		t.Errorf("weft lab down removed %s, which is not the lab's: %v", decoy, err)
 	}
 }
 
