@@ -80,10 +80,13 @@ func New(d backend.Deps) (backend.Backend, error) {
 			return nil, fmt.Errorf("vxlan over %s needs a public %s address on %s (or --public-ip/--public-ipv6)", fam, fam, d.External.Name)
 		}
 	}
+	// One MTU for every device and for the pods (FLANNEL_MTU): the external
+	// MTU minus the larger encapsulation in use, 70 bytes when a device
+	// runs over IPv6 (whose kernel limit would refuse more), else 50.
 	v.mtu = v.opts.MTU
 	if v.mtu == 0 {
 		over := Overhead
-		if !d.External.PublicIP.IsValid() {
+		if d.Net.IPv6.Enabled {
 			over = overheadV6
 		}
 		v.mtu = d.External.MTU - over
