@@ -64,7 +64,7 @@ func runLatencyRound(b *testing.B, weft, bridge *node, weftConf, bridgeConf []by
 	pods := make([][2]ns.NetNS, benchPods)
 	b.StopTimer()
 	for i := range pods {
-		pods[i] = [2]ns.NetNS{newNS(b), newNS(b)}
+		pods[i] = [2]ns.NetNS{weft.pod(b), bridge.pod(b)}
 	}
 	b.StartTimer()
 	for _, cmd := range []string{"ADD", "DEL"} {

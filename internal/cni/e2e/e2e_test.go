@@ -33,7 +33,7 @@ func resultAddrs(t testing.TB, res *types100.Result) []netip.Prefix {
 func TestAddUsualConflist(t *testing.T) {
 	env := env4()
 	n := newNode(t, &env, "")
-	pod := newNS(t)
+	pod := n.pod(t)
 	res, err := n.add(context.Background(), "pod-usual", pod)
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
@@ -103,7 +103,7 @@ func TestDelReleasesAndCheckChecks(t *testing.T) {
 	env := env4()
 	n := newNode(t, &env, "")
 	ctx := context.Background()
-	pod := newNS(t)
+	pod := n.pod(t)
 	res, err := n.add(ctx, "pod-a", pod)
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
@@ -131,7 +131,7 @@ func TestDelReleasesAndCheckChecks(t *testing.T) {
 		t.Errorf("second DEL: %v", err)
 	}
 
-	pod2 := newNS(t)
+	pod2 := n.pod(t)
 	if _, err := n.add(ctx, "pod-b", pod2); err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
@@ -165,7 +165,7 @@ func TestParallelPods(t *testing.T) {
 	ctx := context.Background()
 	nss := make([]ns.NetNS, pods)
 	for i := range nss {
-		nss[i] = newNS(t)
+		nss[i] = n.pod(t)
 	}
 	results := make([]*types100.Result, pods)
 	errs := make([]error, pods)
@@ -202,7 +202,7 @@ func TestParallelPods(t *testing.T) {
 func TestDualStack(t *testing.T) {
 	env := env46()
 	n := newNode(t, &env, "")
-	pod := newNS(t)
+	pod := n.pod(t)
 	res, err := n.add(context.Background(), "pod-ds", pod)
 	if err != nil {
 		t.Fatalf("ADD: %v", err)

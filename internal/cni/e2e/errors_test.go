@@ -84,7 +84,7 @@ func TestErrorsLeaveNothing(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			pod := newNS(t)
+			pod := n.pod(t)
 			_, err := n.add(ctx, "pod-err", pod)
 			wantCNIError(t, err, tc.code, tc.msg...)
 			if tc.subnet != "" {
@@ -98,7 +98,7 @@ func TestErrorsLeaveNothing(t *testing.T) {
 func TestMalformedStdin(t *testing.T) {
 	env := env4()
 	n := newNode(t, &env, "")
-	pod := newNS(t)
+	pod := n.pod(t)
 	for _, stdin := range []string{`{"cniVersion":"1.0.0","name":"cbr0","type":"flannel",`, `{"cniVersion":"1.0.0","type":"flannel"}`} {
 		err := n.do(func() error {
 			_, err := invoke.ExecPluginWithResult(context.Background(), filepath.Join(n.bin, "flannel"), []byte(stdin),
@@ -122,7 +122,7 @@ func TestFailedDelegateIsRolledBack(t *testing.T) {
 	env.Subnet = netip.MustParsePrefix("10.244.1.1/30") // .2 is the only pod address
 	n := newNode(t, &env, "")
 	ctx := context.Background()
-	pod1, pod2 := newNS(t), newNS(t)
+	pod1, pod2 := n.pod(t), n.pod(t)
 	if _, err := n.add(ctx, "pod-1", pod1); err != nil {
 		t.Fatalf("first ADD: %v", err)
 	}
@@ -143,7 +143,7 @@ func TestGCRemovesStaleAttachments(t *testing.T) {
 	env := env4()
 	n := newNode(t, &env, "")
 	ctx := context.Background()
-	keep, gone := newNS(t), newNS(t)
+	keep, gone := n.pod(t), n.pod(t)
 	if _, err := n.add(ctx, "pod-keep", keep); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestOlderCNIVersions(t *testing.T) {
 		t.Run(v, func(t *testing.T) {
 			n := newNode(t, &env, "")
 			n.list.CNIVersion = v
-			pod := newNS(t)
+			pod := n.pod(t)
 			ctx := context.Background()
 			res, err := n.add(ctx, "pod-v", pod)
 			if err != nil {

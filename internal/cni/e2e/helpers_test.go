@@ -16,6 +16,8 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/labtest"
 	"github.com/weft-net/weft/internal/subnetfile"
 )
 
@@ -73,15 +75,31 @@ func requireRoot(t testing.TB) {
 	}
 }
 
-// newNS returns a fresh network namespace removed at cleanup.
-func newNS(t testing.TB) ns.NetNS {
+// openNS opens a lab namespace by name and closes the handle at cleanup
+// (the lab removes the namespace itself).
+func openNS(t testing.TB, name string) ns.NetNS {
 	t.Helper()
-	n, err := testutils.NewNS()
+	n, err := ns.GetNS(lab.NSPath(name))
 	if err != nil {
-		t.Fatalf("create netns: %v", err)
+		t.Fatalf("open netns %s: %v", name, err)
 	}
-	t.Cleanup(func() { closeNS(n) })
+	t.Cleanup(func() { _ = n.Close() })
 	return n
+}
+
+// pod adds the next pod namespace of the node's lab, empty, as a container
+// runtime hands it to a CNI plugin.
+func (n *node) pod(t testing.TB) ns.NetNS {
+	t.Helper()
+	n.mu.Lock()
+	n.pods++
+	i := n.pods
+	n.mu.Unlock()
+	p, err := n.lab.AddPodNS(t.Context(), 1, i)
+	if err != nil {
+		t.Fatalf("add pod namespace: %v", err)
+	}
+	return openNS(t, p.NS)
 }
 
 // closeNS removes a namespace; calling it twice is harmless.
@@ -93,6 +111,9 @@ func closeNS(n ns.NetNS) {
 // node is a network namespace standing in for a node's host side, with its
 // own subnet.env, data directories and libcni cache, all in a temp dir.
 type node struct {
+	lab        *lab.Lab // one node, from the lab builder the e2e tests share
+	mu         sync.Mutex
+	pods       int // pod namespaces added so far
 	ns         ns.NetNS
 	subnetFile string
 	dataDir    string
@@ -125,8 +146,14 @@ func newNode(t testing.TB, env *subnetfile.Env, delegate string) *node {
 	t.Helper()
 	requireRoot(t)
 	dir := t.TempDir()
+	l := labtest.New(t, lab.Options{Nodes: 1})
+	host, err := l.Node(1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := &node{
-		ns:         newNS(t),
+		lab:        l,
+		ns:         openNS(t, host.NS),
 		subnetFile: filepath.Join(dir, "run", "subnet.env"),
 		dataDir:    filepath.Join(dir, "flannel"),
 		ipamDir:    filepath.Join(dir, "ipam"),

@@ -6,6 +6,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+
+	"github.com/weft-net/weft/internal/lab"
 )
 
 // links lists the link names (and kinds) in a namespace.
@@ -25,12 +27,13 @@ func links(t testing.TB, n ns.NetNS) map[string]netlink.Link {
 	return out
 }
 
-// vethCount counts veth links in a namespace.
+// vethCount counts the pods' veth links in a namespace (a lab node's own
+// underlay interface, eth0, is a veth too and is not counted).
 func vethCount(t testing.TB, n ns.NetNS) int {
 	t.Helper()
 	c := 0
-	for _, l := range links(t, n) {
-		if l.Type() == "veth" {
+	for name, l := range links(t, n) {
+		if l.Type() == "veth" && name != lab.NodeIface {
 			c++
 		}
 	}
