@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -275,11 +274,3 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) ti
 }
 
 func tempFile(t testing.TB, name string) string { return filepath.Join(t.TempDir(), name) }
-
-func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprint(err))
-	}
-	return string(b)
-}

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -51,10 +50,8 @@ func (h *health) serve(ctx context.Context, ip netip.Addr, port int) (net.Addr, 
 		<-ctx.Done()
 		_ = srv.Close()
 	}()
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err // the listener is gone; /healthz failing to answer says enough
-		}
-	}()
+	// Serve returns when ctx ends (ErrServerClosed) or the listener fails;
+	// either way /healthz stops answering, which is what a prober acts on.
+	go func() { _ = srv.Serve(ln) }()
 	return ln.Addr(), nil
 }

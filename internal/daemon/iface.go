@@ -103,8 +103,11 @@ func pickLink(h *netlinkx.Handle, links []linkInfo, o *config.Options) (linkInfo
 	}
 	if o.IfaceCanReach.IsValid() {
 		routes, err := h.RouteGet(o.IfaceCanReach)
-		if err != nil || len(routes) == 0 {
-			return linkInfo{}, "", fmt.Errorf("--iface-can-reach %s: no route: %w", o.IfaceCanReach, errors.Join(err))
+		if err != nil {
+			return linkInfo{}, "", fmt.Errorf("--iface-can-reach %s: %w", o.IfaceCanReach, err)
+		}
+		if len(routes) == 0 {
+			return linkInfo{}, "", fmt.Errorf("--iface-can-reach %s: no route", o.IfaceCanReach)
 		}
 		if li, ok := byIndex(links, routes[0].LinkIndex); ok {
 			return li, "--iface-can-reach", nil

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,4 +110,19 @@ func run(t testing.TB, ns string, argv ...string) string {
 		t.Fatalf("%s in %s: %v\n%s", strings.Join(argv, " "), ns, err, out)
 	}
 	return out
+}
+
+// listenIn listens on TCP at addr, a free port, inside namespace ns; the
+// listener is closed when the test ends.
+func listenIn(t testing.TB, ns string, addr netip.Addr) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := lab.Do(ns, func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln
 }

@@ -156,14 +156,7 @@ func TestMasquerade(t *testing.T) {
 // of a connection made from clientNS.
 func peerAddr(t *testing.T, clientNS, serverNS string, addr netip.Addr) netip.Addr {
 	t.Helper()
-	var ln net.Listener
-	if err := lab.Do(serverNS, func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := listenIn(t, serverNS, addr)
 	got := make(chan netip.Addr, 1)
 	go func() {
 		conn, err := ln.Accept()

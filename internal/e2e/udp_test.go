@@ -79,14 +79,7 @@ func TestUDPTransferVerified(t *testing.T) {
 // compares SHA-256 sums of what was sent and received.
 func transfer(t *testing.T, clientNS, serverNS string, addr netip.Addr, n int64) {
 	t.Helper()
-	var ln net.Listener
-	if err := lab.Do(serverNS, func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := listenIn(t, serverNS, addr)
 	got := make(chan []byte, 1)
 	go func() {
 		conn, err := ln.Accept()

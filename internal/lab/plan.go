@@ -44,6 +44,17 @@ func (t Topology) ServiceAddr() netip.Addr {
 	return netip.Addr{}
 }
 
+// ServiceNS returns the namespace of the switch that has the service
+// address, or "".
+func (t Topology) ServiceNS() string {
+	for _, s := range t.Switches {
+		if len(s.Service) > 0 {
+			return s.NS
+		}
+	}
+	return ""
+}
+
 // Host is a namespace with links: a node, the router or the outside host.
 type Host struct {
 	Name       string       `json:"name"` // "n1", "rt", "out"

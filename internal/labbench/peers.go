@@ -4,16 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
-	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 	"github.com/weft-net/weft/internal/reconcile"
 )
@@ -54,25 +49,8 @@ func simPeers(n int, taken map[netip.Prefix]bool) ([]peer, error) {
 	return out, nil
 }
 
-// etcdClient returns a client of the lab's etcd whose connections are made
-// from the switch namespace.
-func (b *bench) etcdClient() (*clientv3.Client, error) {
-	var swNS string
-	for _, s := range b.c.Lab().Topology().Switches {
-		if len(s.Service) > 0 {
-			swNS = s.NS
-		}
-	}
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		return lab.DialContext(ctx, swNS, "tcp", addr)
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{b.c.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)}})
-	if err != nil {
-		return nil, fmt.Errorf("etcd client: %w", err)
-	}
-	return cli, nil
-}
+// etcdClient returns a client of the lab's etcd.
+func (b *bench) etcdClient() (*clientv3.Client, error) { return b.c.EtcdClient() }
 
 // takenSubnets returns the subnets of the leases in etcd.
 func takenSubnets(ctx context.Context, cli *clientv3.Client) (map[netip.Prefix]bool, error) {

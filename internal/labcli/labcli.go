@@ -19,6 +19,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"github.com/weft-net/weft/internal/lab"
 )
 
 // DefaultStateRoot holds one directory per lab.
@@ -108,7 +110,7 @@ func down(ctx context.Context, args []string, env Env) error {
 }
 
 func labDown(ctx context.Context, env Env, c common) error {
-	if err := labDownNS(ctx, env, c); err != nil {
+	if err := lab.Down(ctx, env.Logger, c.name, c.dir()); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(c.dir()); err != nil {

@@ -2,6 +2,7 @@ package labcli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -171,18 +172,12 @@ func execIn(ctx context.Context, args []string, env Env) error {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, env.Stdout, env.Stderr
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
-		if ok := asExit(err, &ee); ok {
+		if errors.As(err, &ee) {
 			return fmt.Errorf("%s exited with %d", rest[2], ee.ExitCode())
 		}
 		return err
 	}
 	return nil
-}
-
-func asExit(err error, ee **exec.ExitError) bool {
-	e, ok := err.(*exec.ExitError)
-	*ee = e
-	return ok
 }
 
 func list(ctx context.Context, args []string, env Env) error {
@@ -194,10 +189,6 @@ func list(ctx context.Context, args []string, env Env) error {
 		fmt.Fprintln(env.Stdout, l)
 	}
 	return nil
-}
-
-func labDownNS(ctx context.Context, env Env, c common) error {
-	return lab.Down(ctx, env.Logger, c.name, c.dir())
 }
 
 // serveEtcd is `weft lab etcd --dir D --host H`, run by `up` inside the

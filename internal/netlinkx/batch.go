@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/internal/reconcile"
@@ -30,7 +31,7 @@ func (h *Handle) WriteBatch(ws []reconcile.Write) []error {
 	if len(ws) == 0 {
 		return errs
 	}
-	s, err := nl.GetNetlinkSocketAt(h.ns, nilNS(), unix.NETLINK_ROUTE)
+	s, err := nl.GetNetlinkSocketAt(h.ns, netns.None(), unix.NETLINK_ROUTE)
 	if err != nil {
 		return fill(errs, fmt.Errorf("open netlink socket: %w", err))
 	}

@@ -296,5 +296,3 @@ func AddrFromIP(ip net.IP) netip.Addr {
 func (h *Handle) ReplaceBlackhole(p netip.Prefix) error {
 	return h.h.RouteReplace(&netlink.Route{Dst: IPNet(p), Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol})
 }
-
-func nilNS() netns.NsHandle { return netns.None() }

@@ -222,13 +222,6 @@ func (r *Reconciler) Peers() []string {
 	return out
 }
 
-// Desired returns a copy of the desired state.
-func (r *Reconciler) Desired() State {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.desired.clone()
-}
-
 // Apply writes what changed since the last pass: the objects of peers set or
 // removed, and objects the kernel reported gone. It returns what it did and
 // the joined errors of failed writes (each failed object is retried by the
@@ -350,12 +343,6 @@ func (r *Reconciler) ForgetLink(link int) {
 	}
 }
 
-// Applied returns a copy of what the Reconciler believes is in the kernel.
-func (r *Reconciler) Applied() State {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.applied.clone()
-}
 func (r *Reconciler) applyLocked(ctx context.Context) (Stats, error) {
 	dirty := r.dirty
 	r.dirty = NewState()

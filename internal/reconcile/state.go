@@ -125,9 +125,6 @@ func (s State) AddNeigh(n Neigh) { s.Neighs[neighKey{n.LinkIndex, n.IP}] = n }
 // AddFDB adds f.
 func (s State) AddFDB(f FDB) { s.FDB[fdbKey{f.LinkIndex, f.MAC}] = f }
 
-// Len returns the number of objects.
-func (s State) Len() int { return len(s.Routes) + len(s.Neighs) + len(s.FDB) }
-
 func (s State) clone() State {
 	c := NewState()
 	for k, v := range s.Routes {

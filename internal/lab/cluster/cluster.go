@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -32,6 +31,10 @@ import (
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/subnetfile"
 )
+
+// ErrNotRunning is returned by KillWeftd for a node whose weftd is not
+// running.
+var ErrNotRunning = errors.New("weftd is not running")
 
 // Defaults.
 const (
@@ -174,24 +177,14 @@ func Attach(l *lab.Lab, o Options) *Cluster {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	topo := l.Topology()
-	for _, s := range topo.Switches {
-		if len(s.Service) > 0 {
-			c.swNS = s.NS
-		}
-	}
+	c.swNS = topo.ServiceNS()
 	c.endpoint = "http://" + net.JoinHostPort(topo.ServiceAddr().String(), strconv.Itoa(EtcdPort))
 	return c
 }
 
 func (c *Cluster) startEtcd(ctx context.Context) error {
 	topo := c.lab.Topology()
-	addr := topo.ServiceAddr()
-	var swNS string
-	for _, s := range topo.Switches {
-		if len(s.Service) > 0 {
-			swNS = s.NS
-		}
-	}
+	addr, swNS := topo.ServiceAddr(), topo.ServiceNS()
 	dir := filepath.Join(c.o.Dir, "etcd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
@@ -251,21 +244,29 @@ func (c *Cluster) Delete(ctx context.Context, key string) error {
 // withClient runs fn with an etcd client whose connections are made from the
 // switch namespace (the only place besides the nodes that reaches etcd).
 func (c *Cluster) withClient(ctx context.Context, fn func(context.Context, *clientv3.Client) error) error {
-	swNS := c.swNS
-	// gRPC dials from its own goroutines, so the dialer enters the
-	// namespace itself for each connection.
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		return lab.DialContext(ctx, swNS, "tcp", addr)
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)}})
+	cli, err := c.EtcdClient()
 	if err != nil {
-		return fmt.Errorf("etcd client: %w", err)
+		return err
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	return fn(ctx, cli)
+}
+
+// EtcdClient returns a client of the lab's etcd; the caller closes it. gRPC
+// dials from its own goroutines, so the dialer enters the switch namespace
+// itself for each connection.
+func (c *Cluster) EtcdClient() (*clientv3.Client, error) {
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		return lab.DialContext(ctx, c.swNS, "tcp", addr)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)}})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return cli, nil
 }
 
 // Endpoint is the etcd URL the nodes use.
@@ -347,7 +348,9 @@ func (c *Cluster) Down(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	for _, n := range nodes {
-		errs = append(errs, ignoreGone(c.KillWeftd(n, true)))
+		if err := c.KillWeftd(n, true); !errors.Is(err, ErrNotRunning) {
+			errs = append(errs, err)
+		}
 	}
 	if c.etcd != nil {
 		c.etcd.Close()
@@ -362,13 +365,6 @@ func (c *Cluster) Down(ctx context.Context) error {
 		errs = append(errs, c.lab.Down(ctx))
 	}
 	return errors.Join(errs...)
-}
-
-func ignoreGone(err error) error {
-	if err != nil && strings.Contains(err.Error(), "not running") {
-		return nil
-	}
-	return err
 }
 
 // confList is the kube-flannel conflist pointed at node's files.

@@ -79,7 +79,7 @@ func (c *Cluster) KillWeftd(node int, hard bool) error {
 	p, ok := c.procs[node]
 	c.mu.Unlock()
 	if !ok || exited(p) {
-		return fmt.Errorf("weftd on node %d is not running", node)
+		return fmt.Errorf("node %d: %w", node, ErrNotRunning)
 	}
 	sig := syscall.SIGTERM
 	if hard {
