@@ -22,10 +22,17 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 0 # root-only tests skip with a message; plain tests still run
 fi
 echo "deps: installing ${missing[*]}"
+# Debian's etcd-server package starts an etcd service on 2379 when systemd
+# runs. The tests use their own processes on free ports and never need it;
+# stop it only when this script installed it and it was not running before,
+# so an operator's own etcd is never touched.
+etcd_was_active=no
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+  etcd_was_active=yes
+fi
 apt-get update -qq
 # No recommends: wireguard-tools and friends would otherwise pull in a kernel image.
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian's etcd-server package may start a service on 2379; tests use their own
-# loopback ports, so stop it rather than share state with it.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd 2>/dev/null || true; fi
-pkill -x etcd 2>/dev/null || true
+if [[ " ${missing[*]} " == *" etcd-server "* && $etcd_was_active == no ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl stop etcd 2>/dev/null || true
+fi

@@ -25,6 +25,9 @@ type binaries struct{ dir string }
 func (b binaries) get(t testing.TB) string {
 	t.Helper()
 	if b.dir == "" {
+		if testing.Short() {
+			t.Skip("-short: end-to-end tests need the binaries of make build (WEFT_BIN_DIR)")
+		}
 		t.Fatal("binaries were not built")
 	}
 	return b.dir
@@ -60,6 +63,9 @@ func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: builds a lab of network namespaces")
+	}
+	if testing.Short() {
+		t.Skip("-short: end-to-end test of the real binaries in a lab")
 	}
 }
 

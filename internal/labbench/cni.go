@@ -149,7 +149,7 @@ func (b *bench) cni(ctx context.Context) (CNI, error) {
 		}
 	}
 	fig := func(name, cmd string, p int) Figure {
-		return NewFigure(name, "ms", "lower", Percentile(ms(lat["flannel"+cmd]), p), Percentile(ms(lat["bridge"+cmd]), p))
+		return NewFigure(name, "ms", "lower", baseCNI, Percentile(ms(lat["flannel"+cmd]), p), Percentile(ms(lat["bridge"+cmd]), p))
 	}
 	return CNI{Pods: n, AddP50: fig("ADD p50", "ADD", 50), AddP99: fig("ADD p99", "ADD", 99),
 		DelP50: fig("DEL p50", "DEL", 50), DelP99: fig("DEL p99", "DEL", 99)}, nil

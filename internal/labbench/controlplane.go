@@ -120,11 +120,11 @@ func controlPlaneFigures(n int, runs []joinRun, idle joinRun, lat, base []time.D
 	}
 	return ControlPlane{
 		Peers:         n,
-		Join:          NewFigure("join: every route in the kernel", "s", "lower", Summarise(weftd), Summarise(direct)),
-		LeaseRouteP50: NewFigure("lease to route p50", "ms", "lower", Percentile(ms(lat), 50), Percentile(ms(base), 50)),
-		LeaseRouteP95: NewFigure("lease to route p95", "ms", "lower", Percentile(ms(lat), 95), Percentile(ms(base), 95)),
-		RSS:           NewFigure("weftd RSS (vs idle weftd)", "MiB", "lower", Summarise(rss), Summarise([]float64{float64(idle.rss) / (1 << 20)})),
-		CPU:           NewFigure("CPU to join (vs direct writer)", "CPU s", "lower", Summarise(wcpu), Summarise(dcpu)),
+		Join:          NewFigure("join: every route in the kernel", "s", "lower", baseJoin, Summarise(weftd), Summarise(direct)),
+		LeaseRouteP50: NewFigure("lease to route p50", "ms", "lower", baseLeaseRoute, Percentile(ms(lat), 50), Percentile(ms(base), 50)),
+		LeaseRouteP95: NewFigure("lease to route p95", "ms", "lower", baseLeaseRoute, Percentile(ms(lat), 95), Percentile(ms(base), 95)),
+		RSS:           NewFigure("weftd RSS (vs idle weftd)", "MiB", "lower", baseRSS, Summarise(rss), Summarise([]float64{float64(idle.rss) / (1 << 20)})),
+		CPU:           NewFigure("CPU to join (vs direct writer)", "CPU s", "lower", baseCPU, Summarise(wcpu), Summarise(dcpu)),
 	}
 }
 

@@ -92,12 +92,12 @@ func dataPlaneFigures(v Variant, got map[string][]Transfer, podRTT, nodeRTT []ti
 	return DataPlane{
 		Backend:      v.String(),
 		Variant:      v,
-		TCP1:         NewFigure("TCP 1 stream", "Gbit/s", "higher", stat("pod1", gbps), stat("node1", gbps)),
-		TCP4:         NewFigure("TCP 4 streams", "Gbit/s", "higher", stat("pod4", gbps), stat("node4", gbps)),
-		Retransmits1: NewFigure("retransmits, 1 stream", "per run", "lower", stat("pod1", retr), stat("node1", retr)),
-		RTT:          NewFigure("round trip (ICMP)", "ms", "lower", Summarise(ms(podRTT)), Summarise(ms(nodeRTT))),
-		CPU1:         NewFigure("CPU per GB, 1 stream", "CPU s/GB", "lower", stat("pod1", cpu), stat("node1", cpu)),
-		CPU4:         NewFigure("CPU per GB, 4 streams", "CPU s/GB", "lower", stat("pod4", cpu), stat("node4", cpu)),
+		TCP1:         NewFigure("TCP 1 stream", "Gbit/s", "higher", baseUnderlay, stat("pod1", gbps), stat("node1", gbps)),
+		TCP4:         NewFigure("TCP 4 streams", "Gbit/s", "higher", baseUnderlay, stat("pod4", gbps), stat("node4", gbps)),
+		Retransmits1: NewFigure("retransmits, 1 stream", "per run", "lower", baseUnderlay, stat("pod1", retr), stat("node1", retr)),
+		RTT:          NewFigure("round trip (ICMP)", "ms", "lower", baseUnderlay, Summarise(ms(podRTT)), Summarise(ms(nodeRTT))),
+		CPU1:         NewFigure("CPU per GB, 1 stream", "CPU s/GB", "lower", baseUnderlay, stat("pod1", cpu), stat("node1", cpu)),
+		CPU4:         NewFigure("CPU per GB, 4 streams", "CPU s/GB", "lower", baseUnderlay, stat("pod4", cpu), stat("node4", cpu)),
 	}
 }
 

@@ -28,10 +28,10 @@ func TestSummariseAndPercentile(t *testing.T) {
 	if p := Percentile(xs, 99); p.Median != 99 {
 		t.Errorf("p99 = %+v", p)
 	}
-	if f := NewFigure("x", "u", "lower", Stat{Median: 3, N: 1}, Stat{}); f.Ratio != 0 {
+	if f := NewFigure("x", "u", "lower", "b", Stat{Median: 3, N: 1}, Stat{}); f.Ratio != 0 {
 		t.Errorf("ratio without baseline = %v", f.Ratio)
 	}
-	if f := NewFigure("x", "u", "lower", Stat{Median: 3, N: 1}, Stat{Median: 2, N: 1}); f.Ratio != 1.5 {
+	if f := NewFigure("x", "u", "lower", "b", Stat{Median: 3, N: 1}, Stat{Median: 2, N: 1}); f.Ratio != 1.5 {
 		t.Errorf("ratio = %v", f.Ratio)
 	}
 }
@@ -149,7 +149,7 @@ func TestProgress(t *testing.T) {
 // fakeResult is a complete Result with made-up figures.
 func fakeResult() *Result {
 	f := func(v, b float64) Figure {
-		return NewFigure("fig", "u", "higher", Stat{Median: v, Min: v * 0.9, Max: v * 1.1, N: 3}, Stat{Median: b, Min: b, Max: b, N: 3})
+		return NewFigure("fig", "u", "higher", "b", Stat{Median: v, Min: v * 0.9, Max: v * 1.1, N: 3}, Stat{Median: b, Min: b, Max: b, N: 3})
 	}
 	r := &Result{Date: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Machine: Machine{CPU: "test CPU", CPUs: 2}, Elapsed: "1m0s"}
 	for _, v := range Variants([]string{"vxlan", "host-gw"}) {

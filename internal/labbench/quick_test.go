@@ -119,7 +119,7 @@ func checkResult(t *testing.T, r *labbench.Result) {
 
 func checkPositive(t *testing.T, part string, f labbench.Figure) {
 	t.Helper()
-	if f.Name == "" || f.Unit == "" || f.Value.N == 0 || f.Baseline.N == 0 || !(f.Value.Median > 0) || !(f.Baseline.Median > 0) ||
+	if f.Name == "" || f.Unit == "" || f.BaselineIs == "" || f.Value.N == 0 || f.Baseline.N == 0 || !(f.Value.Median > 0) || !(f.Baseline.Median > 0) ||
 		!(f.Ratio > 0) || math.IsInf(f.Ratio, 0) || f.Value.Min > f.Value.Median || f.Value.Median > f.Value.Max {
 		t.Errorf("%s %s: %+v, want positive figures with a baseline and a ratio", part, f.Name, f)
 	}

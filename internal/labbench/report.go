@@ -39,8 +39,8 @@ func WriteTable(w io.Writer, r *Result) error {
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
-	fmt.Fprintln(w, "\nbaselines: data plane = the same test between the nodes' underlay addresses; join = the same objects written"+
-		" with batched netlink; lease to route = etcd put round trip + a netlink route write; RSS = an idle weftd; CNI = bridge called directly")
+	fmt.Fprintf(w, "\nbaselines: data plane = %s; join = %s; lease to route = %s; RSS = %s; CPU to join = %s; CNI = %s\n",
+		baseUnderlay, baseJoin, baseLeaseRoute, baseRSS, baseCPU, baseCNI)
 	return nil
 }
 

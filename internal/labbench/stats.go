@@ -42,21 +42,36 @@ func Percentile(xs []float64, p int) Stat {
 	return Stat{Median: v, Min: v, Max: v, N: len(s)}
 }
 
+// What each baseline is, as results.json's baseline_is says and the table's
+// footer lists.
+const (
+	baseUnderlay   = "the same test node to node over the underlay addresses, interleaved run by run"
+	baseJoin       = "the same FDB entries, neighbours and routes written directly with batched netlink"
+	baseLeaseRoute = "the etcd put's round trip plus a direct netlink route write, seen by the same subscription"
+	baseRSS        = "an idle weftd on the same node (2 peers)"
+	baseCPU        = "the direct netlink writer's CPU for the same objects"
+	baseCNI        = "the bridge plugin called directly with the delegate configuration weft builds"
+)
+
 // Figure is one measured quantity next to its baseline from the same run.
 type Figure struct {
 	Name     string `json:"name"`
 	Unit     string `json:"unit"`
 	Value    Stat   `json:"value"`
 	Baseline Stat   `json:"baseline"`
+	// BaselineIs says what the baseline measured, in the same run (e.g.
+	// "node to node over the underlay", "the same routes written directly
+	// with batched netlink").
+	BaselineIs string `json:"baseline_is"`
 	// Ratio is Value.Median / Baseline.Median (0 when the baseline is 0).
 	Ratio float64 `json:"ratio"`
 	// Better says which direction is good: "higher" or "lower".
 	Better string `json:"better"`
 }
 
-// NewFigure builds a Figure and its ratio.
-func NewFigure(name, unit, better string, value, baseline Stat) Figure {
-	f := Figure{Name: name, Unit: unit, Value: value, Baseline: baseline, Better: better}
+// NewFigure builds a Figure and its ratio; baselineIs names the baseline.
+func NewFigure(name, unit, better, baselineIs string, value, baseline Stat) Figure {
+	f := Figure{Name: name, Unit: unit, Value: value, Baseline: baseline, BaselineIs: baselineIs, Better: better}
 	if baseline.Median != 0 && !math.IsNaN(value.Median) {
 		f.Ratio = value.Median / baseline.Median
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,7 +65,8 @@ func TestLabUpStatusDownTwoLabs(t *testing.T) {
 		t.Skip("needs root: builds labs of network namespaces")
 	}
 	r := labRunner{t: t, weft: filepath.Join(bin(t), "weft"), root: t.TempDir()}
-	names := []string{randLab(t), randLab(t)}
+	names := []string{randLab(t), randLab(t), randLab(t)}
+	backends := []string{"vxlan", "host-gw", "udp"}
 	decoy := names[0] + "x-keep"
 	if out, err := exec.Command("ip", "netns", "add", decoy).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v %s", decoy, err, out)
@@ -76,13 +78,13 @@ func TestLabUpStatusDownTwoLabs(t *testing.T) {
 		}
 	})
 	var wg sync.WaitGroup
-	outs := make([]string, 2)
-	errs := make([]error, 2)
+	outs := make([]string, len(names))
+	errs := make([]error, len(names))
 	for i, n := range names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			outs[i], errs[i] = r.run("lab", "up", "--name", n, "--nodes", "2", "--pods", "1", []string{"--backend=vxlan", "--backend=host-gw"}[i])
+			outs[i], errs[i] = r.run("lab", "up", "--name", n, "--nodes", "2", "--pods", "1", "--backend="+backends[i])
 		}()
 	}
 	wg.Wait()
@@ -96,11 +98,17 @@ func TestLabUpStatusDownTwoLabs(t *testing.T) {
 			}
 		}
 	}
-	out, err := r.run("lab", "status", "--name", names[0])
-	if err != nil || strings.Count(out, "200 ready") != 2 {
-		t.Errorf("lab status: %v\n%s", err, out)
+	// The BACKEND column is what each node published in its lease.
+	for i, n := range names {
+		out, err := r.run("lab", "status", "--name", n)
+		if err != nil || strings.Count(out, "200 ready") != 2 {
+			t.Errorf("lab status %s: %v\n%s", n, err, out)
+		}
+		if got := regexp.MustCompile(`(?m)^n1 .*/24 \(mtu \d+\)\s+(\S+)`).FindStringSubmatch(out); got == nil || got[1] != backends[i] {
+			t.Errorf("lab status of a %s lab: BACKEND column %q\n%s", backends[i], got, out)
+		}
 	}
-	out, err = r.run("lab", "exec", "--name", names[1], "n1", "--", "ip", "route", "show", "proto", "87")
+	out, err := r.run("lab", "exec", "--name", names[1], "n1", "--", "ip", "route", "show", "proto", "87")
 	if err != nil || !strings.Contains(out, "via 192.168.100.12 dev eth0") {
 		t.Errorf("lab exec: %v\n%s", err, out)
 	}

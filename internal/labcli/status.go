@@ -67,7 +67,7 @@ func printNodes(ctx context.Context, env Env, c *cluster.Cluster) error {
 				pods = append(pods, fmt.Sprintf("%s=%s", strings.TrimPrefix(p.NS, topo.Name+"-"), podAddrs(ctx, p.NS)))
 			}
 		}
-		fmt.Fprintf(w, "n%d\t%s\t%s%s\t%s\t%s\t%s\n", node, n.Addrs()[0], subnet, mtu, backendOf(ctx, n.NS), vtepMAC(ctx, n.NS),
+		fmt.Fprintf(w, "n%d\t%s\t%s%s\t%s\t%s\t%s\n", node, n.Addrs()[0], subnet, mtu, backendOf(ctx, c, node), vtepMAC(ctx, n.NS),
 			strings.Join(pods, " "))
 	}
 	return w.Flush()
@@ -96,15 +96,21 @@ func vtepMAC(ctx context.Context, ns string) string {
 	return "-"
 }
 
-func backendOf(ctx context.Context, ns string) string {
-	if vtepMAC(ctx, ns) != "-" {
-		out, _ := lab.Exec(ctx, ns, "ip", "route", "show", "proto", "87")
+// backendOf is the BackendType the node's weftd published in its lease
+// ("vxlan+direct" when a vxlan node routes some peers without
+// encapsulation), or "-" when the lease cannot be read.
+func backendOf(ctx context.Context, c *cluster.Cluster, node int) string {
+	l, err := c.Lease(ctx, node)
+	if err != nil || l.Attrs.BackendType == "" {
+		return "-"
+	}
+	if l.Attrs.BackendType == "vxlan" {
+		out, _ := lab.Exec(ctx, c.NodeNS(node), "ip", "route", "show", "proto", "87")
 		if strings.Contains(out, "dev eth0") {
 			return "vxlan+direct"
 		}
-		return "vxlan"
 	}
-	return "host-gw"
+	return l.Attrs.BackendType
 }
 
 // printPings prints the pod-to-pod ping matrix and fails if any pod cannot

@@ -151,7 +151,9 @@ func NewWithOptions(d backend.Deps, o Options) (*UDP, error) {
 	return &UDP{d: d, o: o, port: port, mtu: d.External.MTU - Overhead, log: log, peers: newTable()}, nil
 }
 
-// Attrs publishes the type and no data (flannel's udp lease has none).
+// Attrs publishes the type and no data. flannel's udp lease has no
+// BackendType at all; weft's carries "udp" (flannel ignores the field), and
+// weft reads a lease without one as a udp peer (peerCheck).
 func (u *UDP) Attrs(context.Context) (lease.Attrs, error) {
 	return lease.Attrs{PublicIP: u.d.External.PublicIP, BackendType: config.BackendUDP}, nil
 }
@@ -171,6 +173,13 @@ func (u *UDP) Peer(own lease.Lease, p lease.Lease) (reconcile.Objects, error) {
 }
 
 func (u *UDP) peerCheck(own, p lease.Lease) error {
+	// flannel's udp backend publishes no BackendType: its lease value is
+	// exactly {"PublicIP":"10.254.0.2","PublicIPv6":null}. On a udp network
+	// such a lease is a udp peer (on any other network the daemon ignores it
+	// through backend.PeerCheck, logged once).
+	if p.Attrs.BackendType == "" {
+		p.Attrs.BackendType = config.BackendUDP
+	}
 	if err := backend.PeerCheck(own, p, config.BackendUDP); err != nil {
 		return err
 	}

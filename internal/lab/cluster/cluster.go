@@ -29,6 +29,7 @@ import (
 
 	"github.com/weft-net/weft/internal/etcdembed"
 	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/subnetfile"
 )
 
@@ -376,4 +377,30 @@ func (c *Cluster) confList(node int) (*libcni.NetworkConfigList, error) {
 		 "ipam":{"dataDir":` + q(filepath.Join(d, "cni", "ipam")) + `},"delegate":{"hairpinMode":true,"isDefaultGateway":true}},
 		{"type":"portmap","capabilities":{"portMappings":true}}]}`
 	return libcni.ConfListFromBytes([]byte(src))
+}
+
+// Lease returns the lease node's weftd published: the key of the subnet in
+// its subnet.env, read from the lab's etcd.
+func (c *Cluster) Lease(ctx context.Context, node int) (lease.Lease, error) {
+	env, err := c.SubnetEnv(node)
+	if err != nil {
+		return lease.Lease{}, err
+	}
+	l := lease.Lease{Subnet: env.Subnet.Masked(), IPv6Subnet: env.IPv6Subnet.Masked()}
+	key := Prefix + "/subnets/" + l.Key()
+	err = c.withClient(ctx, func(ctx context.Context, cli *clientv3.Client) error {
+		resp, err := cli.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) == 0 {
+			return fmt.Errorf("no lease at %s", key)
+		}
+		l.Attrs, err = lease.ParseAttrs(resp.Kvs[0].Value)
+		return err
+	})
+	if err != nil {
+		return lease.Lease{}, fmt.Errorf("lease of node %d: %w", node, err)
+	}
+	return l, nil
 }

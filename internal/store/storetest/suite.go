@@ -59,6 +59,7 @@ func Run(t *testing.T, newHarness Factory) {
 		{"RaceSamePublicIP", testRaceSamePublicIP},
 		{"Renew", testRenew},
 		{"FlannelValues", testFlannelValues},
+		{"FlannelValuesPerBackend", testFlannelValuesPerBackend},
 		{"Watch", testWatch},
 		{"WatchFromZero", testWatchFromZero},
 		{"WatchCompacted", testWatchCompacted},
