@@ -79,6 +79,13 @@ type Daemon struct {
 	health  health
 	retry   *time.Timer
 	started time.Time
+	ext     backend.External
+
+	// The peer snapshot (snapshot.go): written snapshotDelay after a
+	// change, and at least every snapshotRefresh.
+	snapTimer   *time.Timer
+	snapDirty   bool
+	snapWritten time.Time
 }
 
 // Run runs the daemon until ctx ends (nil: a clean stop that leaves the data
@@ -91,6 +98,8 @@ func Run(ctx context.Context, o config.Options, d Deps) error {
 	dm.health.setReason("starting")
 	dm.retry = time.NewTimer(time.Hour)
 	dm.retry.Stop()
+	dm.snapTimer = time.NewTimer(time.Hour)
+	dm.snapTimer.Stop()
 	if o.HealthzPort > 0 {
 		addr, err := dm.health.serve(ctx, o.HealthzIP, o.HealthzPort)
 		if err != nil {
@@ -107,32 +116,52 @@ func Run(ctx context.Context, o config.Options, d Deps) error {
 
 func (dm *Daemon) start(ctx context.Context) error {
 	var err error
-	if dm.nc, err = dm.networkConfig(ctx); err != nil {
-		return err
-	}
 	if dm.nl = dm.d.Netlink; dm.nl == nil {
 		if dm.nl, err = netlinkx.New(); err != nil {
 			return err
 		}
 	}
-	ext, err := chooseExternal(dm.nl, &dm.o, dm.nc)
+	warm := dm.warmStart(ctx)
+	nc, err := dm.networkConfig(ctx)
 	if err != nil {
-		return fmt.Errorf("choose the external interface: %w", err)
-	}
-	dm.log.Info("external interface", "name", ext.Name, "public-ip", ext.PublicIP, "public-ipv6", ext.PublicIPv6, "mtu", ext.MTU)
-	if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Netlink: dm.nl,
-		Logger: dm.log.With("backend", dm.nc.Backend.Type), LookupEnv: dm.d.LookupEnv}); err != nil {
 		return err
 	}
+	if warm && *nc != *dm.nc {
+		dm.log.Info("the network configuration changed since the peer snapshot; starting the backend afresh")
+		dm.dropWarm()
+		warm = false
+	}
+	dm.nc = nc
+	if !warm {
+		if dm.ext, err = chooseExternal(dm.nl, &dm.o, dm.nc); err != nil {
+			return fmt.Errorf("choose the external interface: %w", err)
+		}
+	}
+	ext := dm.ext
+	dm.log.Info("external interface", "name", ext.Name, "public-ip", ext.PublicIP, "public-ipv6", ext.PublicIPv6, "mtu", ext.MTU)
+	if dm.be == nil {
+		if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Netlink: dm.nl,
+			Logger: dm.log.With("backend", dm.nc.Backend.Type), LookupEnv: dm.d.LookupEnv}); err != nil {
+			return err
+		}
+	}
 	dm.health.setReason("acquiring a lease")
+	warmOwn := dm.own.Key()
 	if err := dm.acquire(ctx); err != nil {
 		return err
 	}
 	if err := dm.be.Ensure(ctx, dm.own); err != nil {
 		return fmt.Errorf("set up the %s device: %w", dm.nc.Backend.Type, err)
 	}
-	dm.rec = reconcile.New(dm.nl, dm.log.With("component", "reconciler"))
+	if dm.rec == nil {
+		dm.rec = reconcile.New(dm.nl, dm.log.With("component", "reconciler"))
+	}
 	dm.rec.SetScope(dm.scope())
+	if warm && dm.own.Key() != warmOwn {
+		dm.log.Warn("own lease differs from the peer snapshot's; reconfiguring", "snapshot", warmOwn, "lease", dm.own.Key())
+		dm.removePeer(dm.own.Key())
+		dm.replayPeers()
+	}
 	if err := dm.blackhole(); err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ func (dm *Daemon) initialSync(ctx context.Context) (store.Snapshot, error) {
 	if err != nil {
 		return store.Snapshot{}, fmt.Errorf("list leases: %w", err)
 	}
+	dm.forgetUnlisted(snap.Leases)
 	for _, l := range snap.Leases {
 		dm.putPeer(l)
 	}
@@ -89,6 +90,7 @@ func (dm *Daemon) loop(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	dm.saveSnapshot()
 	// Start-up decoded every lease twice (acquire and list) and built large
 	// netlink batches; return that garbage to the OS now rather than carry
 	// it as RSS for the daemon's lifetime.
@@ -120,6 +122,9 @@ func (dm *Daemon) loop(ctx context.Context) error {
 			dm.onLeases(batch)
 			dm.forwardOwn(batch, keepEvents)
 			dm.apply(ctx)
+			dm.snapshotChanged()
+		case <-dm.snapTimer.C:
+			dm.saveSnapshot()
 		case n := <-notices:
 			dm.onNotices(ctx, n, notices)
 		case l := <-owns:
@@ -131,6 +136,9 @@ func (dm *Daemon) loop(ctx context.Context) error {
 		case <-tick.C:
 			dm.checkDevices(ctx)
 			dm.sync(ctx)
+			if time.Since(dm.snapWritten) > snapshotRefresh {
+				dm.saveSnapshot()
+			}
 		}
 	}
 }
@@ -295,6 +303,7 @@ func (dm *Daemon) scheduleRetry() {
 func (dm *Daemon) onOwnLease(ctx context.Context, l lease.Lease) error {
 	changed := l.Key() != dm.own.Key()
 	dm.own = l
+	dm.snapshotChanged()
 	if !changed {
 		return nil
 	}

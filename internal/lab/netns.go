@@ -32,6 +32,15 @@ func Command(ctx context.Context, ns string, argv ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, argv...)...)
 }
 
+// StartIn starts cmd with its network namespace ns: the child is forked from
+// a thread that is in ns, so it inherits it. Unlike Command (`ip netns
+// exec`), nothing runs before the program itself and no mount namespace is
+// made, so a restart is a few milliseconds faster; the program sees the
+// host's /sys (weftd uses netlink, not /sys/class/net).
+func StartIn(ns string, cmd *exec.Cmd) error {
+	return Do(ns, cmd.Start)
+}
+
 // Exec runs argv inside namespace ns and returns its combined output; the
 // error carries the output when the command fails.
 func Exec(ctx context.Context, ns string, argv ...string) (string, error) {

@@ -135,12 +135,7 @@ func (u *UDP) report(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			u.mu.Lock()
-			if u.dp != nil {
-				u.dp.stop()
-				u.dp = nil
-			}
-			u.conn.Close()
-			u.conn = nil
+			u.closeLocked()
 			u.mu.Unlock()
 			return
 		case <-tick.C:
@@ -159,5 +154,32 @@ func (u *UDP) report(ctx context.Context) {
 			}
 		}
 		u.mu.Unlock()
+	}
+}
+
+// Close stops the data path and closes the socket; flannel0, its address
+// and its route stay (as when weftd exits). The backend can be set up again
+// with Ensure.
+func (u *UDP) Close() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.stop != nil {
+		u.stop()
+		u.stop = nil
+	}
+	u.closeLocked()
+	return nil
+}
+
+// closeLocked closes the socket first, so that the receive worker returns
+// at once, then stops the workers.
+func (u *UDP) closeLocked() {
+	if u.conn != nil {
+		u.conn.Close()
+		u.conn = nil
+	}
+	if u.dp != nil {
+		u.dp.stop()
+		u.dp = nil
 	}
 }

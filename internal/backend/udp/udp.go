@@ -34,6 +34,7 @@ package udp
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"runtime"
@@ -83,6 +84,7 @@ type UDP struct {
 var (
 	_ backend.Backend       = (*UDP)(nil)
 	_ backend.PeerForgetter = (*UDP)(nil)
+	_ io.Closer             = (*UDP)(nil)
 )
 
 // New is the backend.Factory. WEFT_UDP_DATAPATH (see ParseOptions) turns

@@ -45,10 +45,11 @@ func (c *Cluster) StartWeftd(node int) error {
 	if err != nil {
 		return fmt.Errorf("open weftd log: %w", err)
 	}
-	cmd := lab.Command(context.Background(), c.NodeNS(node), c.WeftdArgs(node)...)
+	args := c.WeftdArgs(node)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !c.o.Detach, Setsid: c.o.Detach}
-	if err := cmd.Start(); err != nil {
+	if err := lab.StartIn(c.NodeNS(node), cmd); err != nil {
 		logf.Close()
 		return fmt.Errorf("start weftd on node %d: %w", node, err)
 	}

@@ -1,0 +1,73 @@
+package daemon
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A restart resumes from the peer snapshot before the store answers, then
+// reconciles: a peer deleted while weftd was down goes; a corrupt snapshot
+// is ignored with a log line and the node still comes up from the store; a
+// configuration changed in the store meanwhile starts the backend afresh.
+func TestWarmStartFromSnapshot(t *testing.T) {
+	n := newNode(t, "192.168.100.11")
+	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	p5 := c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
+	c.peerLease(t, "10.244.6.0/24", "192.168.100.16", "0a:00:00:00:00:06", "vxlan")
+	file := tempFile(t, "subnet.env")
+	d := startDaemon(t, n, c, file)
+	snap := SnapshotPath(file)
+	eventually(t, 2*time.Second, "snapshot written", func() bool {
+		b, err := os.ReadFile(snap)
+		return err == nil && strings.Contains(string(b), "10.244.6.0-24")
+	})
+	d.stop(t)
+
+	// Deleted while down: loaded from the snapshot, then removed.
+	c.del(t, p5)
+	d = startDaemon(t, n, c, file)
+	logs := d.log.String()
+	for _, w := range []string{"resumed the data path from the peer snapshot", "peers=2",
+		`peer of the snapshot is gone from the store; removing it" lease=10.244.5.0-24`} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("restart log lacks %q:\n%s", w, logs)
+		}
+	}
+	want := sorted(vxlanPeerState("10.244.6.0/24", "10.244.6.0", "0a:00:00:00:00:06", "192.168.100.16"))
+	if got := sorted(n.kernel(t)); got != want {
+		t.Fatalf("kernel after the warm restart =\n%s\nwant\n%s", got, want)
+	}
+	eventually(t, 2*time.Second, "snapshot rewritten without the gone peer", func() bool {
+		b, err := os.ReadFile(snap)
+		return err == nil && !strings.Contains(string(b), "10.244.5.0-24")
+	})
+	d.stop(t)
+
+	// Corrupt: ignored, logged, and the node comes up from the store.
+	if err := os.WriteFile(snap, []byte(`{"version":1,"netconf":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d = startDaemon(t, n, c, file)
+	if logs := d.log.String(); !strings.Contains(logs, `msg="ignoring the peer snapshot"`) || !strings.Contains(logs, "corrupt") ||
+		strings.Contains(logs, "resumed the data path") {
+		t.Errorf("corrupt snapshot: log\n%s", logs)
+	}
+	if got := sorted(n.kernel(t)); got != want {
+		t.Fatalf("kernel after a restart with a corrupt snapshot =\n%s\nwant\n%s", got, want)
+	}
+	d.stop(t)
+
+	// The store's configuration changed while weftd was down: the backend
+	// from the snapshot is dropped and the store's is used.
+	c.put(t, prefix+"/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, false)
+	c.peerLease(t, "10.244.7.0/24", "192.168.100.17", "", "host-gw")
+	d = startDaemon(t, n, c, file)
+	if logs := d.log.String(); !strings.Contains(logs, "the network configuration changed since the peer snapshot") {
+		t.Errorf("changed configuration: log\n%s", logs)
+	}
+	eventually(t, 2*time.Second, "host-gw route", func() bool {
+		return strings.Contains(n.kernel(t), "10.244.7.0/24 via 192.168.100.17 dev eth0")
+	})
+}
