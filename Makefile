@@ -28,9 +28,18 @@ deps:
 	@bash hack/deps.sh
 
 # Every test: install what is missing, build, lint, then all packages against
-# the binaries in ./bin.
-test: deps build lint
-	WEFT_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
+# the binaries in ./bin and the Kubernetes binaries in KUBE_BIN_DIR.
+test: deps build lint kube-bins
+	WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
+
+# The Kubernetes control plane the kube lease store is tested against:
+# kube-apiserver, kube-controller-manager and kubectl built from hack/kube
+# (k8s.io/kubernetes v1.36.3) into KUBE_BIN_DIR, once (a cold build takes
+# about 16 minutes on 2 cores; docs/kube-harness.md).
+KUBE_BIN_DIR ?= $(if $(WEFT_KUBE_BIN_DIR),$(WEFT_KUBE_BIN_DIR),$(HOME)/.cache/weft/kube-v1.36.3)
+.PHONY: kube-bins
+kube-bins:
+	@WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) GO=$(GO) bash hack/kube-bins.sh
 
 # Only the tests that need neither root nor binaries.
 unit:
@@ -68,6 +77,13 @@ lab: build
 
 lab-down:
 	$(BIN)/weft lab down $(LAB_ARGS)
+
+# The container image (root; buildah and busybox-static): static binaries and
+# Debian's iptables and nftables assembled FROM scratch by buildah, written
+# to bin/weft-image.oci.tar; prints the image's size (docs/deploy.md).
+.PHONY: image
+image:
+	GO=$(GO) bash hack/image.sh
 
 clean:
 	rm -rf $(BIN)

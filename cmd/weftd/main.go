@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 
 	"github.com/weft-net/weft/internal/backend"
@@ -19,7 +20,10 @@ import (
 	"github.com/weft-net/weft/internal/backend/vxlan"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/daemon"
+	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/store"
 	"github.com/weft-net/weft/internal/store/etcd"
+	"github.com/weft-net/weft/internal/store/kube"
 	"github.com/weft-net/weft/internal/version"
 )
 
@@ -57,26 +61,65 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	log := newLogger(stderr, opts.Verbosity)
 	log.Info("starting weftd", "version", version.String(), "options", &opts)
-	if opts.KubeSubnetMgr {
-		if err := checkNetConf(log, opts.NetConfigPath); err != nil {
-			return err
-		}
-		return errors.New("--kube-subnet-mgr: the Kubernetes lease store is not in this build yet; use etcd")
-	}
-	st, err := etcd.New(etcd.Options{Endpoints: opts.EtcdEndpoints, Prefix: opts.EtcdPrefix, KeyFile: opts.EtcdKeyfile,
-		CertFile: opts.EtcdCertfile, CAFile: opts.EtcdCAFile, Username: opts.EtcdUsername, Password: opts.EtcdPassword,
-		Logger: log})
+	st, err := newStore(log, &opts)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	if c, ok := st.(store.Closer); ok {
+		defer c.Close()
+	}
+	// Background work the daemon's Ready hook starts ends with run.
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	return daemon.Run(ctx, opts, daemon.Deps{
 		Logger:    log,
 		Store:     st,
 		Backends:  backends(),
 		NewRules:  newRules(log, &opts),
 		LookupEnv: lookupEnv,
+		Ready:     markUp(ctx, &bg, log, st),
 	})
+}
+
+// newStore builds the lease store the options select: the Kubernetes API
+// (--kube-subnet-mgr; net-conf.json is read and checked before anything
+// else) or etcd.
+func newStore(log *slog.Logger, opts *config.Options) (store.Store, error) {
+	if !opts.KubeSubnetMgr {
+		return etcd.New(etcd.Options{Endpoints: opts.EtcdEndpoints, Prefix: opts.EtcdPrefix, KeyFile: opts.EtcdKeyfile,
+			CertFile: opts.EtcdCertfile, CAFile: opts.EtcdCAFile, Username: opts.EtcdUsername, Password: opts.EtcdPassword,
+			Logger: log})
+	}
+	nc, err := kube.ReadNetConf(opts.NetConfigPath, log)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := kube.Connect(opts.KubeAPIURL, opts.KubeConfigFile, "weftd/"+version.String())
+	if err != nil {
+		return nil, err
+	}
+	return kube.New(kube.Options{API: cli, NodeName: opts.NodeName, PodName: opts.PodName, PodNamespace: opts.PodNamespace,
+		Prefix: opts.KubeAnnotationPrefix, NetConf: nc, NetConfPath: opts.NetConfigPath,
+		SetNodeNetworkUnavailable: opts.SetNodeNetworkUnavailable, Logger: log})
+}
+
+// markUp is the daemon's Ready hook for stores that publish that the node
+// is up (store.Readier: the Node's NetworkUnavailable condition); it runs
+// in the background, tracked by bg, until it succeeds or ctx ends.
+func markUp(ctx context.Context, bg *sync.WaitGroup, log *slog.Logger, st store.Store) func(lease.Lease) {
+	r, ok := st.(store.Readier)
+	if !ok {
+		return nil
+	}
+	return func(lease.Lease) {
+		bg.Go(func() {
+			if err := r.MarkUp(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("mark the node up", "err", err)
+			}
+		})
+	}
 }
 
 // backends is the explicit registry of the data planes in this build.
@@ -94,20 +137,4 @@ func newLogger(w io.Writer, verbosity int) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-// checkNetConf reads and validates net-conf.json, logging its warnings.
-func checkNetConf(log *slog.Logger, path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read --net-config-path: %w", err)
-	}
-	_, warnings, err := config.ParseNetConf(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	for _, w := range warnings {
-		log.Warn(w, "file", path)
-	}
-	return nil
 }

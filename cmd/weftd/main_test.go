@@ -50,7 +50,10 @@ func TestRunKubeModeValidatesNetConf(t *testing.T) {
 		t.Fatal(err)
 	}
 	errOut.Reset()
-	if err := run(context.Background(), args, env, &out, &errOut); err == nil || !strings.Contains(err.Error(), "Kubernetes lease store is not in this build") {
+	// A good config gets as far as connecting: neither --kubeconfig-file
+	// nor --kube-api-url, and not in a pod.
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	if err := run(context.Background(), args, env, &out, &errOut); err == nil || !strings.Contains(err.Error(), "in-cluster config") {
 		t.Errorf("run with a good config = %v", err)
 	}
 	if !strings.Contains(errOut.String(), "MacPrefix is a Windows-only option") {

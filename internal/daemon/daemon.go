@@ -216,23 +216,37 @@ func (dm *Daemon) acquire(ctx context.Context) error {
 			req.PreviousIPv6 = prev.IPv6Subnet.Masked()
 		}
 	}
-	wait := 200 * time.Millisecond
+	// store.ErrNotYet (kube: no podCIDR yet) is retried at once: the store
+	// waits on a watch between such errors, and the node must come up the
+	// moment it can. Other errors back off; /readyz shows the reason.
+	const notYetRetry = 200 * time.Millisecond
+	wait, lastReason := 200*time.Millisecond, ""
 	for {
 		own, err := dm.d.Store.AcquireLease(ctx, req)
 		if err == nil {
 			dm.own = own
 			return nil
 		}
-		if errors.Is(err, store.ErrNoFreeSubnet) || ctx.Err() != nil {
+		if errors.Is(err, store.ErrNoFreeSubnet) || errors.Is(err, config.ErrNetConf) || ctx.Err() != nil {
 			return fmt.Errorf("acquire a lease: %w", err)
 		}
-		dm.log.Warn("acquire a lease", "err", err, "retry-in", wait)
+		dm.health.setReason("acquiring a lease: " + err.Error())
+		pause := wait + rand.N(wait/2)
+		if errors.Is(err, store.ErrNotYet) {
+			pause = notYetRetry
+			if err.Error() != lastReason {
+				dm.log.Info("waiting to acquire a lease", "reason", err.Error())
+			}
+		} else {
+			dm.log.Warn("acquire a lease", "err", err, "retry-in", pause)
+			wait = min(2*wait, 10*time.Second)
+		}
+		lastReason = err.Error()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(wait + rand.N(wait/2)):
+		case <-time.After(pause):
 		}
-		wait = min(2*wait, 10*time.Second)
 	}
 }
 

@@ -173,7 +173,7 @@ func TestUDPRestartWhileStoreDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	block := []string{"OUTPUT", "-d", etcdHost, "-p", "tcp", "--dport", "2379", "-j", "REJECT", "--reject-with", "tcp-reset"}
+	block := []string{"OUTPUT", "-d", etcdHost, "-p", "tcp", "--dport", "2379", "-j", "DROP"}
 	if err := c.KillWeftd(1, true); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,96 @@
+package kubeapi_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/internal/etcdembed"
+	"github.com/weft-net/weft/internal/kubeapi"
+	"github.com/weft-net/weft/internal/kubeapi/kubeapitest"
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/labtest"
+)
+
+// TestInNetworkNamespace runs etcd and the control plane inside a network
+// namespace of the test's own (as `weft lab` does): the processes are in it,
+// kubectl reaches the apiserver from inside it, and the root namespace does
+// not.
+func TestInNetworkNamespace(t *testing.T) {
+	requireIntegration(t)
+	t.Parallel()
+	labtest.RequireRoot(t)
+	bins := kubeapitest.Bins(t)
+	ns := newNS(t)
+	etcd, err := etcdembed.Start(etcdembed.Options{Dir: t.TempDir(),
+		Enter: func(fn func() error) error { return lab.Do(ns, fn) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close)
+	cp := kubeapitest.Start(t, kubeapi.Options{Bins: bins, EtcdURL: etcd.Endpoints()[0], NetNS: ns})
+
+	if out, err := cp.Kubectl(t.Context(), "get", "--raw", "/readyz"); err != nil || strings.TrimSpace(out) != "ok" {
+		t.Fatalf("readyz from inside %s = %q, %v", ns, out, err)
+	}
+	nsInode := inode(t, lab.NSPath(ns))
+	for _, p := range cp.Processes() {
+		got := inode(t, "/proc/"+strconv.Itoa(p.PID)+"/ns/net")
+		if got != nsInode {
+			t.Errorf("%s (pid %d) is in netns inode %d, want %s's %d", p.Name, p.PID, got, ns, nsInode)
+		}
+	}
+	u, err := url.Parse(cp.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.DialTimeout("tcp", u.Host, time.Second); err == nil {
+		c.Close()
+		t.Errorf("%s answers from the root namespace", u.Host)
+	}
+}
+
+// newNS creates a network namespace with loopback up, deleted when the test
+// ends (after the processes in it were stopped).
+func newNS(t *testing.T) string {
+	t.Helper()
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	ns := "wkapi-" + hex.EncodeToString(b[:])
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("netns", "add", ns)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+		}
+	})
+	run("-n", ns, "link", "set", "lo", "up")
+	return ns
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Sys().(*syscall.Stat_t).Ino
+}

@@ -1,0 +1,111 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// API is the part of the Kubernetes API the store uses; RBAC as in
+// kube-flannel.yml: nodes get, list, watch; nodes/status patch; pods get.
+// Connect returns the real one; tests adapt client-go's fake clientset.
+type API interface {
+	GetNode(ctx context.Context, name string) (*corev1.Node, error)
+	ListNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error)
+	WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+	// PatchNodeStatus sends a strategic merge patch to nodes/<name>/status.
+	PatchNodeStatus(ctx context.Context, name string, patch []byte) error
+	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+}
+
+// Connect builds the API client as flanneld does: from the kubeconfig file
+// and/or the API server URL when either is given (the URL overrides the
+// file's server), else from the pod's service account (in-cluster config:
+// KUBERNETES_SERVICE_HOST/PORT, the CA and the token, which client-go
+// re-reads as it rotates). It does no network I/O.
+//
+// The client is a REST client over a scheme of core/v1 alone, speaking
+// protobuf: client-go's typed clients register every API group and carry
+// apply configurations and OpenAPI models, which would more than double
+// weftd's binary for five requests.
+func Connect(apiURL, kubeconfig, userAgent string) (API, error) {
+	var cfg *rest.Config
+	var err error
+	if apiURL == "" && kubeconfig == "" {
+		if cfg, err = rest.InClusterConfig(); err != nil {
+			return nil, fmt.Errorf("kubernetes client: no --kubeconfig-file or --kube-api-url, and in-cluster config: %w", err)
+		}
+	} else if cfg, err = clientcmd.BuildConfigFromFlags(apiURL, kubeconfig); err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return newRESTAPI(cfg, userAgent)
+}
+
+// restAPI is API over client-go's REST client.
+type restAPI struct {
+	c  *rest.RESTClient
+	pc runtime.ParameterCodec
+}
+
+func newRESTAPI(cfg *rest.Config, userAgent string) (*restAPI, error) {
+	sch := runtime.NewScheme()
+	if err := corev1.AddToScheme(sch); err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	metav1.AddToGroupVersion(sch, schema.GroupVersion{Version: "v1"})
+	cfg = rest.CopyConfig(cfg)
+	gv := corev1.SchemeGroupVersion
+	cfg.GroupVersion, cfg.APIPath = &gv, "/api"
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(sch).WithoutConversion()
+	cfg.UserAgent = userAgent
+	// A start-up list is paged: let its pages through client-side
+	// throttling at once (API Priority and Fairness protects the server).
+	cfg.QPS, cfg.Burst = 20, 100
+	c, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return &restAPI{c: c, pc: runtime.NewParameterCodec(sch)}, nil
+}
+
+func (a *restAPI) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
+	n := &corev1.Node{}
+	err := a.c.Get().UseProtobufAsDefault().Resource("nodes").Name(name).Do(ctx).Into(n)
+	return n, err
+}
+
+func (a *restAPI) ListNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error) {
+	l := &corev1.NodeList{}
+	err := a.c.Get().UseProtobufAsDefault().Resource("nodes").VersionedParams(&opts, a.pc).Do(ctx).Into(l)
+	return l, err
+}
+
+func (a *restAPI) WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	var timeout time.Duration
+	if opts.TimeoutSeconds != nil {
+		timeout = time.Duration(*opts.TimeoutSeconds) * time.Second
+	}
+	opts.Watch = true
+	return a.c.Get().UseProtobufAsDefault().Resource("nodes").VersionedParams(&opts, a.pc).Timeout(timeout).Watch(ctx)
+}
+
+func (a *restAPI) PatchNodeStatus(ctx context.Context, name string, patch []byte) error {
+	return a.c.Patch(types.StrategicMergePatchType).Resource("nodes").Name(name).SubResource("status").
+		Body(patch).Do(ctx).Error()
+}
+
+func (a *restAPI) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	p := &corev1.Pod{}
+	err := a.c.Get().UseProtobufAsDefault().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(p)
+	return p, err
+}

@@ -1,0 +1,149 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/backend/hostgw"
+	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/daemon"
+	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/netlinkx"
+)
+
+// weftd's Run on the kube store (the fake API) in a namespace of its own:
+// while the Node has no podCIDR, /readyz answers 503 saying so; the moment
+// the controller assigns one the node comes up (no restart), publishes
+// flannel's annotations, programs a peer, and sets NetworkUnavailable=False.
+// Needs root (a network namespace).
+func TestDaemonWaitsForPodCIDR(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace")
+	}
+	nsName, nl := testNamespace(t)
+	api := newFake(kubeNode("n1", nil, nil), kubeNode("n2", []string{"10.244.2.0/24"}, map[string]string{
+		"kube-subnet-manager": "true", "backend-type": "host-gw", "backend-data": "null", "public-ip": "192.168.77.2"}))
+	var logs logBuf
+	nc := mustNetConf(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`)
+	s := newTestStore(t, api, nc, logs.logger(), func(o *Options) { o.NotYetWait = 30 * time.Second })
+	port := freePort(t)
+	o := config.Defaults()
+	o.KubeSubnetMgr, o.NodeName, o.SubnetFile = true, "n1", filepath.Join(t.TempDir(), "subnet.env")
+	o.HealthzIP, o.HealthzPort, o.IPTablesForwardRules = mustAddr("127.0.0.1"), port, false
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	up := make(chan error, 1)
+	go func() {
+		done <- daemon.Run(ctx, o, daemon.Deps{Logger: logs.logger(), Store: s, Netlink: nl,
+			Backends: backend.Registry{config.BackendHostGW: hostgw.New},
+			Ready:    func(lease.Lease) { go func() { up <- s.MarkUp(ctx) }() }})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	}()
+	readyz := func() (int, string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor(t, "readyz to give the reason", func() bool {
+		code, body := readyz()
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "node n1 has no podCIDR yet")
+	})
+	n := api.node(t, "n1")
+	n.Spec.PodCIDR, n.Spec.PodCIDRs = "10.244.1.0/24", []string{"10.244.1.0/24"}
+	api.put(t, n)
+	assigned := time.Now()
+	waitFor(t, "readyz 200", func() bool { code, _ := readyz(); return code == http.StatusOK })
+	t.Logf("up %v after the podCIDR was assigned", time.Since(assigned).Round(time.Millisecond))
+	if err := <-up; err != nil {
+		t.Fatal(err)
+	}
+	n = api.node(t, "n1")
+	if n.Annotations[DefaultPrefix+"/backend-type"] != "host-gw" || n.Annotations[DefaultPrefix+"/public-ip"] != "192.168.77.1" {
+		t.Errorf("annotations %v", n.Annotations)
+	}
+	if c := n.Status.Conditions; len(c) != 1 || c[0].Type != corev1.NodeNetworkUnavailable || c[0].Status != corev1.ConditionFalse {
+		t.Errorf("conditions %+v", c)
+	}
+	env, _ := os.ReadFile(o.SubnetFile)
+	if !strings.Contains(string(env), "FLANNEL_SUBNET=10.244.1.1/24") {
+		t.Errorf("subnet.env:\n%s", env)
+	}
+	waitFor(t, "the peer's route", func() bool {
+		out, _ := exec.Command("ip", "-n", nsName, "route", "show", "10.244.2.0/24").CombinedOutput()
+		return strings.Contains(string(out), "via 192.168.77.2")
+	})
+}
+
+// testNamespace makes a namespace with eth0 at 192.168.77.1/24 and a default
+// route, and returns its name and a netlink handle in it.
+func testNamespace(t *testing.T) (string, *netlinkx.Handle) {
+	name := fmt.Sprintf("wk-%d", os.Getpid())
+	run := func(args ...string) {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	run("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "wire0")
+	run("ip", "-n", name, "link", "set", "wire0", "up")
+	run("ip", "-n", name, "addr", "add", "192.168.77.1/24", "dev", "eth0")
+	run("ip", "-n", name, "link", "set", "eth0", "up")
+	run("ip", "-n", name, "route", "add", "default", "via", "192.168.77.254")
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close() })
+	nl, err := netlinkx.NewAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nl.Close)
+	return name, nl
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,346 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/store"
+)
+
+// maxBatch bounds the watch events folded into one batch.
+const maxBatch = 512
+
+// nodeSet is the leases of a list of Nodes and the Node holding each.
+type nodeSet struct {
+	leases []lease.Lease
+	owner  map[string]string // lease key -> Node name
+	rv     string            // the list's resourceVersion
+}
+
+// ListLeases lists the Nodes, PageSize at a time, and returns the leases of
+// those that publish one; its Revision is the list's resourceVersion. Nodes
+// without kube-subnet-manager: "true" are not leases; managed Nodes whose
+// podCIDRs or annotations are malformed are skipped and logged once. It
+// retries API errors with backoff until ctx ends.
+func (s *Store) ListLeases(ctx context.Context) (store.Snapshot, error) {
+	cfg, err := s.config(ctx)
+	if err != nil {
+		return store.Snapshot{}, err
+	}
+	set, err := s.listRetry(ctx, cfg)
+	if err != nil {
+		return store.Snapshot{}, err
+	}
+	rev, _ := strconv.ParseInt(set.rv, 10, 64)
+	s.mu.Lock()
+	s.names, s.namesRev = set.owner, rev // for a WatchLeases from this snapshot
+	s.mu.Unlock()
+	return store.Snapshot{Leases: set.leases, Revision: rev}, nil
+}
+
+func (s *Store) listRetry(ctx context.Context, cfg *config.NetConf) (nodeSet, error) {
+	backoff := s.o.RetryMin
+	for {
+		set, err := s.list(ctx, cfg)
+		if err == nil {
+			return set, nil
+		}
+		if ctx.Err() != nil {
+			return nodeSet{}, ctx.Err()
+		}
+		s.log.Warn("list nodes failed; retrying", "err", err, "in", backoff)
+		if err := sleep(ctx, backoff); err != nil {
+			return nodeSet{}, err
+		}
+		backoff = min(2*backoff, s.o.RetryMax)
+	}
+}
+
+// list reads every Node, a page at a time, keeping only their leases: a page
+// of full objects is the most held at once.
+func (s *Store) list(ctx context.Context, cfg *config.NetConf) (nodeSet, error) {
+	set := nodeSet{owner: map[string]string{}}
+	opts := metav1.ListOptions{Limit: s.o.PageSize}
+	for {
+		page, err := s.o.API.ListNodes(ctx, opts)
+		if err != nil {
+			return nodeSet{}, fmt.Errorf("list nodes: %w", err)
+		}
+		for i := range page.Items {
+			n := s.k.strip(&page.Items[i])
+			l, err := s.k.parseNode(cfg, n)
+			if err == nil {
+				if other, dup := set.owner[l.Key()]; dup {
+					err = dupError(l.Key(), other)
+				}
+			}
+			if s.report(n.Name, err) {
+				set.owner[l.Key()] = n.Name
+				set.leases = append(set.leases, l)
+			}
+		}
+		set.rv = page.ResourceVersion
+		if page.Continue == "" {
+			return set, nil
+		}
+		opts.Continue = page.Continue
+	}
+}
+
+// report logs a managed Node whose lease is not valid, once per reason
+// (store.BadKeys), and reports whether err is nil.
+func (s *Store) report(name string, err error) bool {
+	switch {
+	case err == nil || errors.Is(err, errNotManaged):
+		s.bad.Clear(name)
+	default:
+		s.bad.Skip(name, err)
+	}
+	return err == nil
+}
+
+func dupError(key, other string) error {
+	return fmt.Errorf("its lease %s is node %s's too; keeping %s's", key, other, other)
+}
+
+// WatchLeases sends the changes of the Nodes' leases after from. It watches
+// the Nodes from from.Revision (a resourceVersion) with bookmarks, resumes
+// after disconnects from the last resourceVersion it saw (retrying with
+// backoff while the API server is unreachable), and when that history has
+// expired (410 Gone) lists again and sends the difference from what it had
+// sent. A zero Snapshot, or one another call of ListLeases superseded,
+// starts with such a list. It returns only when ctx ends.
+func (s *Store) WatchLeases(ctx context.Context, from store.Snapshot, out chan<- []lease.Event) error {
+	cfg, err := s.config(ctx)
+	if err != nil {
+		return err
+	}
+	w := &watcher{s: s, cfg: cfg, out: out, tr: store.NewTracker(from.Leases)}
+	if !w.adopt(s.takeNames(from.Revision), from) {
+		if err := w.relist(ctx); err != nil {
+			return err
+		}
+	}
+	return w.run(ctx)
+}
+
+// takeNames returns (and forgets) the Node names of ListLeases' last list
+// when it is at rev.
+func (s *Store) takeNames(rev int64) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rev == 0 || s.namesRev != rev {
+		return nil
+	}
+	names := s.names
+	s.names, s.namesRev = nil, 0
+	return names
+}
+
+// watcher is one WatchLeases call's state: what it has sent (tr) and which
+// Node holds each lease sent, so that a Node that is deleted, loses its
+// annotations or turns malformed removes its own lease and nobody else's.
+type watcher struct {
+	s   *Store
+	cfg *config.NetConf
+	out chan<- []lease.Event
+	tr  *store.Tracker
+
+	owner  map[string]string // lease key -> Node name
+	byName map[string]string // Node name -> lease key
+	rv     string            // where the watch resumes
+}
+
+// adopt starts from a snapshot whose Node names are known.
+func (w *watcher) adopt(names map[string]string, from store.Snapshot) bool {
+	if names == nil {
+		return false
+	}
+	w.owner, w.byName = make(map[string]string, len(from.Leases)), make(map[string]string, len(from.Leases))
+	for _, l := range from.Leases {
+		name, ok := names[l.Key()]
+		if !ok {
+			return false
+		}
+		w.owner[l.Key()], w.byName[name] = name, l.Key()
+	}
+	w.rv = strconv.FormatInt(from.Revision, 10)
+	return true
+}
+
+// relist lists the Nodes again and sends the difference from what was sent.
+func (w *watcher) relist(ctx context.Context) error {
+	set, err := w.s.listRetry(ctx, w.cfg)
+	if err != nil {
+		return err
+	}
+	evs := w.tr.Reset(set.leases)
+	w.owner, w.byName, w.rv = set.owner, make(map[string]string, len(set.owner)), set.rv
+	for k, name := range set.owner {
+		w.byName[name] = k
+	}
+	return w.send(ctx, evs)
+}
+
+func (w *watcher) run(ctx context.Context) error {
+	backoff := w.s.o.RetryMin
+	for {
+		start := time.Now()
+		got, err := w.watch(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if got {
+			backoff = w.s.o.RetryMin
+		}
+		switch {
+		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
+			w.s.log.Info("node watch history expired; listing the nodes again", "from", w.rv, "err", err)
+			if err := w.relist(ctx); err != nil {
+				return err
+			}
+			continue
+		case err != nil:
+			w.s.log.Warn("node watch failed; resuming", "from", w.rv, "err", err, "in", backoff)
+		case time.Since(start) >= w.s.o.RetryMin:
+			continue // the server ended a watch that ran its course
+		}
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff = min(2*backoff, w.s.o.RetryMax)
+	}
+}
+
+// watch runs one watch request from w.rv until it ends; got reports whether
+// it delivered anything.
+func (w *watcher) watch(ctx context.Context) (got bool, _ error) {
+	timeout := int64(300 + rand.IntN(300)) // the server ends it; spread the re-watches
+	wi, err := w.s.o.API.WatchNodes(ctx, metav1.ListOptions{ResourceVersion: w.rv, AllowWatchBookmarks: true,
+		TimeoutSeconds: &timeout})
+	if err != nil {
+		return false, fmt.Errorf("watch nodes from %q: %w", w.rv, err)
+	}
+	defer wi.Stop()
+	ch := wi.ResultChan()
+	for {
+		select {
+		case <-ctx.Done():
+			return got, ctx.Err()
+		case ev, ok := <-ch:
+			if !ok {
+				return got, nil
+			}
+			got = true
+			batch, closed, err := w.fold(ev, ch)
+			if serr := w.send(ctx, batch); serr != nil {
+				return got, serr
+			}
+			if err != nil || closed {
+				return got, err
+			}
+		}
+	}
+}
+
+// fold handles ev and the events already queued behind it, up to maxBatch,
+// into one batch, so that a burst (a relist's worth of changes, many nodes
+// joining) costs the daemon one reconcile rather than one per Node.
+func (w *watcher) fold(ev watch.Event, ch <-chan watch.Event) (batch []lease.Event, closed bool, err error) {
+	for i := 1; ; i++ {
+		if batch, err = w.handle(ev, batch); err != nil || i == maxBatch {
+			return batch, false, err
+		}
+		var ok bool
+		select {
+		case ev, ok = <-ch:
+			if !ok {
+				return batch, true, nil
+			}
+		default:
+			return batch, false, nil
+		}
+	}
+}
+
+// handle applies one watch event and appends the lease events it causes.
+func (w *watcher) handle(ev watch.Event, batch []lease.Event) ([]lease.Event, error) {
+	if ev.Type == watch.Error {
+		return batch, fmt.Errorf("watch nodes from %q: %w", w.rv, apierrors.FromObject(ev.Object))
+	}
+	m, ok := ev.Object.(metav1.Object)
+	if !ok {
+		return batch, fmt.Errorf("watch nodes: unexpected %T", ev.Object)
+	}
+	if rv := m.GetResourceVersion(); rv != "" {
+		w.rv = rv
+	}
+	n, isNode := ev.Object.(*corev1.Node)
+	switch {
+	case ev.Type == watch.Bookmark || !isNode:
+		return batch, nil
+	case ev.Type == watch.Deleted:
+		w.s.bad.Clear(n.Name)
+		return w.forget(n.Name, batch), nil
+	}
+	return w.put(w.s.k.strip(n), batch), nil
+}
+
+// put records Node n's current state.
+func (w *watcher) put(n node, batch []lease.Event) []lease.Event {
+	l, err := w.s.k.parseNode(w.cfg, n)
+	if err == nil {
+		if other, taken := w.owner[l.Key()]; taken && other != n.Name {
+			err = dupError(l.Key(), other)
+		}
+	}
+	ok := w.s.report(n.Name, err)
+	if old, had := w.byName[n.Name]; had && (!ok || old != l.Key()) {
+		batch = w.forget(n.Name, batch)
+	}
+	if !ok {
+		return batch
+	}
+	w.owner[l.Key()], w.byName[n.Name] = n.Name, l.Key()
+	if ev, send := w.tr.Put(l); send {
+		batch = append(batch, ev)
+	}
+	return batch
+}
+
+// forget removes the lease Node name held, if any.
+func (w *watcher) forget(name string, batch []lease.Event) []lease.Event {
+	key, had := w.byName[name]
+	if !had {
+		return batch
+	}
+	delete(w.byName, name)
+	delete(w.owner, key)
+	if ev, ok := w.tr.Remove(key); ok {
+		batch = append(batch, ev)
+	}
+	return batch
+}
+
+func (w *watcher) send(ctx context.Context, batch []lease.Event) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	select {
+	case w.out <- batch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
