@@ -3,6 +3,7 @@ package udp
 import (
 	"encoding/binary"
 	"errors"
+	"math/bits"
 )
 
 // The virtio-net header that prefixes every packet on a TUN opened with
@@ -69,14 +70,28 @@ func ipv4Header(p []byte) (ihl, total int, err error) {
 	return ihl, total, nil
 }
 
-// checksum folds the one's complement sum of b into initial.
+// checksum folds the one's complement sum of b into initial (which must
+// be below 1<<48). It adds 64-bit big-endian words with end-around carry, 32
+// bytes per iteration: a 64-bit word is congruent to the sum of its four
+// 16-bit words modulo 0xffff, and so is 1<<64 to 1, so the result folds to
+// the same 16-bit sum as adding 16-bit words would (RFC 1071).
 func checksum(b []byte, initial uint64) uint64 {
-	ac := initial
+	ac, carry := initial, uint64(0)
+	for len(b) >= 32 {
+		ac, carry = bits.Add64(ac, binary.BigEndian.Uint64(b), carry)
+		ac, carry = bits.Add64(ac, binary.BigEndian.Uint64(b[8:]), carry)
+		ac, carry = bits.Add64(ac, binary.BigEndian.Uint64(b[16:]), carry)
+		ac, carry = bits.Add64(ac, binary.BigEndian.Uint64(b[24:]), carry)
+		b = b[32:]
+	}
 	for len(b) >= 8 {
-		ac += uint64(binary.BigEndian.Uint32(b))
-		ac += uint64(binary.BigEndian.Uint32(b[4:]))
+		ac, carry = bits.Add64(ac, binary.BigEndian.Uint64(b), carry)
 		b = b[8:]
 	}
+	ac, carry = bits.Add64(ac, carry, 0)
+	ac += carry
+	// At most 1<<33 from here on: the tail cannot overflow.
+	ac = ac>>32 + ac&0xffffffff
 	if len(b) >= 4 {
 		ac += uint64(binary.BigEndian.Uint32(b))
 		b = b[4:]

@@ -3,6 +3,7 @@ package udp
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 )
@@ -151,5 +152,56 @@ func TestSegmentUDP(t *testing.T) {
 	}
 	for off := 0; off < n; off += segLen {
 		validL4(t, out[off:min(off+segLen, n)])
+	}
+}
+
+// checksumRef is RFC 1071's sum of 16-bit big-endian words.
+func checksumRef(b []byte, initial uint64) uint16 {
+	ac := initial
+	for ; len(b) >= 2; b = b[2:] {
+		ac += uint64(b[0])<<8 | uint64(b[1])
+	}
+	if len(b) == 1 {
+		ac += uint64(b[0]) << 8
+	}
+	return fold(ac)
+}
+
+// The 64-bit checksum folds to RFC 1071's 16-bit sum for every length and
+// alignment, all-ones data (every carry) and all-zero data included.
+func TestChecksumMatchesRFC1071(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 9000)
+	for i := range buf {
+		buf[i] = byte(r.Uint32())
+	}
+	ones := bytes.Repeat([]byte{0xff}, 9000)
+	zeros := make([]byte, 9000)
+	for _, data := range [][]byte{buf, ones, zeros} {
+		for n := 0; n < 300; n++ {
+			for _, off := range []int{0, 1, 3, 7} {
+				for _, initial := range []uint64{0, 0xffff, 0x1fffe, 0xffffffffff} {
+					b := data[off : off+n]
+					if got, want := fold(checksum(b, initial)), checksumRef(b, initial); got != want {
+						t.Fatalf("len %d off %d initial %#x: %#04x, want %#04x", n, off, initial, got, want)
+					}
+				}
+			}
+		}
+		b := data[:8999]
+		if got, want := fold(checksum(b, 7)), checksumRef(b, 7); got != want {
+			t.Fatalf("len 8999: %#04x, want %#04x", got, want)
+		}
+	}
+}
+
+func BenchmarkChecksum1448(b *testing.B) {
+	buf := make([]byte, 1448)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		_ = fold(checksum(buf, 0))
 	}
 }
