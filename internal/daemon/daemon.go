@@ -145,6 +145,9 @@ func (dm *Daemon) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if !dm.snapshots() {
+		dm.removeSnapshot()
+	}
 	dm.health.setReason("acquiring a lease")
 	warmOwn := dm.own.Key()
 	if err := dm.acquire(ctx); err != nil {

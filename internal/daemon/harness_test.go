@@ -198,6 +198,12 @@ func backends() backend.Registry {
 // ready.
 func startDaemon(t testing.TB, n *node, c *cluster, subnetFile string, args ...string) *running {
 	t.Helper()
+	return startDaemonWith(t, backends(), n, c, subnetFile, args...)
+}
+
+// startDaemonWith is startDaemon with a backend registry of the test's.
+func startDaemonWith(t testing.TB, reg backend.Registry, n *node, c *cluster, subnetFile string, args ...string) *running {
+	t.Helper()
 	o, err := config.ParseOptions(append([]string{"--etcd-endpoints", strings.Join(c.endpoints, ","),
 		"--subnet-file", subnetFile, "--public-ip", n.addr.String()}, args...), func(string) (string, bool) { return "", false })
 	if err != nil {
@@ -214,7 +220,7 @@ func startDaemon(t testing.TB, n *node, c *cluster, subnetFile string, args ...s
 	r := &running{cancel: cancel, done: make(chan struct{}), log: logs, file: subnetFile}
 	go func() {
 		defer close(r.done)
-		r.err = Run(ctx, o, Deps{Logger: log, Store: st, Backends: backends(), Netlink: n.nl, ResyncEvery: 5 * time.Second,
+		r.err = Run(ctx, o, Deps{Logger: log, Store: st, Backends: reg, Netlink: n.nl, ResyncEvery: 5 * time.Second,
 			Ready: func(l lease.Lease) { ready <- l }})
 		_ = st.Close()
 	}()

@@ -90,7 +90,7 @@ func (dm *Daemon) loop(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	dm.saveSnapshot()
+	dm.snapshotChanged() // written once the node is up, off the start-up path
 	// Start-up decoded every lease twice (acquire and list) and built large
 	// netlink batches; return that garbage to the OS now rather than carry
 	// it as RSS for the daemon's lifetime.
@@ -111,6 +111,9 @@ func (dm *Daemon) loop(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			if dm.snapDirty {
+				dm.saveSnapshot()
+			}
 			dm.log.Info("stopping; the data plane stays in place")
 			return nil
 		case err := <-fatal:
@@ -136,7 +139,7 @@ func (dm *Daemon) loop(ctx context.Context) error {
 		case <-tick.C:
 			dm.checkDevices(ctx)
 			dm.sync(ctx)
-			if time.Since(dm.snapWritten) > snapshotRefresh {
+			if dm.snapshots() && time.Since(dm.snapWritten) > snapshotRefresh {
 				dm.saveSnapshot()
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"time"
 
@@ -51,6 +52,11 @@ func (dm *Daemon) warmStart(ctx context.Context) bool {
 		Logger: dm.log.With("backend", sn.nc.Backend.Type), LookupEnv: dm.d.LookupEnv})
 	if err != nil {
 		dm.log.Info("ignoring the peer snapshot", "file", path, "reason", err.Error())
+		return false
+	}
+	if _, ok := be.(backend.PeerForgetter); !ok {
+		closeBackend(be)
+		dm.log.Info("ignoring the peer snapshot", "file", path, "reason", "the "+sn.nc.Backend.Type+" backend keeps its peers in the kernel")
 		return false
 	}
 	if err := be.Ensure(ctx, sn.own); err != nil {
@@ -104,8 +110,33 @@ func (dm *Daemon) forgetUnlisted(listed []lease.Lease) {
 	}
 }
 
+// snapshots reports whether this backend's data path needs the peer
+// snapshot: only a backend whose peers live in userspace (udp's peer table,
+// backend.PeerForgetter) forwards nothing until it is given its peers. A
+// kernel backend's routes, neighbours and FDB entries outlive the process,
+// so it needs none, and writing one would cost every change a file write.
+func (dm *Daemon) snapshots() bool {
+	_, ok := dm.be.(backend.PeerForgetter)
+	return ok
+}
+
+// removeSnapshot deletes a snapshot left by a backend this node no longer
+// runs, so that a later start does not resume it.
+func (dm *Daemon) removeSnapshot() {
+	path := SnapshotPath(dm.o.SubnetFile)
+	if err := os.Remove(path); err == nil {
+		dm.log.Info("removed the peer snapshot: this backend keeps its peers in the kernel", "file", path,
+			"backend", dm.nc.Backend.Type)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		dm.log.Warn("remove the peer snapshot", "file", path, "err", err)
+	}
+}
+
 // snapshotChanged schedules a snapshot write.
 func (dm *Daemon) snapshotChanged() {
+	if !dm.snapshots() {
+		return
+	}
 	if !dm.snapDirty {
 		dm.snapDirty = true
 		dm.snapTimer.Reset(snapshotDelay)
