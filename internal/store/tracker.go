@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"log/slog"
 	"sort"
 	"sync"
@@ -106,4 +107,18 @@ func (b *BadKeys) Clear(key string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.reason, key)
+}
+
+// SendBatch sends a watch's batch to out, unless it is empty (batches are
+// never empty) or ctx ends first (then it returns ctx.Err()).
+func SendBatch(ctx context.Context, out chan<- []lease.Event, batch []lease.Event) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	select {
+	case out <- batch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

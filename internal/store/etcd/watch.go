@@ -66,7 +66,7 @@ func (w *watcher) relist(ctx context.Context) error {
 		return fmt.Errorf("watch leases: %w", err)
 	}
 	w.rev = snap.Revision
-	return w.send(ctx, w.known.Reset(snap.Leases))
+	return store.SendBatch(ctx, w.out, w.known.Reset(snap.Leases))
 }
 
 // watchFrom runs one etcd watch after w.rev until it fails. It needs a
@@ -88,7 +88,7 @@ func (w *watcher) watchFrom(ctx context.Context) error {
 			w.rev = max(w.rev, resp.Header.Revision)
 			continue
 		}
-		if err := w.send(ctx, w.apply(resp.Events)); err != nil {
+		if err := store.SendBatch(ctx, w.out, w.apply(resp.Events)); err != nil {
 			return err
 		}
 	}
@@ -130,14 +130,3 @@ func (w *watcher) apply(evs []*clientv3.Event) []lease.Event {
 	return batch
 }
 
-func (w *watcher) send(ctx context.Context, batch []lease.Event) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	select {
-	case w.out <- batch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}

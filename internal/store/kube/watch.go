@@ -190,7 +190,7 @@ func (w *watcher) relist(ctx context.Context) error {
 	for k, name := range set.owner {
 		w.byName[name] = k
 	}
-	return w.send(ctx, evs)
+	return store.SendBatch(ctx, w.out, evs)
 }
 
 func (w *watcher) run(ctx context.Context) error {
@@ -244,7 +244,7 @@ func (w *watcher) watch(ctx context.Context) (got bool, _ error) {
 			}
 			got = true
 			batch, closed, err := w.fold(ev, ch)
-			if serr := w.send(ctx, batch); serr != nil {
+			if serr := store.SendBatch(ctx, w.out, batch); serr != nil {
 				return got, serr
 			}
 			if err != nil || closed {
@@ -333,14 +333,3 @@ func (w *watcher) forget(name string, batch []lease.Event) []lease.Event {
 	return batch
 }
 
-func (w *watcher) send(ctx context.Context, batch []lease.Event) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	select {
-	case w.out <- batch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
