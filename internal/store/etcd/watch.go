@@ -129,4 +129,3 @@ func (w *watcher) apply(evs []*clientv3.Event) []lease.Event {
 	}
 	return batch
 }
-

@@ -332,4 +332,3 @@ func (w *watcher) forget(name string, batch []lease.Event) []lease.Event {
 	}
 	return batch
 }
-
