@@ -39,7 +39,8 @@ type Env struct {
 const usage = `usage: weft lab <command> [flags]
 
 commands:
-  up      build a lab and start etcd, a weftd per node and pods; print the nodes and a ping matrix
+  up      build a lab and start etcd (--store kube: and a Kubernetes control plane), a weftd per node and pods;
+          print the nodes and a ping matrix
   status  print the nodes, pods and each daemon's /readyz again
   exec    run a command in a node or pod: weft lab exec [--name N] n1|n1-p2 -- <command>
   down    remove every namespace, process and file of a lab (also after a crash)

@@ -53,13 +53,23 @@ func status(ctx context.Context, args []string, env Env) error {
 // pods and their addresses.
 func printNodes(ctx context.Context, env Env, c *cluster.Cluster) error {
 	w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "\nNODE\tPUBLIC IP\tSUBNET\tBACKEND\tVTEP MAC\tPODS")
+	subnetCol := "SUBNET"
+	if c.IsKube() {
+		subnetCol = "PODCIDR"
+	}
+	fmt.Fprintln(w, "\nNODE\tPUBLIC IP\t"+subnetCol+"\tBACKEND\tVTEP MAC\tPODS")
 	topo := c.Lab().Topology()
 	for i, n := range c.Lab().Nodes() {
 		node := i + 1
 		subnet, mtu := "-", ""
 		if e, err := c.SubnetEnv(node); err == nil {
 			subnet, mtu = e.Subnet.Masked().String(), fmt.Sprintf(" (mtu %d)", e.MTU)
+			if e.IPv6Subnet.IsValid() {
+				subnet += "," + e.IPv6Subnet.Masked().String()
+			}
+		}
+		if c.IsKube() {
+			subnet = podCIDRs(ctx, c, node, subnet)
 		}
 		var pods []string
 		for _, p := range topo.Pods {
@@ -71,6 +81,23 @@ func printNodes(ctx context.Context, env Env, c *cluster.Cluster) error {
 			strings.Join(pods, " "))
 	}
 	return w.Flush()
+}
+
+// podCIDRs is the subnet column of a kube-mode node: its Node's podCIDRs,
+// which weftd's subnet.env (have) must match; a mismatch shows both.
+func podCIDRs(ctx context.Context, c *cluster.Cluster, node int, have string) string {
+	cidrs, err := c.PodCIDRs(ctx, node)
+	if err != nil || len(cidrs) == 0 {
+		return "no podCIDR"
+	}
+	s := make([]string, len(cidrs))
+	for i, p := range cidrs {
+		s[i] = p.String()
+	}
+	if got := strings.Join(s, ","); got != have && have != "-" {
+		return got + " (subnet.env: " + have + ")"
+	}
+	return strings.Join(s, ",")
 }
 
 func podAddrs(ctx context.Context, ns string) string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/kubeapi"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 )
@@ -17,6 +18,7 @@ type upFlags struct {
 	common
 	nodes, pods int
 	backend     string
+	store       string
 	direct      bool
 	far, masq   bool
 }
@@ -28,11 +30,16 @@ func up(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&f.nodes, "nodes", 3, "number of nodes")
 	fs.IntVar(&f.pods, "pods", 2, "pods per node")
 	fs.StringVar(&f.backend, "backend", config.BackendVXLAN, "backend: "+fmt.Sprint(labBackends()))
+	fs.StringVar(&f.store, "store", cluster.StoreEtcd, "lease store: etcd, or kube (a real kube-apiserver and kube-controller-manager "+
+		"on the switch, the Node annotations of weftd --kube-subnet-mgr; needs make kube-bins)")
 	fs.BoolVar(&f.direct, "directrouting", false, "vxlan DirectRouting (needs the far subnet to show both paths)")
 	fs.BoolVar(&f.far, "far", false, "put the last node on a second underlay subnet behind a router")
 	fs.BoolVar(&f.masq, "ip-masq", false, "run weftd with --ip-masq and add an outside-world namespace behind the router")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if f.store != cluster.StoreEtcd && f.store != cluster.StoreKube {
+		return fmt.Errorf("--store %q: want %s or %s", f.store, cluster.StoreEtcd, cluster.StoreKube)
 	}
 	if !slices.Contains(labBackends(), f.backend) {
 		return fmt.Errorf("--backend %q: this build runs %v", f.backend, labBackends())
@@ -64,6 +71,7 @@ func startCluster(ctx context.Context, env Env, f upFlags) (*cluster.Cluster, er
 	o := cluster.Options{
 		Lab:           lab.Options{Name: f.name, Nodes: f.nodes, Outside: f.masq, StateDir: f.dir()},
 		Backend:       f.backend,
+		Store:         f.store,
 		Pods:          f.pods,
 		BinDir:        env.BinDir,
 		Dir:           f.dir(),
@@ -83,6 +91,13 @@ func startCluster(ctx context.Context, env Env, f upFlags) (*cluster.Cluster, er
 			return nil, fmt.Errorf("%s is missing: run make build (or give the weft binary from ./bin)", bin)
 		}
 	}
+	if f.store == cluster.StoreKube {
+		bins, err := kubeapi.Binaries("")
+		if err != nil {
+			return nil, fmt.Errorf("--store kube: %w", err)
+		}
+		o.KubeBins = bins
+	}
 	step := 0
 	o.Progress = func(s string) {
 		step++
@@ -90,7 +105,7 @@ func startCluster(ctx context.Context, env Env, f upFlags) (*cluster.Cluster, er
 	}
 	c, err := cluster.Up(ctx, o)
 	if err != nil {
-		return nil, fmt.Errorf("lab %s failed at step %d: %w (the lab was removed; etcd.log and n*/weftd.log are kept in %s)", f.name, step, err, f.dir())
+		return nil, fmt.Errorf("lab %s failed at step %d: %w (the lab was removed; etcd.log, kube/*.log and n*/weftd.log are kept in %s)", f.name, step, err, f.dir())
 	}
 	return c, nil
 }

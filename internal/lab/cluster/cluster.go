@@ -3,7 +3,9 @@
 // every node namespace with its own subnet file, health port and log file,
 // and pods attached by the real CNI plugin through libcni, as a container
 // runtime attaches them. The daemon's end-to-end tests and `weft lab` use it,
-// so there is one harness, not two.
+// so there is one harness, not two. In kube mode (Options.Store, kube.go)
+// the leases live in the Node objects of a real kube-apiserver that runs on
+// the switch beside etcd.
 package cluster
 
 import (
@@ -17,6 +19,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -28,6 +31,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/weft-net/weft/internal/etcdembed"
+	"github.com/weft-net/weft/internal/kubeapi"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/subnetfile"
@@ -50,6 +54,15 @@ const (
 // Options describe a cluster.
 type Options struct {
 	Lab lab.Options
+	// Store is where the nodes keep their leases: StoreEtcd (the default)
+	// or StoreKube (Node objects of a real Kubernetes API; see kube.go).
+	Store string
+	// KubeBins are the Kubernetes binaries of kube mode; the zero value
+	// means kubeapi.Binaries("").
+	KubeBins kubeapi.Bins
+	// Idle lists (1-based) nodes Up builds but neither registers (kube
+	// mode) nor starts a weftd or pods on; a test brings them in later.
+	Idle []int
 	// Backend is net-conf.json's Backend.Type (default vxlan);
 	// DirectRouting sets the option of vxlan and ipip.
 	Backend       string
@@ -108,8 +121,11 @@ type Cluster struct {
 	etcd     *etcdembed.Cluster
 	endpoint string
 	swNS     string // the switch namespace etcd listens in
+	kube     *kubeMode
 
-	mu      sync.Mutex // guards procs, pods and closers
+	kubeconfigs map[int]string // per-node --kubeconfig-file overrides (guarded by mu)
+
+	mu      sync.Mutex // guards procs, pods, closers and kubeconfigs
 	procs   map[int]*proc
 	pods    []Pod
 	closers []io.Closer // log files
@@ -129,6 +145,13 @@ func Up(ctx context.Context, o Options) (_ *Cluster, retErr error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	switch o.Store {
+	case "":
+		o.Store = StoreEtcd
+	case StoreEtcd, StoreKube:
+	default:
+		return nil, fmt.Errorf("store %q: want %s or %s", o.Store, StoreEtcd, StoreKube)
+	}
 	c := &Cluster{o: o, log: o.Logger, procs: map[int]*proc{}}
 	defer func() {
 		if retErr != nil {
@@ -147,27 +170,65 @@ func Up(ctx context.Context, o Options) (_ *Cluster, retErr error) {
 	if err := c.startEtcd(ctx); err != nil {
 		return nil, err
 	}
-	for i := range c.lab.Nodes() {
-		o.progress("starting weftd on node %d (log %s)", i+1, c.LogFile(i+1))
-		if err := c.StartWeftd(i + 1); err != nil {
+	if o.Store == StoreKube {
+		if err := c.startKube(ctx); err != nil {
+			return nil, err
+		}
+		if err := c.registerNodes(ctx); err != nil {
 			return nil, err
 		}
 	}
-	for i := range c.lab.Nodes() {
-		if err := c.WaitReady(ctx, i+1); err != nil {
+	for _, n := range c.activeNodes() {
+		o.progress("starting weftd on node %d (log %s)", n, c.LogFile(n))
+		if err := c.StartWeftd(n); err != nil {
 			return nil, err
 		}
-		o.progress("node %d is ready", i+1)
 	}
-	for n := range c.lab.Nodes() {
+	for _, n := range c.activeNodes() {
+		if err := c.WaitReady(ctx, n); err != nil {
+			return nil, err
+		}
+		o.progress("node %d is ready", n)
+	}
+	for _, n := range c.activeNodes() {
 		for p := 1; p <= o.Pods; p++ {
-			o.progress("attaching pod %d on node %d with the CNI plugin", p, n+1)
-			if _, err := c.AddPod(ctx, n+1, p); err != nil {
+			o.progress("attaching pod %d on node %d with the CNI plugin", p, n)
+			if _, err := c.AddPod(ctx, n, p); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return c, nil
+}
+
+// activeNodes are the nodes Up starts: all but Options.Idle.
+func (c *Cluster) activeNodes() []int {
+	var out []int
+	for i := range c.lab.Nodes() {
+		if !slices.Contains(c.o.Idle, i+1) {
+			out = append(out, i+1)
+		}
+	}
+	return out
+}
+
+// registerNodes registers every active node's Node and waits for their
+// podCIDRs.
+func (c *Cluster) registerNodes(ctx context.Context) error {
+	for _, n := range c.activeNodes() {
+		c.o.progress("registering node %s (InternalIP %s)", NodeName(n), c.lab.Nodes()[n-1].Addrs()[0])
+		if err := c.RegisterNode(ctx, n); err != nil {
+			return err
+		}
+	}
+	for _, n := range c.activeNodes() {
+		cidrs, err := c.WaitPodCIDR(ctx, n)
+		if err != nil {
+			return err
+		}
+		c.o.progress("node %s has podCIDRs %v", NodeName(n), cidrs)
+	}
+	return nil
 }
 
 // Attach returns a Cluster for a lab built earlier (by another process): its
@@ -180,6 +241,9 @@ func Attach(l *lab.Lab, o Options) *Cluster {
 	topo := l.Topology()
 	c.swNS = topo.ServiceNS()
 	c.endpoint = "http://" + net.JoinHostPort(topo.ServiceAddr().String(), strconv.Itoa(EtcdPort))
+	if err := c.attachKube(); err != nil {
+		c.log.Warn("kube state of the lab unreadable", "err", err)
+	}
 	return c
 }
 
@@ -353,6 +417,9 @@ func (c *Cluster) Down(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if c.kube != nil && c.kube.cp != nil {
+		errs = append(errs, c.kube.cp.Stop())
+	}
 	if c.etcd != nil {
 		c.etcd.Close()
 	}
@@ -380,8 +447,16 @@ func (c *Cluster) confList(node int) (*libcni.NetworkConfigList, error) {
 }
 
 // Lease returns the lease node's weftd published: the key of the subnet in
-// its subnet.env, read from the lab's etcd.
+// its subnet.env, read from the lab's etcd; in kube mode, its Node's
+// podCIDRs and annotations.
 func (c *Cluster) Lease(ctx context.Context, node int) (lease.Lease, error) {
+	if c.kube != nil {
+		l, err := c.kubeLease(ctx, node)
+		if err != nil {
+			return lease.Lease{}, fmt.Errorf("lease of node %d: %w", node, err)
+		}
+		return l, nil
+	}
 	env, err := c.SubnetEnv(node)
 	if err != nil {
 		return lease.Lease{}, err

@@ -26,13 +26,52 @@ type proc struct {
 
 // WeftdArgs returns the command line of node's weftd.
 func (c *Cluster) WeftdArgs(node int) []string {
-	args := []string{filepath.Join(c.o.BinDir, "weftd"), "--etcd-endpoints", c.endpoint, "--iface", lab.NodeIface,
-		"--subnet-file", c.SubnetFile(node), "--healthz-port", strconv.Itoa(HealthPort), "--healthz-ip", "0.0.0.0"}
+	args := []string{filepath.Join(c.o.BinDir, "weftd")}
+	if c.kube != nil {
+		args = append(args, "--kube-subnet-mgr", "--kubeconfig-file", c.weftdKubeconfig(node),
+			"--net-config-path", c.kube.st.NetConfPath)
+	} else {
+		args = append(args, "--etcd-endpoints", c.endpoint)
+	}
+	args = append(args, "--iface", lab.NodeIface,
+		"--subnet-file", c.SubnetFile(node), "--healthz-port", strconv.Itoa(HealthPort), "--healthz-ip", "0.0.0.0")
 	return append(args, c.o.WeftdArgs...)
+}
+
+// WeftdEnv returns the environment of node's weftd: this process's, plus
+// NODE_NAME in kube mode.
+func (c *Cluster) WeftdEnv(node int) []string {
+	env := os.Environ()
+	if c.kube != nil {
+		env = append(env, "NODE_NAME="+NodeName(node))
+	}
+	return env
+}
+
+// SetKubeconfig makes node's weftd, from its next start, authenticate with
+// the kubeconfig at path instead of the manifest's ServiceAccount ("" goes
+// back to it).
+func (c *Cluster) SetKubeconfig(node int, path string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.kubeconfigs == nil {
+		c.kubeconfigs = map[int]string{}
+	}
+	c.kubeconfigs[node] = path
+}
+
+func (c *Cluster) weftdKubeconfig(node int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.kubeconfigs[node]; p != "" {
+		return p
+	}
+	return c.kube.st.WeftdKubeconfig
 }
 
 // StartWeftd starts node's weftd in its namespace, appending to its log.
 func (c *Cluster) StartWeftd(node int) error {
+	args, env := c.WeftdArgs(node), c.WeftdEnv(node) // before mu: WeftdArgs takes it
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := c.procs[node]; ok && !exited(p) {
@@ -45,8 +84,8 @@ func (c *Cluster) StartWeftd(node int) error {
 	if err != nil {
 		return fmt.Errorf("open weftd log: %w", err)
 	}
-	args := c.WeftdArgs(node)
 	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !c.o.Detach, Setsid: c.o.Detach}
 	if err := lab.StartIn(c.NodeNS(node), cmd); err != nil {
@@ -110,28 +149,34 @@ func (c *Cluster) Pid(node int) int {
 
 // Ready asks node's /readyz.
 func (c *Cluster) Ready(ctx context.Context, node int) (bool, error) {
+	ready, _, err := c.Readyz(ctx, node)
+	return ready, err
+}
+
+// Readyz asks node's /readyz and returns whether it answered 200 and the
+// body (the reason when not ready).
+func (c *Cluster) Readyz(ctx context.Context, node int) (bool, string, error) {
 	h, err := c.lab.Node(node)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	url := "http://" + net.JoinHostPort(h.Addrs()[0].String(), strconv.Itoa(HealthPort)) + "/readyz"
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return lab.DialContext(ctx, h.NS, network, addr)
 	}}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	ready := resp.StatusCode == http.StatusOK
-	return ready, nil
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode == http.StatusOK, string(body), err
 }
 
 // WaitReady waits until node's weftd answers /readyz with 200, failing early
