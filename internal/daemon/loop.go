@@ -51,7 +51,11 @@ func (dm *Daemon) putPeer(l lease.Lease) {
 	if err != nil {
 		if dm.bad[key] != err.Error() {
 			dm.bad[key] = err.Error()
-			dm.log.Warn("ignoring peer lease", "lease", key, "public-ip", l.Attrs.PublicIP, "reason", err.Error())
+			attrs := []any{"lease", key, "public-ip", l.Attrs.PublicIP, "reason", err.Error()}
+			if l.Node != "" {
+				attrs = append(attrs, "node", l.Node)
+			}
+			dm.log.Warn("ignoring peer lease", attrs...)
 		}
 		dm.rec.RemovePeer(key)
 		return

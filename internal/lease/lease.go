@@ -52,6 +52,10 @@ type Lease struct {
 	// Reservation marks a lease an operator created without expiry: only the
 	// node whose PublicIP matches takes it, and it stays a reservation.
 	Reservation bool
+	// Node names the node holding the lease where the store knows it (the
+	// Node object's name in kube mode; empty with etcd), for logs. It is
+	// neither part of the key nor of the value, and Equal ignores it.
+	Node string
 }
 
 // Key returns the lease's key name (see FormatKey).

@@ -115,7 +115,7 @@ func podSubnets(cidrs []string) (v4, v6 netip.Prefix, err error) {
 // must be one of the Node's podCIDRs inside the family's network. A podCIDR
 // of a family cfg does not enable is ignored, as flannel does.
 func subnets(cfg *config.NetConf, name string, cidrs []string) (lease.Lease, error) {
-	var l lease.Lease
+	l := lease.Lease{Node: name}
 	v4, v6, err := podSubnets(cidrs)
 	if err != nil {
 		return l, fmt.Errorf("node %s: %w", name, err)
