@@ -249,6 +249,19 @@ func rusageCPU(r unix.Rusage) time.Duration {
 // subscription in the joining node; the baseline of each is the put's round
 // trip plus a direct netlink route write seen by the same subscription.
 func (b *bench) leaseToRoute(ctx context.Context, cli *clientv3.Client, id clientv3.LeaseID, peers []peer) (lat, base []time.Duration, _ error) {
+	return b.publishToRoute(ctx, peers, func(ctx context.Context, p peer) error {
+		if _, err := cli.Put(ctx, p.key(), p.value(), clientv3.WithLease(id)); err != nil {
+			return fmt.Errorf("put lease %s: %w", p.subnet, err)
+		}
+		return nil
+	})
+}
+
+// publishToRoute publishes one peer at a time (an etcd put, a Node create)
+// and waits for its route on a netlink subscription in the joining node; the
+// baseline of each is publish's round trip plus a direct netlink route write
+// seen by the same subscription.
+func (b *bench) publishToRoute(ctx context.Context, peers []peer, publish func(context.Context, peer) error) (lat, base []time.Duration, _ error) {
 	ns := b.c.NodeNS(joinNode)
 	h, closeNL, err := b.netlinkAt(ns)
 	if err != nil {
@@ -267,8 +280,8 @@ func (b *bench) leaseToRoute(ctx context.Context, cli *clientv3.Client, id clien
 	}
 	for i, p := range peers {
 		t0 := time.Now()
-		if _, err := cli.Put(ctx, p.key(), p.value(), clientv3.WithLease(id)); err != nil {
-			return nil, nil, fmt.Errorf("put lease %s: %w", p.subnet, err)
+		if err := publish(ctx, p); err != nil {
+			return nil, nil, err
 		}
 		rtt := time.Since(t0)
 		at, err := sub.wait(ctx, p.subnet, unix.RTM_NEWROUTE)

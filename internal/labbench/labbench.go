@@ -67,6 +67,12 @@ type Options struct {
 	Trials   int
 	// CNIPods is the number of pods added and deleted.
 	CNIPods int
+	// KubeNodes are the Kubernetes store's cluster sizes (Nodes in a real
+	// kube-apiserver); NoKube skips that part, as do missing binaries
+	// (KubeBinDir, "" meaning kubeapi.Binaries' default).
+	KubeNodes  []int
+	NoKube     bool
+	KubeBinDir string
 	// BinDir holds weftd and cni/; EtcdCommand runs the lab's etcd as a
 	// process (nil: embedded in this process).
 	BinDir      string
@@ -78,9 +84,11 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	full := Options{Runs: 5, Duration: 5 * time.Second, Pings: 30, Peers: []int{1000, 5000}, JoinRuns: 3, Trials: 50, CNIPods: 100}
+	full := Options{Runs: 5, Duration: 5 * time.Second, Pings: 30, Peers: []int{1000, 5000}, JoinRuns: 3, Trials: 50, CNIPods: 100,
+		KubeNodes: []int{1000, 5000}}
 	if o.Quick {
-		full = Options{Runs: 1, Duration: time.Second, Pings: 10, Peers: []int{200}, JoinRuns: 1, Trials: 10, CNIPods: 20}
+		full = Options{Runs: 1, Duration: time.Second, Pings: 10, Peers: []int{200}, JoinRuns: 1, Trials: 10, CNIPods: 20,
+			KubeNodes: []int{200}}
 	}
 	o.Runs = orDefault(o.Runs, full.Runs)
 	o.Duration = orDefault(o.Duration, full.Duration)
@@ -90,6 +98,9 @@ func (o *Options) defaults() {
 	o.CNIPods = orDefault(o.CNIPods, full.CNIPods)
 	if len(o.Peers) == 0 {
 		o.Peers = full.Peers
+	}
+	if len(o.KubeNodes) == 0 {
+		o.KubeNodes = full.KubeNodes
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -191,6 +202,9 @@ func Run(ctx context.Context, o Options) (_ *Result, retErr error) {
 	if res.CNI, err = b.cni(ctx); err != nil {
 		return nil, fmt.Errorf("cni: %w (logs in %s)", err, o.Dir)
 	}
+	if res.Kube, res.KubeSkipped, err = b.kube(ctx); err != nil {
+		return nil, fmt.Errorf("kube control plane: %w (logs in %s)", err, o.Dir)
+	}
 	res.Machine.LoadEnd = readLoad(b.proc)
 	res.Elapsed = o.Now().Sub(res.Date).Round(time.Second).String()
 	return res, nil
@@ -213,6 +227,15 @@ func (b *bench) plan() (int, time.Duration) {
 	}
 	steps++
 	d += time.Duration(o.CNIPods) * 200 * time.Millisecond
+	if !o.NoKube {
+		steps += 2 // the control plane, the idle weftd
+		d += 11 * time.Second
+		for _, n := range o.KubeNodes {
+			steps += 1 + o.JoinRuns + 1
+			d += time.Duration(n)*2*time.Millisecond + time.Duration(o.JoinRuns)*(kubeSettle+2*time.Second+time.Duration(n)*time.Millisecond) +
+				time.Duration(o.Trials)*100*time.Millisecond
+		}
+	}
 	return steps, d
 }
 

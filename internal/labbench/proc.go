@@ -3,6 +3,7 @@ package labbench
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -87,6 +88,38 @@ func parseProcessCPU(data []byte) (time.Duration, error) {
 		ticks += n
 	}
 	return time.Duration(ticks) * time.Second / userHZ, nil
+}
+
+// Memory returns pid's resident set size now and at its peak (VmRSS,
+// VmHWM), in bytes.
+func (p Proc) Memory(pid int) (rss, hwm int64, _ error) {
+	data, err := os.ReadFile(filepath.Join(p.Root, strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, 0, fmt.Errorf("read memory of %d: %w", pid, err)
+	}
+	return parseMemory(data)
+}
+
+func parseMemory(data []byte) (rss, hwm int64, _ error) {
+	for line := range strings.Lines(string(data)) {
+		fs := strings.Fields(line)
+		if len(fs) < 2 || fs[0] != "VmRSS:" && fs[0] != "VmHWM:" {
+			continue
+		}
+		kb, err := strconv.ParseInt(fs[1], 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("parse %s %w", fs[0], err)
+		}
+		if fs[0] == "VmRSS:" {
+			rss = kb << 10
+		} else {
+			hwm = kb << 10
+		}
+	}
+	if rss == 0 || hwm == 0 {
+		return 0, 0, errors.New("no VmRSS and VmHWM (exited?)")
+	}
+	return rss, hwm, nil
 }
 
 // RSS returns pid's resident set size in bytes (VmRSS).

@@ -109,6 +109,23 @@ func checkResult(t *testing.T, r *labbench.Result) {
 	for _, f := range r.ControlPlane[0].Figures() {
 		checkPositive(t, "control plane", f)
 	}
+	// The kube part runs when `make kube-bins` has built its binaries (make
+	// test does), and is skipped with a reason otherwise.
+	switch {
+	case r.KubeSkipped != "":
+		if !strings.Contains(r.KubeSkipped, "kubernetes binaries not found") || len(r.Kube) != 0 {
+			t.Errorf("kube part: skipped %q with %d sizes, want skipped only for missing binaries", r.KubeSkipped, len(r.Kube))
+		}
+	case len(r.Kube) != 1 || r.Kube[0].Nodes != 200:
+		t.Errorf("kube part: %+v, want one size of 200 Nodes", r.Kube)
+	default:
+		for _, f := range r.Kube[0].Figures() {
+			checkPositive(t, "kube", f)
+		}
+		if k := r.Kube[0]; k.NodeJSONBytes < 5000 || k.NodeProtoBytes <= 0 || k.ListAllocMiB.Median <= 0 {
+			t.Errorf("kube part: node %d/%d bytes, list allocated %v MiB", k.NodeJSONBytes, k.NodeProtoBytes, k.ListAllocMiB.Median)
+		}
+	}
 	if r.CNI.Pods != 20 {
 		t.Errorf("cni pods = %d, want 20", r.CNI.Pods)
 	}

@@ -36,11 +36,20 @@ func WriteTable(w io.Writer, r *Result) error {
 	for _, f := range r.CNI.Figures() {
 		row(tw, fmt.Sprintf("cni %d pods", r.CNI.Pods), f)
 	}
+	if len(r.Kube) > 0 {
+		fmt.Fprintln(tw, "\t\t\t\t\t\t")
+	}
+	for _, k := range r.Kube {
+		for _, f := range k.Figures() {
+			row(tw, fmt.Sprintf("kube %d nodes", k.Nodes), f)
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
 	fmt.Fprintf(w, "\nbaselines: data plane = %s; join = %s; lease to route = %s; RSS = %s; CPU to join = %s; CNI = %s\n",
 		baseUnderlay, baseJoin, baseLeaseRoute, baseRSS, baseCPU, baseCNI)
+	writeKubeNotes(w, r)
 	return nil
 }
 

@@ -22,6 +22,10 @@ type Result struct {
 	DataPlane    []DataPlane    `json:"data_plane"`
 	ControlPlane []ControlPlane `json:"control_plane"`
 	CNI          CNI            `json:"cni"`
+	// Kube is the Kubernetes store's control plane per cluster size;
+	// KubeSkipped says why it is empty.
+	Kube        []KubePlane `json:"kube"`
+	KubeSkipped string      `json:"kube_skipped,omitempty"`
 }
 
 // DataPlane holds one backend variant's figures; every baseline is the
@@ -86,11 +90,16 @@ type Settings struct {
 	JoinRuns    int     `json:"join_runs"`
 	Trials      int     `json:"lease_trials"`
 	CNIPods     int     `json:"cni_pods"`
+	KubeNodes   []int   `json:"kube_nodes,omitempty"`
 }
 
 func settingsOf(o Options) Settings {
-	return Settings{Runs: o.Runs, DurationSec: o.Duration.Seconds(), Pings: o.Pings, Peers: o.Peers, JoinRuns: o.JoinRuns,
-		Trials: o.Trials, CNIPods: o.CNIPods}
+	s := Settings{Runs: o.Runs, DurationSec: o.Duration.Seconds(), Pings: o.Pings, Peers: o.Peers, JoinRuns: o.JoinRuns,
+		Trials: o.Trials, CNIPods: o.CNIPods, KubeNodes: o.KubeNodes}
+	if o.NoKube {
+		s.KubeNodes = nil
+	}
+	return s
 }
 
 // Machine describes where the run was made.

@@ -17,6 +17,7 @@ import (
 
 type benchFlags struct {
 	root, out, backends, peers string
+	kubeNodes                  string
 	quick, json                bool
 	runs, pings, pods, trials  int
 	joins, seconds             int
@@ -41,6 +42,8 @@ func bench(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&f.joins, "joins", 0, "joins per cluster size (default 3, quick 1)")
 	fs.IntVar(&f.trials, "trials", 0, "lease-to-route measurements per cluster size (default 50, quick 10)")
 	fs.IntVar(&f.pods, "pods", 0, "pods added and deleted by the CNI figures (default 100, quick 20)")
+	fs.StringVar(&f.kubeNodes, "kube-nodes", "", "comma-separated Node counts for the Kubernetes store, in a real kube-apiserver "+
+		"(default 1000,5000; quick 200; 0 skips it, as do missing `make kube-bins` binaries)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,6 +81,20 @@ func (f benchFlags) options(env Env) (labbench.Options, error) {
 			return o, fmt.Errorf("--peers %q: want sizes 1..60000", f.peers)
 		}
 		o.Peers = append(o.Peers, n)
+	}
+	if f.kubeNodes == "0" {
+		o.NoKube = true
+	} else {
+		for p := range strings.SplitSeq(f.kubeNodes, ",") {
+			if p == "" {
+				continue
+			}
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 || n > 60000 {
+				return o, fmt.Errorf("--kube-nodes %q: want sizes 1..60000, or 0 to skip", f.kubeNodes)
+			}
+			o.KubeNodes = append(o.KubeNodes, n)
+		}
 	}
 	if f.trials > 250 || f.pods > 500 {
 		return o, errors.New("--trials must be at most 250 and --pods at most 500")
