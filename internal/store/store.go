@@ -5,7 +5,7 @@
 // the node's own lease alive (KeepLease).
 //
 // Implementations live in sub-packages: etcd/ (flannel's etcd v3 keyspace)
-// and, later, kube/ (Node annotations). storetest/ holds an in-memory fake and
+// and kube/ (Node annotations). storetest/ holds an in-memory fake and
 // the conformance suite every implementation passes.
 package store
 
