@@ -122,31 +122,8 @@ func (dm *Daemon) start(ctx context.Context) error {
 		}
 	}
 	warm := dm.warmStart(ctx)
-	nc, err := dm.networkConfig(ctx)
-	if err != nil {
+	if warm, err = dm.setupBackend(ctx, warm); err != nil {
 		return err
-	}
-	if warm && *nc != *dm.nc {
-		dm.log.Info("the network configuration changed since the peer snapshot; starting the backend afresh")
-		dm.dropWarm()
-		warm = false
-	}
-	dm.nc = nc
-	if !warm {
-		if dm.ext, err = chooseExternal(dm.nl, &dm.o, dm.nc); err != nil {
-			return fmt.Errorf("choose the external interface: %w", err)
-		}
-	}
-	ext := dm.ext
-	dm.log.Info("external interface", "name", ext.Name, "public-ip", ext.PublicIP, "public-ipv6", ext.PublicIPv6, "mtu", ext.MTU)
-	if dm.be == nil {
-		if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Netlink: dm.nl,
-			Logger: dm.log.With("backend", dm.nc.Backend.Type), LookupEnv: dm.d.LookupEnv}); err != nil {
-			return err
-		}
-	}
-	if !dm.snapshots() {
-		dm.removeSnapshot()
 	}
 	dm.health.setReason("acquiring a lease")
 	warmOwn := dm.own.Key()
@@ -180,6 +157,39 @@ func (dm *Daemon) start(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// setupBackend reads the store's network configuration and builds the
+// backend for it, keeping the one a warm start resumed when the
+// configuration is the snapshot's. It reports whether the warm start stands.
+func (dm *Daemon) setupBackend(ctx context.Context, warm bool) (bool, error) {
+	nc, err := dm.networkConfig(ctx)
+	if err != nil {
+		return false, err
+	}
+	if warm && *nc != *dm.nc {
+		dm.log.Info("the network configuration changed since the peer snapshot; starting the backend afresh")
+		dm.dropWarm()
+		warm = false
+	}
+	dm.nc = nc
+	if !warm {
+		if dm.ext, err = chooseExternal(dm.nl, &dm.o, dm.nc); err != nil {
+			return false, fmt.Errorf("choose the external interface: %w", err)
+		}
+	}
+	ext := dm.ext
+	dm.log.Info("external interface", "name", ext.Name, "public-ip", ext.PublicIP, "public-ipv6", ext.PublicIPv6, "mtu", ext.MTU)
+	if dm.be == nil {
+		if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Netlink: dm.nl,
+			Logger: dm.log.With("backend", dm.nc.Backend.Type), LookupEnv: dm.d.LookupEnv}); err != nil {
+			return false, err
+		}
+	}
+	if !dm.snapshots() {
+		dm.removeSnapshot()
+	}
+	return warm, nil
 }
 
 // networkConfig reads the configuration from the store, retrying with
