@@ -18,12 +18,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/store/kube"
 )
 
 // flannelPrefix is flannel's annotation prefix.
@@ -192,19 +191,11 @@ func newKubeClient(kubeconfig, ns string) (*kubeClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	sch := runtime.NewScheme()
-	if err := corev1.AddToScheme(sch); err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	metav1.AddToGroupVersion(sch, schema.GroupVersion{Version: "v1"})
-	gv := corev1.SchemeGroupVersion
-	cfg.GroupVersion, cfg.APIPath = &gv, "/api"
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(sch).WithoutConversion()
-	rc, err := rest.RESTClientForConfigAndClient(cfg, hc)
+	rc, pc, err := kube.NewRESTClient(cfg, hc)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
-	return &kubeClient{hc: hc, rc: rc, pc: runtime.NewParameterCodec(sch), url: strings.TrimRight(cfg.Host, "/")}, nil
+	return &kubeClient{hc: hc, rc: rc, pc: pc, url: strings.TrimRight(cfg.Host, "/")}, nil
 }
 
 func (c *kubeClient) close() { c.hc.CloseIdleConnections() }

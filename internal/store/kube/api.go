@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,24 +59,43 @@ type restAPI struct {
 }
 
 func newRESTAPI(cfg *rest.Config, userAgent string) (*restAPI, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = userAgent
+	// A start-up list is paged: let its pages through client-side
+	// throttling at once (API Priority and Fairness protects the server).
+	cfg.QPS, cfg.Burst = 20, 100
+	c, pc, err := NewRESTClient(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &restAPI{c: c, pc: pc}, nil
+}
+
+// NewRESTClient returns a REST client of cfg's API server over a scheme of
+// core/v1 alone (the client the store uses; protobuf where a request asks
+// for it) and the parameter codec for its list and watch options. hc, when
+// set, is the HTTP client to send through; otherwise one is made from cfg.
+func NewRESTClient(cfg *rest.Config, hc *http.Client) (*rest.RESTClient, runtime.ParameterCodec, error) {
 	sch := runtime.NewScheme()
 	if err := corev1.AddToScheme(sch); err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	metav1.AddToGroupVersion(sch, schema.GroupVersion{Version: "v1"})
 	cfg = rest.CopyConfig(cfg)
 	gv := corev1.SchemeGroupVersion
 	cfg.GroupVersion, cfg.APIPath = &gv, "/api"
 	cfg.NegotiatedSerializer = serializer.NewCodecFactory(sch).WithoutConversion()
-	cfg.UserAgent = userAgent
-	// A start-up list is paged: let its pages through client-side
-	// throttling at once (API Priority and Fairness protects the server).
-	cfg.QPS, cfg.Burst = 20, 100
-	c, err := rest.RESTClientFor(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+	var c *rest.RESTClient
+	var err error
+	if hc != nil {
+		c, err = rest.RESTClientForConfigAndClient(cfg, hc)
+	} else {
+		c, err = rest.RESTClientFor(cfg)
 	}
-	return &restAPI{c: c, pc: runtime.NewParameterCodec(sch)}, nil
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return c, runtime.NewParameterCodec(sch), nil
 }
 
 func (a *restAPI) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
