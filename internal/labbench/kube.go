@@ -20,7 +20,7 @@ package labbench
 //     system:masters (exempt from API Priority and Fairness) with client-side
 //     throttling off.
 //   - weftd runs in n3 with the ServiceAccount and ClusterRole of
-//     deploy/kube-weft.yml (cluster.ManifestRBAC), its own Node carrying a podCIDR, and
+//     deploy/kube-weft.yml (deploy.RBAC), its own Node carrying a podCIDR, and
 //     starts every time from a clean kernel and without its peer snapshot.
 //   - Each figure has a baseline from the same run: the join against the
 //     same objects written with batched netlink (the etcd part's), and
@@ -86,7 +86,7 @@ func (b *bench) startKube(ctx context.Context, bins kubeapi.Bins) (_ *kubeEnv, r
 		return nil, err
 	}
 	var rbac string
-	rbac, err = cluster.ManifestRBAC(deploy.Manifest)
+	rbac, err = deploy.RBAC()
 	if err != nil {
 		return nil, err
 	}

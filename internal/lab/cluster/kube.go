@@ -32,7 +32,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -148,7 +147,7 @@ func (c *Cluster) startKube(ctx context.Context) (retErr error) {
 		}
 		c.kube.st.Kubectl = bins.Kubectl
 	}
-	rbac, err := ManifestRBAC(deploy.Manifest)
+	rbac, err := deploy.RBAC()
 	if err != nil {
 		return err
 	}
@@ -184,29 +183,6 @@ func (c *Cluster) attachKube() error {
 	}
 	c.kube = k
 	return nil
-}
-
-// ManifestRBAC returns the manifest's Namespace, ServiceAccount, ClusterRole
-// and ClusterRoleBinding documents (the lab runs no DaemonSet: its weftd
-// processes are started directly).
-func ManifestRBAC(manifest string) (string, error) {
-	kindLine := regexp.MustCompile(`(?m)^kind:\s*(\S+)\s*$`)
-	var docs, kinds []string
-	for _, d := range strings.Split(manifest, "\n---\n") {
-		m := kindLine.FindStringSubmatch(d)
-		if m == nil {
-			continue
-		}
-		switch m[1] {
-		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding":
-			docs = append(docs, d)
-			kinds = append(kinds, m[1])
-		}
-	}
-	if len(docs) != 4 {
-		return "", fmt.Errorf("manifest: want a Namespace, ServiceAccount, ClusterRole and ClusterRoleBinding, found %v", kinds)
-	}
-	return strings.Join(docs, "\n---\n") + "\n", nil
 }
 
 // Kubectl runs kubectl as the admin, inside the switch namespace (the only

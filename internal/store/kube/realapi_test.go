@@ -14,44 +14,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/weft-net/weft/deploy"
 	"github.com/weft-net/weft/internal/kubeapi"
 	"github.com/weft-net/weft/internal/kubeapi/kubeapitest"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/store"
 )
 
-// flannelRBAC is kube-flannel.yml's ClusterRole, bound to a service
-// account: the store must work with exactly these permissions.
-const flannelRBAC = `
-apiVersion: v1
-kind: Namespace
-metadata: {name: kube-flannel}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: flannel, namespace: kube-flannel}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: flannel}
-rules:
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get]
-- apiGroups: [""]
-  resources: [nodes]
-  verbs: [get, list, watch]
-- apiGroups: [""]
-  resources: [nodes/status]
-  verbs: [patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: flannel}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: flannel}
-subjects:
-- {kind: ServiceAccount, name: flannel, namespace: kube-flannel}
----
+// flannelPod is the pod a kube-flannel DaemonSet runs on n1 (the store finds
+// its node through POD_NAME).
+const flannelPod = `
 apiVersion: v1
 kind: Pod
 metadata: {name: kube-flannel-ds-x, namespace: kube-flannel}
@@ -82,7 +54,11 @@ func TestRealAPIServer(t *testing.T) {
 	}
 	cp := kubeapitest.Start(t, kubeapi.Options{})
 	ctx := tctx(t)
-	if err := cp.Apply(ctx, flannelRBAC+"---\n"+nodeManifest("n1", nil)); err != nil {
+	rbac, err := deploy.RBAC() // kube-weft.yml's: the store must work with exactly these permissions
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Apply(ctx, rbac+"---\n"+flannelPod+"---\n"+nodeManifest("n1", nil)); err != nil {
 		t.Fatal(err)
 	}
 	saConf, err := cp.ServiceAccountKubeconfig(ctx, "kube-flannel", "flannel", 0)
