@@ -112,14 +112,23 @@ func testBadInput(t *testing.T, h Harness) {
 	if err != nil || l.Subnet.String() == "10.5.1.0/24" {
 		t.Fatalf("acquire got %v %v", l.Subnet, err)
 	}
+	// Two keys other than the one acquire picked at random: a bad value
+	// that was never a lease, and a new good lease.
+	var free []string
+	for _, k := range []string{"10.5.3.0-24", "10.5.4.0-24", "10.5.5.0-24"} {
+		if k != l.Key() {
+			free = append(free, k)
+		}
+	}
+	bad, added := free[0], free[1]
 	w := startWatch(t, s, list(t, s))
-	h.Put(t, "10.5.3.0-24", `{"PublicIP":`, false)
-	h.Put(t, "10.5.3.0-24", `{"PublicIP":`, false)
+	h.Put(t, bad, `{"PublicIP":`, false)
+	h.Put(t, bad, `{"PublicIP":`, false)
 	h.Put(t, "10.5.2.0-24", `[1,2]`, false) // a good lease turns bad: removed
-	h.Put(t, "10.5.4.0-24", `{"PublicIP":"192.168.10.4"}`, false)
-	wantEvents(t, w.next(2, waitEvents), "removed 10.5.2.0-24", "added 10.5.4.0-24")
-	if n := logs.count("10.5.3.0-24"); n != 1 {
-		t.Errorf("10.5.3.0-24 logged %d times, want once", n)
+	h.Put(t, added, `{"PublicIP":"192.168.10.4"}`, false)
+	wantEvents(t, w.next(2, waitEvents), "removed 10.5.2.0-24", "added "+added)
+	if n := logs.count(bad); n != 1 {
+		t.Errorf("%s logged %d times, want once", bad, n)
 	}
 }
 
