@@ -11,6 +11,7 @@ import (
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/netlinkx"
+	"github.com/weft-net/weft/internal/reconcile"
 	"github.com/weft-net/weft/internal/store"
 )
 
@@ -19,25 +20,75 @@ const retryAfterFailure = time.Second
 
 // initialSync lists the leases, computes every peer and does the first full
 // Sync (which also removes what belongs to leases that are gone). It returns
-// the snapshot the watch resumes from.
+// the snapshot the watch resumes from. With a store.StreamLister the peers
+// are programmed part by part while the list is still being read.
 func (dm *Daemon) initialSync(ctx context.Context) (store.Snapshot, error) {
 	t0 := time.Now()
-	snap, err := dm.d.Store.ListLeases(ctx)
+	// Adopt the kernel's objects before the list, Prune after it: nothing
+	// a previous run left is deleted before every lease is known.
+	if err := dm.rec.Adopt(); err != nil {
+		return store.Snapshot{}, fmt.Errorf("read the kernel's objects: %w", err)
+	}
+	var snap store.Snapshot
+	var st reconcile.Stats
+	var err error
+	if sl, ok := dm.d.Store.(store.StreamLister); ok {
+		snap, st, err = dm.streamList(ctx, sl)
+	} else {
+		snap, err = dm.d.Store.ListLeases(ctx)
+	}
 	if err != nil {
 		return store.Snapshot{}, fmt.Errorf("list leases: %w", err)
 	}
+	listed := time.Since(t0)
 	dm.forgetUnlisted(snap.Leases)
 	for _, l := range snap.Leases {
-		dm.putPeer(l)
+		if old, ok := dm.peers[l.Key()]; !ok || !old.Equal(l) {
+			dm.putPeer(l)
+		}
 	}
-	st, err := dm.rec.Sync(ctx)
+	pst, err := dm.rec.Prune(ctx)
 	if err != nil {
 		dm.log.Warn("initial sync left failures; retrying", "err", err)
 		dm.scheduleRetry()
 	}
-	dm.log.Info("programmed peers", "peers", len(dm.peers), "skipped", len(dm.bad), "added", st.Added,
-		"removed-stale", st.Deleted, "took", time.Since(t0).Round(time.Microsecond))
+	dm.log.Info("programmed peers", "peers", len(dm.peers), "skipped", len(dm.bad), "added", st.Added+pst.Added,
+		"removed-stale", pst.Deleted, "listed-in", listed.Round(time.Microsecond), "took", time.Since(t0).Round(time.Microsecond))
 	return snap, nil
+}
+
+// streamList lists the leases through sl and writes each part's peers while
+// the store reads the next.
+func (dm *Daemon) streamList(ctx context.Context, sl store.StreamLister) (store.Snapshot, reconcile.Stats, error) {
+	var st reconcile.Stats
+	parts := make(chan []lease.Lease, 4)
+	type result struct {
+		snap store.Snapshot
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer close(parts)
+		snap, err := sl.ListLeasesStream(ctx, func(part []lease.Lease) {
+			select {
+			case parts <- part:
+			case <-ctx.Done():
+			}
+		})
+		done <- result{snap, err}
+	}()
+	for part := range parts {
+		for _, l := range part {
+			dm.putPeer(l)
+		}
+		pst, err := dm.rec.Apply(ctx)
+		st.Added += pst.Added
+		if err != nil && ctx.Err() == nil {
+			dm.log.Warn("kernel writes failed; retrying after the list", "err", err)
+		}
+	}
+	r := <-done
+	return r.snap, st, r.err
 }
 
 // putPeer records a lease and its desired kernel objects.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sync"
 )
@@ -239,10 +240,37 @@ func (r *Reconciler) Apply(ctx context.Context) (Stats, error) {
 func (r *Reconciler) Sync(ctx context.Context) (Stats, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.adoptLocked(); err != nil {
+		return Stats{}, err
+	}
+	return r.pruneLocked(ctx)
+}
+
+// Adopt is the first half of Sync: it dumps the kernel objects in scope and
+// takes them as applied, deleting nothing. Apply after it writes only the
+// objects that are missing or differ, so that a start-up can program peers
+// as their leases arrive, without rewriting what a previous run left in
+// place, and Prune finishes the job once every lease is known.
+func (r *Reconciler) Adopt() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.adoptLocked()
+}
+
+// Prune is the second half of Sync, against the kernel state of the last
+// Adopt or Sync and the writes since: objects out of place are rewritten,
+// objects in scope that nobody wants are deleted, missing ones are added.
+func (r *Reconciler) Prune(ctx context.Context) (Stats, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pruneLocked(ctx)
+}
+
+func (r *Reconciler) adoptLocked() error {
 	cur := NewState()
 	routes, err := r.k.ListRoutes(r.scope.Networks)
 	if err != nil {
-		return Stats{}, fmt.Errorf("list routes: %w", err)
+		return fmt.Errorf("list routes: %w", err)
 	}
 	for _, rt := range routes {
 		if r.scope.ownsRoute(rt.Dst) {
@@ -252,30 +280,31 @@ func (r *Reconciler) Sync(ctx context.Context) (Stats, error) {
 	for _, link := range r.scope.Links {
 		neighs, err := r.k.ListNeighs(link)
 		if err != nil {
-			return Stats{}, fmt.Errorf("list neighbours of link %d: %w", link, err)
+			return fmt.Errorf("list neighbours of link %d: %w", link, err)
 		}
 		for _, n := range neighs {
 			cur.AddNeigh(n)
 		}
 		fdb, err := r.k.ListFDB(link)
 		if err != nil {
-			return Stats{}, fmt.Errorf("list fdb of link %d: %w", link, err)
+			return fmt.Errorf("list fdb of link %d: %w", link, err)
 		}
 		for _, f := range fdb {
 			cur.AddFDB(f)
 		}
 	}
 	r.applied = cur
+	maps.Copy(r.dirty.Routes, r.desired.Routes)
+	maps.Copy(r.dirty.Neighs, r.desired.Neighs)
+	maps.Copy(r.dirty.FDB, r.desired.FDB)
+	return nil
+}
+
+func (r *Reconciler) pruneLocked(ctx context.Context) (Stats, error) {
 	r.dirty = r.desired.clone()
-	for k, v := range cur.Routes {
-		r.dirty.Routes[k] = v
-	}
-	for k, v := range cur.Neighs {
-		r.dirty.Neighs[k] = v
-	}
-	for k, v := range cur.FDB {
-		r.dirty.FDB[k] = v
-	}
+	maps.Copy(r.dirty.Routes, r.applied.Routes)
+	maps.Copy(r.dirty.Neighs, r.applied.Neighs)
+	maps.Copy(r.dirty.FDB, r.applied.FDB)
 	return r.applyLocked(ctx)
 }
 

@@ -366,3 +366,49 @@ func TestParseMAC(t *testing.T) {
 		}
 	}
 }
+
+// Adopt, Apply per batch of peers and then Prune is a Sync spread over a
+// start-up: the batches write only what is missing or wrong, and nothing a
+// previous run left is deleted before Prune, when every peer is known.
+func TestAdoptApplyPrune(t *testing.T) {
+	ctx := context.Background()
+	k := newFake()
+	wrong := peer(3, vx)
+	wrong.Routes[0].Gw = netip.MustParseAddr("10.244.33.0")
+	k.st = union(peer(2, vx), wrong, peer(9, vx)) // 9: a node gone while weftd was down
+	r := newRec(k)
+	if err := r.Adopt(); err != nil {
+		t.Fatal(err)
+	}
+	if k.writes != 0 {
+		t.Fatalf("Adopt wrote %d objects", k.writes)
+	}
+	for _, batch := range [][]int{{2, 3}, {4}} {
+		for _, i := range batch {
+			r.SetPeer(fmt.Sprint(i), peer(i, vx))
+		}
+		st, err := r.Apply(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Deleted != 0 {
+			t.Fatalf("batch %v deleted %d objects before every peer was known", batch, st.Deleted)
+		}
+	}
+	if k.writes != 4 { // 3's route, 4's three objects
+		t.Errorf("the batches cost %d writes, want 4", k.writes)
+	}
+	if got, want := dump(k.st), dump(union(peer(2, vx), peer(3, vx), peer(4, vx), peer(9, vx))); got != want {
+		t.Fatalf("kernel before Prune =\n%s\nwant\n%s", got, want)
+	}
+	st, err := r.Prune(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Deleted != 3 || st.Added != 0 {
+		t.Errorf("Prune: %+v, want 3 deleted (peer 9), 0 added", st)
+	}
+	if got, want := dump(k.st), dump(union(peer(2, vx), peer(3, vx), peer(4, vx))); got != want {
+		t.Fatalf("kernel after Prune =\n%s\nwant\n%s", got, want)
+	}
+}

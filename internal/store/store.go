@@ -71,6 +71,20 @@ type Store interface {
 	WatchLeases(ctx context.Context, from Snapshot, out chan<- []lease.Event) error
 }
 
+// StreamLister is implemented by stores whose list is long enough to be
+// worth overlapping with the kernel writes it leads to (the Kubernetes store
+// reads thousands of Node objects). The daemon programs each part while
+// the next is read.
+type StreamLister interface {
+	// ListLeasesStream is ListLeases, and also calls part with the leases
+	// in batches as they are read, before it returns them all. part runs on
+	// ListLeasesStream's goroutine, so it may block to pace the list.
+	// When an attempt fails and the store lists again, part
+	// sees leases again, and may have seen leases the final Snapshot lacks:
+	// the Snapshot is what holds.
+	ListLeasesStream(ctx context.Context, part func([]lease.Lease)) (Snapshot, error)
+}
+
 // AcquireRequest is what a node asks for.
 type AcquireRequest struct {
 	// Config is the network configuration to allocate in.

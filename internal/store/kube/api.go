@@ -22,7 +22,11 @@ import (
 // Connect returns the real one; tests adapt client-go's fake clientset.
 type API interface {
 	GetNode(ctx context.Context, name string) (*corev1.Node, error)
-	ListNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error)
+	// ListNodes lists one page of Nodes, calling each with every Node as it
+	// is read, and returns the page's metadata. The Nodes may hold only
+	// metadata.name, resourceVersion and annotations, and spec.podCIDR(s);
+	// each may keep their fields but not the Node itself.
+	ListNodes(ctx context.Context, opts metav1.ListOptions, each func(*corev1.Node)) (metav1.ListMeta, error)
 	WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
 	// PatchNodeStatus sends a strategic merge patch to nodes/<name>/status.
 	PatchNodeStatus(ctx context.Context, name string, patch []byte) error
@@ -104,10 +108,15 @@ func (a *restAPI) GetNode(ctx context.Context, name string) (*corev1.Node, error
 	return n, err
 }
 
-func (a *restAPI) ListNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error) {
-	l := &corev1.NodeList{}
-	err := a.c.Get().UseProtobufAsDefault().Resource("nodes").VersionedParams(&opts, a.pc).Do(ctx).Into(l)
-	return l, err
+// ListNodes decodes the page as it arrives, into Nodes that hold only what
+// the store reads (nodelist.go).
+func (a *restAPI) ListNodes(ctx context.Context, opts metav1.ListOptions, each func(*corev1.Node)) (metav1.ListMeta, error) {
+	body, err := a.c.Get().UseProtobufAsDefault().Resource("nodes").VersionedParams(&opts, a.pc).Stream(ctx)
+	if err != nil {
+		return metav1.ListMeta{}, err
+	}
+	defer body.Close()
+	return decodeNodeList(body, each)
 }
 
 func (a *restAPI) WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/backend/hostgw"
@@ -99,10 +100,88 @@ func TestDaemonWaitsForPodCIDR(t *testing.T) {
 	})
 }
 
+// weftd's start on the kube store, its list streamed in parts (600 peers,
+// three parts) over a kernel a previous run left: a stale route (a Node
+// deleted while weftd was down) is removed, a wrong one rewritten, and every
+// peer's route is in place when the node is up. Needs root.
+func TestDaemonStreamedStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace")
+	}
+	nsName, nl := testNamespace(t)
+	const peers = 600
+	objs := []runtime.Object{kubeNode("n1", []string{"10.0.1.0/24"}, nil)}
+	for i := 2; i < peers+2; i++ {
+		objs = append(objs, kubeNode(fmt.Sprintf("n%d", i), []string{fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)},
+			map[string]string{"kube-subnet-manager": "true", "backend-type": "host-gw", "backend-data": "null",
+				"public-ip": fmt.Sprintf("192.168.77.%d", 2+i%250)}))
+	}
+	for _, r := range [][]string{
+		{"10.99.0.0/24", "via", "192.168.77.99"}, // stale: no Node holds it
+		{"10.0.2.0/24", "via", "192.168.77.200"}, // n2's, with the wrong gateway
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", nsName, "route", "add"}, r...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip route add %v: %v\n%s", r, err, out)
+		}
+	}
+	var logs logBuf
+	nc := mustNetConf(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"host-gw"}}`)
+	s := newTestStore(t, newFake(objs...), nc, logs.logger())
+	o := config.Defaults()
+	o.KubeSubnetMgr, o.NodeName, o.SubnetFile = true, "n1", filepath.Join(t.TempDir(), "subnet.env")
+	o.IPTablesForwardRules = false
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	up := make(chan struct{})
+	go func() {
+		done <- daemon.Run(ctx, o, daemon.Deps{Logger: logs.logger(), Store: s, Netlink: nl,
+			Backends: backend.Registry{config.BackendHostGW: hostgw.New},
+			Ready:    func(lease.Lease) { close(up) }})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	}()
+	select {
+	case <-up:
+	case err := <-done:
+		t.Fatalf("daemon stopped: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("not up after 30 s")
+	}
+	out, err := exec.Command("ip", "-n", nsName, "route", "show", "proto", "all").CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[1] == "via" {
+			routes[f[0]] = f[2]
+		}
+	}
+	for i := 2; i < peers+2; i++ {
+		dst, gw := fmt.Sprintf("10.%d.%d.0/24", i/256, i%256), fmt.Sprintf("192.168.77.%d", 2+i%250)
+		if routes[dst] != gw {
+			t.Fatalf("route %s via %q, want via %s", dst, routes[dst], gw)
+		}
+	}
+	if gw, ok := routes["10.99.0.0/24"]; ok {
+		t.Errorf("the stale route is still there (via %s)", gw)
+	}
+	if n := logs.count("programmed peers", fmt.Sprintf("peers=%d", peers), "removed-stale=1"); n != 1 {
+		t.Errorf("want one summary with %d peers and 1 stale route removed", peers)
+	}
+}
+
 // testNamespace makes a namespace with eth0 at 192.168.77.1/24 and a default
 // route, and returns its name and a netlink handle in it.
 func testNamespace(t *testing.T) (string, *netlinkx.Handle) {
-	name := fmt.Sprintf("wk-%d", os.Getpid())
+	name := fmt.Sprintf("wk-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	run := func(args ...string) {
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)

@@ -31,8 +31,15 @@ func (f *fakeAPI) GetNode(ctx context.Context, name string) (*corev1.Node, error
 	return f.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 }
 
-func (f *fakeAPI) ListNodes(ctx context.Context, opts metav1.ListOptions) (*corev1.NodeList, error) {
-	return f.cs.CoreV1().Nodes().List(ctx, opts)
+func (f *fakeAPI) ListNodes(ctx context.Context, opts metav1.ListOptions, each func(*corev1.Node)) (metav1.ListMeta, error) {
+	l, err := f.cs.CoreV1().Nodes().List(ctx, opts)
+	if err != nil {
+		return metav1.ListMeta{}, err
+	}
+	for i := range l.Items {
+		each(&l.Items[i])
+	}
+	return l.ListMeta, nil
 }
 
 func (f *fakeAPI) WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {

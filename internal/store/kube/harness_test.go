@@ -88,7 +88,7 @@ func (h *harness) assign(t *testing.T, name string) {
 	if hasPodCIDR(n) {
 		return
 	}
-	list, err := h.api.ListNodes(context.Background(), metav1.ListOptions{})
+	list, err := h.api.cs.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func (h *harness) Put(t *testing.T, name, value string, _ bool) {
 
 // find returns the Nodes named name or holding the lease key name.
 func (h *harness) find(t *testing.T, name string) []corev1.Node {
-	list, err := h.api.ListNodes(context.Background(), metav1.ListOptions{})
+	list, err := h.api.cs.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,9 @@ type Options struct {
 	SetNodeNetworkUnavailable bool
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
-	// PageSize is how many Nodes one list request returns; 0 means 100.
+	// PageSize is how many Nodes one list request asks for; 0 means 500,
+	// client-go's reflector's page. (An API server answering a list at
+	// resourceVersion "0" from its cache may send them all at once.)
 	PageSize int64
 	// RetryMin and RetryMax bound the backoff after API errors; 0 means
 	// 500 ms and 30 s.
@@ -62,8 +64,9 @@ type Store struct {
 }
 
 var (
-	_ store.Store   = (*Store)(nil)
-	_ store.Readier = (*Store)(nil)
+	_ store.Store        = (*Store)(nil)
+	_ store.Readier      = (*Store)(nil)
+	_ store.StreamLister = (*Store)(nil)
 )
 
 // New returns a store; it does no I/O.
@@ -84,7 +87,7 @@ func New(o Options) (*Store, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.PageSize <= 0 {
-		o.PageSize = 100
+		o.PageSize = 500
 	}
 	if o.RetryMin <= 0 {
 		o.RetryMin = 500 * time.Millisecond

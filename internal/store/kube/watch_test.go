@@ -129,7 +129,7 @@ func TestListPages(t *testing.T) {
 	api.cs.PrependReactor("list", "nodes", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		// Serve pages as the API server does, from the tracker's list.
 		opts := a.(k8stesting.ListActionImpl).ListOptions
-		calls = append(calls, fmt.Sprintf("limit=%d continue=%q", opts.Limit, opts.Continue))
+		calls = append(calls, fmt.Sprintf("rv=%q limit=%d continue=%q", opts.ResourceVersion, opts.Limit, opts.Continue))
 		all, err := api.cs.Tracker().List(corev1.SchemeGroupVersion.WithResource("nodes"), corev1.SchemeGroupVersion.WithKind("Node"), "")
 		if err != nil {
 			return true, nil, err
@@ -149,8 +149,38 @@ func TestListPages(t *testing.T) {
 	if err != nil || len(snap.Leases) != 25 || snap.Revision != 77 {
 		t.Fatalf("list: %d leases at %d, %v", len(snap.Leases), snap.Revision, err)
 	}
-	if got := strings.Join(calls, "; "); got != `limit=10 continue=""; limit=10 continue="10"; limit=10 continue="20"` {
+	// The first page from the API server's cache, as an informer's first
+	// list; a continue token carries its resourceVersion.
+	if got := strings.Join(calls, "; "); got != `rv="0" limit=10 continue=""; rv="" limit=10 continue="10"; rv="" limit=10 continue="20"` {
 		t.Errorf("requests %s", got)
+	}
+}
+
+// ListLeasesStream hands the leases over in parts of at most partSize as
+// they are read; together the parts are the snapshot.
+func TestListLeasesStream(t *testing.T) {
+	const n = 2*partSize + 40
+	var nodes []runtime.Object
+	for i := range n {
+		nodes = append(nodes, kubeNode(fmt.Sprintf("n%03d", i), []string{fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)},
+			peerAnn("192.168.1.1", mac1)))
+	}
+	nodes = append(nodes, kubeNode("bad", []string{"10.9.9.0/24"}, peerAnn("192.168.1.300", mac1)))
+	s := newTestStore(t, newFake(nodes...), mustNetConf(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`), nil)
+	var sizes []int
+	var streamed []string
+	snap, err := s.ListLeasesStream(tctx(t), func(part []lease.Lease) {
+		sizes = append(sizes, len(part))
+		streamed = append(streamed, keysOf(part)...)
+	})
+	if err != nil || len(snap.Leases) != n {
+		t.Fatalf("list: %d leases, %v", len(snap.Leases), err)
+	}
+	if fmt.Sprint(sizes) != fmt.Sprint([]int{partSize, partSize, 40}) {
+		t.Errorf("parts of %v leases, want %d, %d, 40", sizes, partSize, partSize)
+	}
+	if strings.Join(streamed, " ") != strings.Join(keysOf(snap.Leases), " ") {
+		t.Errorf("the parts are not the snapshot")
 	}
 }
 
