@@ -3,8 +3,10 @@ package lease
 import (
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // golden is the value SPEC.md gives for a vxlan lease.
@@ -136,4 +138,47 @@ func pstr(p netip.Prefix) string {
 		return ""
 	}
 	return p.String()
+}
+
+// Hash digests exactly what Equal compares: equal leases hash alike (Node
+// is not part of either), and a change in any compared field changes it.
+func TestHash(t *testing.T) {
+	seed := maphash.MakeSeed()
+	base := Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:1::/64"),
+		Attrs: Attrs{PublicIP: netip.MustParseAddr("192.168.1.1"), PublicIPv6: netip.MustParseAddr("fd99::1"),
+			BackendType: "vxlan", BackendData: json.RawMessage(`{"VNI":1}`), BackendV6Data: json.RawMessage(`{"VNI":2}`)},
+		Expiration: time.Unix(1800000000, 5), Node: "a"}
+	same := base
+	same.Node = "b"
+	same.Attrs.BackendData = append(json.RawMessage(nil), base.Attrs.BackendData...)
+	same.Expiration = base.Expiration.In(time.FixedZone("x", 3600))
+	if !same.Equal(base) || same.Hash(seed) != base.Hash(seed) {
+		t.Fatalf("equal leases hash differently")
+	}
+	variants := map[string]func(*Lease){
+		"subnet":       func(l *Lease) { l.Subnet = netip.MustParsePrefix("10.244.2.0/24") },
+		"no v6 subnet": func(l *Lease) { l.IPv6Subnet = netip.Prefix{} },
+		"public ip":    func(l *Lease) { l.Attrs.PublicIP = netip.MustParseAddr("192.168.1.2") },
+		"public ipv6":  func(l *Lease) { l.Attrs.PublicIPv6 = netip.Addr{} },
+		"type":         func(l *Lease) { l.Attrs.BackendType = "host-gw" },
+		"data":         func(l *Lease) { l.Attrs.BackendData = json.RawMessage(`{"VNI":3}`) },
+		"data moved": func(l *Lease) {
+			l.Attrs.BackendData, l.Attrs.BackendV6Data = nil, json.RawMessage(`{"VNI":1}{"VNI":2}`)
+		},
+		"type and data": func(l *Lease) { l.Attrs.BackendType, l.Attrs.BackendData = `vxlan{"VNI":1}`, nil },
+		"v6 data":       func(l *Lease) { l.Attrs.BackendV6Data = nil },
+		"expiration":    func(l *Lease) { l.Expiration = l.Expiration.Add(time.Nanosecond) },
+		"no expiration": func(l *Lease) { l.Expiration = time.Time{} },
+		"reservation":   func(l *Lease) { l.Reservation = true },
+	}
+	for name, change := range variants {
+		l := base
+		change(&l)
+		if l.Equal(base) {
+			t.Fatalf("%s: the variant is Equal", name)
+		}
+		if l.Hash(seed) == base.Hash(seed) {
+			t.Errorf("%s: same hash", name)
+		}
+	}
 }

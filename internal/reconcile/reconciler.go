@@ -69,10 +69,12 @@ type Reconciler struct {
 	desired State              // the union of peers
 	applied State              // what we know is in the kernel
 	dirty   State              // keys to look at in the next pass (values unused)
-	refs    refs               // how many peers want each object key
+	shared  refs               // keys more than one peer wants: how many more
 }
 
-// refs counts, per object key, the peers that want it.
+// refs counts, per object key, the peers beyond the first that want it.
+// Only a bad writer's duplicate subnets make one, so at thousands of peers
+// the maps stay empty instead of holding a count per object.
 type refs struct {
 	routes map[netip.Prefix]int32
 	neighs map[neighKey]int32
@@ -82,7 +84,7 @@ type refs struct {
 // New returns a Reconciler that has applied nothing yet; call Sync first.
 func New(k Kernel, log *slog.Logger) *Reconciler {
 	return &Reconciler{k: k, log: log, peers: map[string]Objects{}, desired: NewState(), applied: NewState(), dirty: NewState(),
-		refs: refs{routes: map[netip.Prefix]int32{}, neighs: map[neighKey]int32{}, fdb: map[fdbKey]int32{}}}
+		shared: refs{routes: map[netip.Prefix]int32{}, neighs: map[neighKey]int32{}, fdb: map[fdbKey]int32{}}}
 }
 
 // SetScope sets which kernel objects are weft's (used by Sync).
@@ -103,21 +105,21 @@ func (r *Reconciler) SetPeer(key string, objs Objects) {
 	}
 	r.peers[key] = objs
 	for _, v := range objs.Routes {
+		share(r.shared.routes, r.desired.Routes, v.Dst)
 		r.desired.Routes[v.Dst] = v
 		r.dirty.Routes[v.Dst] = v
-		r.refs.routes[v.Dst]++
 	}
 	for _, v := range objs.Neighs {
 		k := neighKey{v.LinkIndex, v.IP}
+		share(r.shared.neighs, r.desired.Neighs, k)
 		r.desired.Neighs[k] = v
 		r.dirty.Neighs[k] = v
-		r.refs.neighs[k]++
 	}
 	for _, v := range objs.FDB {
 		k := fdbKey{v.LinkIndex, v.MAC}
+		share(r.shared.fdb, r.desired.FDB, k)
 		r.desired.FDB[k] = v
 		r.dirty.FDB[k] = v
-		r.refs.fdb[k]++
 	}
 }
 
@@ -139,7 +141,7 @@ func (r *Reconciler) removePeerLocked(key string) {
 	for _, v := range old.Routes {
 		k := v.Dst
 		r.dirty.Routes[k] = v
-		if unref(r.refs.routes, k) {
+		if unref(r.shared.routes, k) {
 			delete(r.desired.Routes, k)
 		} else if r.desired.Routes[k] == v {
 			r.desired.Routes[k] = r.otherLocked(func(o Objects) (Route, bool) { return find(o.Routes, func(x Route) bool { return x.Dst == k }) })
@@ -148,7 +150,7 @@ func (r *Reconciler) removePeerLocked(key string) {
 	for _, v := range old.Neighs {
 		k := neighKey{v.LinkIndex, v.IP}
 		r.dirty.Neighs[k] = v
-		if unref(r.refs.neighs, k) {
+		if unref(r.shared.neighs, k) {
 			delete(r.desired.Neighs, k)
 		} else if r.desired.Neighs[k] == v {
 			r.desired.Neighs[k] = r.otherNeighLocked(k)
@@ -157,7 +159,7 @@ func (r *Reconciler) removePeerLocked(key string) {
 	for _, v := range old.FDB {
 		k := fdbKey{v.LinkIndex, v.MAC}
 		r.dirty.FDB[k] = v
-		if unref(r.refs.fdb, k) {
+		if unref(r.shared.fdb, k) {
 			delete(r.desired.FDB, k)
 		} else if r.desired.FDB[k] == v {
 			r.desired.FDB[k] = r.otherFDBLocked(k)
@@ -165,12 +167,24 @@ func (r *Reconciler) removePeerLocked(key string) {
 	}
 }
 
-// unref drops one reference and reports whether none is left.
-func unref[K comparable](m map[K]int32, k K) bool {
-	m[k]--
-	if m[k] <= 0 {
-		delete(m, k)
+// share counts one more peer wanting key k when another already does
+// (desired holds it).
+func share[K comparable, V any](shared map[K]int32, desired map[K]V, k K) {
+	if _, ok := desired[k]; ok {
+		shared[k]++
+	}
+}
+
+// unref drops one peer's want of k and reports whether none is left.
+func unref[K comparable](shared map[K]int32, k K) bool {
+	n, ok := shared[k]
+	switch {
+	case !ok:
 		return true
+	case n <= 1:
+		delete(shared, k)
+	default:
+		shared[k] = n - 1
 	}
 	return false
 }

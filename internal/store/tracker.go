@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"sync"
 
@@ -11,28 +13,52 @@ import (
 
 // Tracker is the set of leases a watcher has sent, by key. It turns store
 // changes and re-lists into events, dropping updates that change nothing, so
-// a watcher never sends the same state twice. It is not safe for concurrent
-// use.
+// a watcher never sends the same state twice. It remembers each lease by its
+// subnets and a digest of its value (lease.Hash), not the whole lease: the
+// daemon holds the leases, and at thousands of peers a second copy would be
+// a tenth of weftd's heap. A Removed event therefore carries only the
+// lease's subnets. It is not safe for concurrent use.
 type Tracker struct {
-	known map[string]lease.Lease
+	seed  maphash.Seed
+	known map[string]tracked
+}
+
+// tracked is what a Tracker keeps of one lease.
+type tracked struct {
+	hash   uint64
+	v4, v6 netip.Prefix
+	node   string // lease.Node
 }
 
 // NewTracker starts from the leases already sent.
 func NewTracker(leases []lease.Lease) *Tracker {
-	t := &Tracker{known: make(map[string]lease.Lease, len(leases))}
+	t := &Tracker{seed: maphash.MakeSeed(), known: make(map[string]tracked, len(leases))}
 	for _, l := range leases {
-		t.known[l.Key()] = l
+		t.known[l.Key()] = t.track(l)
 	}
 	return t
+}
+
+func (t *Tracker) track(l lease.Lease) tracked {
+	return tracked{hash: l.Hash(t.seed), v4: l.Subnet, v6: l.IPv6Subnet, node: l.Node}
+}
+
+// Node returns the Node of the lease sent at key (lease.Node, which only
+// names Nodes in stores that know them), and whether one was sent.
+func (t *Tracker) Node(key string) (string, bool) {
+	tr, ok := t.known[key]
+	return tr.node, ok
 }
 
 // Put records a valid lease at key and returns the event to send, if any.
 func (t *Tracker) Put(l lease.Lease) (lease.Event, bool) {
 	k := l.Key()
-	if old, ok := t.known[k]; ok && old.Equal(l) {
-		return lease.Event{}, false
+	tr := t.track(l)
+	old, ok := t.known[k]
+	t.known[k] = tr
+	if ok && old.hash == tr.hash {
+		return lease.Event{}, false // the Node may differ; Equal ignores it
 	}
-	t.known[k] = l
 	return lease.Event{Type: lease.Added, Lease: l}, true
 }
 
@@ -43,7 +69,7 @@ func (t *Tracker) Remove(key string) (lease.Event, bool) {
 		return lease.Event{}, false
 	}
 	delete(t.known, key)
-	return lease.Event{Type: lease.Removed, Lease: old}, true
+	return lease.Event{Type: lease.Removed, Lease: lease.Lease{Subnet: old.v4, IPv6Subnet: old.v6}}, true
 }
 
 // Reset replaces the known set by a full list and returns the difference:

@@ -68,12 +68,18 @@
 // # Design notes
 //
 //   - Memory: kube-flannel.yml gives flanneld 50 MiB. The store keeps no
-//     cache of Nodes: ListLeases lists PageSize Nodes per request (a page of
-//     full objects is the most ever decoded at once), and every Node, listed
-//     or watched, is stripped at once to its name, podCIDRs and the
-//     prefix's annotations and turned into a lease. A watch keeps only the
-//     leases it sent and which Node holds each (store.Tracker and two maps
-//     of names), about 300 bytes per Node (TestMemoryPerNode).
+//     cache of Nodes. A list is decoded as it arrives, one Node at a time,
+//     into a Node holding only its name, annotations and podCIDRs
+//     (nodelist.go; client-go would decode every Node whole, ~6 KB of status
+//     and managedFields each), and turned into a lease at once; a watch
+//     event's Node is stripped the same way. The listed leases are the
+//     snapshot (~315 bytes per Node, TestMemoryPerNode); a watch then keeps
+//     a digest, the subnets and the Node of each lease it sent
+//     (store.Tracker) and a map from Node name to lease key.
+//   - Start-up time: the first list reads at resourceVersion "0", from the
+//     API server's watch cache, as an informer's does, and hands its leases
+//     over in parts (ListLeasesStream) so that the daemon writes the first
+//     peers' routes while the rest are still on the wire.
 //   - Binary size: the client is client-go's REST client over a scheme of
 //     core/v1 alone (api.go), speaking protobuf. client-go's typed core/v1
 //     client would link every API group (kubernetes/scheme), apply

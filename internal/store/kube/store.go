@@ -56,11 +56,9 @@ type Store struct {
 	warn onceSet
 
 	mu       sync.Mutex
-	nodeName string            // resolved node name; guarded by mu
-	waited   bool              // a podCIDR was found missing once; guarded by mu
-	names    map[string]string // lease key -> Node name at namesRev; guarded by mu
-	namesRev int64             // guarded by mu
-	cfg      *config.NetConf   // the config of the last AcquireLease; guarded by mu
+	nodeName string          // resolved node name; guarded by mu
+	waited   bool            // a podCIDR was found missing once; guarded by mu
+	cfg      *config.NetConf // the config of the last AcquireLease; guarded by mu
 }
 
 var (

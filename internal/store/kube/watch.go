@@ -59,9 +59,6 @@ func (s *Store) ListLeasesStream(ctx context.Context, part func([]lease.Lease)) 
 		return store.Snapshot{}, err
 	}
 	rev, _ := strconv.ParseInt(set.rv, 10, 64)
-	s.mu.Lock()
-	s.names, s.namesRev = set.owner, rev // for a WatchLeases from this snapshot
-	s.mu.Unlock()
 	return store.Snapshot{Leases: set.leases, Revision: rev}, nil
 }
 
@@ -151,15 +148,15 @@ func dupError(key, other string) error {
 // after disconnects from the last resourceVersion it saw (retrying with
 // backoff while the API server is unreachable), and when that history has
 // expired (410 Gone) lists again and sends the difference from what it had
-// sent. A zero Snapshot, or one another call of ListLeases superseded,
-// starts with such a list. It returns only when ctx ends.
+// sent. A zero Snapshot, or one whose leases do not name their Nodes (not
+// ListLeases'), starts with such a list. It returns only when ctx ends.
 func (s *Store) WatchLeases(ctx context.Context, from store.Snapshot, out chan<- []lease.Event) error {
 	cfg, err := s.config(ctx)
 	if err != nil {
 		return err
 	}
 	w := &watcher{s: s, cfg: cfg, out: out, tr: store.NewTracker(from.Leases)}
-	if !w.adopt(s.takeNames(from.Revision), from) {
+	if !w.adopt(from) {
 		if err := w.relist(ctx); err != nil {
 			return err
 		}
@@ -167,45 +164,31 @@ func (s *Store) WatchLeases(ctx context.Context, from store.Snapshot, out chan<-
 	return w.run(ctx)
 }
 
-// takeNames returns (and forgets) the Node names of ListLeases' last list
-// when it is at rev.
-func (s *Store) takeNames(rev int64) map[string]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if rev == 0 || s.namesRev != rev {
-		return nil
-	}
-	names := s.names
-	s.names, s.namesRev = nil, 0
-	return names
-}
-
-// watcher is one WatchLeases call's state: what it has sent (tr) and which
-// Node holds each lease sent, so that a Node that is deleted, loses its
-// annotations or turns malformed removes its own lease and nobody else's.
+// watcher is one WatchLeases call's state: what it has sent and which Node
+// holds each lease sent (tr, and byName the other way), so that a Node that
+// is deleted, loses its annotations or turns malformed removes its own lease
+// and nobody else's.
 type watcher struct {
 	s   *Store
 	cfg *config.NetConf
 	out chan<- []lease.Event
 	tr  *store.Tracker
 
-	owner  map[string]string // lease key -> Node name
 	byName map[string]string // Node name -> lease key
 	rv     string            // where the watch resumes
 }
 
-// adopt starts from a snapshot whose Node names are known.
-func (w *watcher) adopt(names map[string]string, from store.Snapshot) bool {
-	if names == nil {
+// adopt starts from a snapshot whose leases name their Nodes.
+func (w *watcher) adopt(from store.Snapshot) bool {
+	if from.Revision == 0 {
 		return false
 	}
-	w.owner, w.byName = make(map[string]string, len(from.Leases)), make(map[string]string, len(from.Leases))
+	w.byName = make(map[string]string, len(from.Leases))
 	for _, l := range from.Leases {
-		name, ok := names[l.Key()]
-		if !ok {
+		if l.Node == "" {
 			return false
 		}
-		w.owner[l.Key()], w.byName[name] = name, l.Key()
+		w.byName[l.Node] = l.Key()
 	}
 	w.rv = strconv.FormatInt(from.Revision, 10)
 	return true
@@ -220,7 +203,7 @@ func (w *watcher) relist(ctx context.Context) error {
 		return err
 	}
 	evs := w.tr.Reset(set.leases)
-	w.owner, w.byName, w.rv = set.owner, make(map[string]string, len(set.owner)), set.rv
+	w.byName, w.rv = make(map[string]string, len(set.owner)), set.rv
 	for k, name := range set.owner {
 		w.byName[name] = k
 	}
@@ -335,7 +318,7 @@ func (w *watcher) handle(ev watch.Event, batch []lease.Event) ([]lease.Event, er
 func (w *watcher) put(n node, batch []lease.Event) []lease.Event {
 	l, err := w.s.k.parseNode(w.cfg, n)
 	if err == nil {
-		if other, taken := w.owner[l.Key()]; taken && other != n.Name {
+		if other, taken := w.tr.Node(l.Key()); taken && other != n.Name {
 			err = dupError(l.Key(), other)
 		}
 	}
@@ -346,7 +329,7 @@ func (w *watcher) put(n node, batch []lease.Event) []lease.Event {
 	if !ok {
 		return batch
 	}
-	w.owner[l.Key()], w.byName[n.Name] = n.Name, l.Key()
+	w.byName[n.Name] = l.Key()
 	if ev, send := w.tr.Put(l); send {
 		batch = append(batch, ev)
 	}
@@ -360,7 +343,6 @@ func (w *watcher) forget(name string, batch []lease.Event) []lease.Event {
 		return batch
 	}
 	delete(w.byName, name)
-	delete(w.owner, key)
 	if ev, ok := w.tr.Remove(key); ok {
 		batch = append(batch, ev)
 	}

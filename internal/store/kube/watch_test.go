@@ -293,7 +293,7 @@ func TestWatchNodeWithoutAnnotations(t *testing.T) {
 // Events already queued when one arrives go out in one batch.
 func TestWatchFoldsBursts(t *testing.T) {
 	s := newTestStore(t, newFake(), mustNetConf(t, netConfV4), nil)
-	w := &watcher{s: s, cfg: s.o.NetConf, tr: store.NewTracker(nil), owner: map[string]string{}, byName: map[string]string{}}
+	w := &watcher{s: s, cfg: s.o.NetConf, tr: store.NewTracker(nil), byName: map[string]string{}}
 	ch := make(chan watch.Event, 8)
 	for i := 2; i <= 4; i++ {
 		ch <- watch.Event{Type: watch.Added, Object: kubeNode(fmt.Sprint("n", i), []string{fmt.Sprintf("10.244.%d.0/24", i)}, peerAnn("192.168.1.1", mac1))}
