@@ -292,7 +292,18 @@ func AddrFromIP(ip net.IP) netip.Addr {
 	return a.Unmap()
 }
 
-// ReplaceBlackhole installs a blackhole route for p (--ip-blackhole-route).
+// BlackholeMetric is the metric of the --ip-blackhole-route route: above
+// the kernel's prefix routes (IPv4 0, IPv6 256) and the default user route
+// metric (IPv6 1024), so the bridge's route to the node's own pods (cni0's
+// <subnet>.1/24) wins while it exists and the blackhole only catches the
+// subnet's traffic when it does not. At metric 0 a replace would take the
+// place of cni0's route (same destination and metric), and the node would
+// drop its own pods' traffic.
+const BlackholeMetric = 4095
+
+// ReplaceBlackhole installs a blackhole route for p (--ip-blackhole-route),
+// at BlackholeMetric.
 func (h *Handle) ReplaceBlackhole(p netip.Prefix) error {
-	return h.h.RouteReplace(&netlink.Route{Dst: IPNet(p), Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol})
+	return h.h.RouteReplace(&netlink.Route{Dst: IPNet(p), Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN,
+		Protocol: RouteProtocol, Priority: BlackholeMetric})
 }
