@@ -105,7 +105,7 @@ func encode(w reconcile.Write) ([]byte, uint32) {
 	newType, delType := uint16(unix.RTM_NEWNEIGH), uint16(unix.RTM_DELNEIGH)
 	switch w.Op {
 	case reconcile.OpReplaceRoute, reconcile.OpDeleteRoute:
-		body, newType, delType = routeBody(w.Route), unix.RTM_NEWROUTE, unix.RTM_DELROUTE
+		body, newType, delType = routeBody(w.Route, w.Op.IsDelete()), unix.RTM_NEWROUTE, unix.RTM_DELROUTE
 	case reconcile.OpSetNeigh, reconcile.OpDeleteNeigh:
 		body = neighBody(w.Neigh)
 	case reconcile.OpSetFDB, reconcile.OpDeleteFDB:
@@ -153,8 +153,17 @@ func u32(v uint32) []byte {
 }
 
 // routeBody is struct rtmsg and its attributes, as RouteReplace sends them.
-func routeBody(r reconcile.Route) []byte {
+// routeBody is the rtmsg and attributes of r. A route weft writes carries
+// its protocol (RouteProtocol); a delete carries none, since the kernel
+// matches a given protocol: the routes the reconciler removes include ones
+// weft did not write (flannel's, proto boot, left by nodes deleted while
+// no daemon ran), and a delete naming protocol 87 left those in place.
+func routeBody(r reconcile.Route, del bool) []byte {
 	dst := r.Dst.Masked()
+	proto := uint8(RouteProtocol)
+	if del {
+		proto = unix.RTPROT_UNSPEC
+	}
 	scope, rflags := uint8(unix.RT_SCOPE_UNIVERSE), uint32(0)
 	if !r.Gw.IsValid() {
 		scope = unix.RT_SCOPE_LINK
@@ -162,7 +171,7 @@ func routeBody(r reconcile.Route) []byte {
 	if r.OnLink {
 		rflags = unix.RTNH_F_ONLINK
 	}
-	b := []byte{family(dst.Addr().Is6()), uint8(dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, uint8(RouteProtocol), scope, unix.RTN_UNICAST}
+	b := []byte{family(dst.Addr().Is6()), uint8(dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, proto, scope, unix.RTN_UNICAST}
 	b = append(b, u32(rflags)...)
 	b = attr(b, unix.RTA_DST, dst.Addr().AsSlice())
 	if r.Gw.IsValid() {

@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/internal/reconcile"
 )
@@ -116,5 +118,30 @@ func TestWriteBatch(t *testing.T) {
 		if (i == 4) != (err != nil) {
 			t.Errorf("write %d (%s): %v", i, ws[i], err)
 		}
+	}
+}
+
+// A route weft did not write (proto boot: flannel's, or `ip route add`'s)
+// is deleted by the reconciler's delete, which names no protocol; a
+// delete naming weft's protocol got "no such process", which the batch
+// takes for "already gone", and the route stayed.
+func TestDeleteRouteOfAnotherProtocol(t *testing.T) {
+	h, link := testNS(t)
+	dst := netip.MustParsePrefix("10.244.99.0/24")
+	if err := h.Raw().RouteAdd(&netlink.Route{Dst: IPNet(dst), Gw: dst.Addr().AsSlice(), LinkIndex: link,
+		Flags: int(netlink.FLAG_ONLINK), Protocol: unix.RTPROT_BOOT}); err != nil {
+		t.Fatal(err)
+	}
+	routes, err := h.ListRoutes([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")})
+	if err != nil || len(routes) != 1 {
+		t.Fatalf("routes before: %+v, %v", routes, err)
+	}
+	for _, err := range h.WriteBatch([]reconcile.Write{{Op: reconcile.OpDeleteRoute, Route: routes[0]}}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if routes, _ := h.ListRoutes([]netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}); len(routes) != 0 {
+		t.Errorf("the proto boot route survived its delete: %+v", routes)
 	}
 }

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/weft-net/weft/internal/backend"
@@ -103,7 +105,9 @@ func TestDaemonWaitsForPodCIDR(t *testing.T) {
 // weftd's start on the kube store, its list streamed in parts (600 peers,
 // three parts) over a kernel a previous run left: a stale route (a Node
 // deleted while weftd was down) is removed, a wrong one rewritten, and every
-// peer's route is in place when the node is up. Needs root.
+// peer's route is in place when the node is up. The first list breaks off
+// after 400 Nodes (the first part programmed), and one Node of that part is
+// deleted before the store lists again: its route goes too. Needs root.
 func TestDaemonStreamedStart(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace")
@@ -126,7 +130,8 @@ func TestDaemonStreamedStart(t *testing.T) {
 	}
 	var logs logBuf
 	nc := mustNetConf(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"host-gw"}}`)
-	s := newTestStore(t, newFake(objs...), nc, logs.logger())
+	api := &cutList{fakeAPI: newFake(objs...), t: t, after: 400}
+	s := newTestStore(t, api, nc, logs.logger())
 	o := config.Defaults()
 	o.KubeSubnetMgr, o.NodeName, o.SubnetFile = true, "n1", filepath.Join(t.TempDir(), "subnet.env")
 	o.IPTablesForwardRules = false
@@ -166,16 +171,56 @@ func TestDaemonStreamedStart(t *testing.T) {
 	}
 	for i := 2; i < peers+2; i++ {
 		dst, gw := fmt.Sprintf("10.%d.%d.0/24", i/256, i%256), fmt.Sprintf("192.168.77.%d", 2+i%250)
+		if fmt.Sprintf("n%d", i) == api.victim {
+			gw = ""
+		}
 		if routes[dst] != gw {
-			t.Fatalf("route %s via %q, want via %s", dst, routes[dst], gw)
+			t.Fatalf("route %s via %q, want %q (node %s deleted between the two lists)", dst, routes[dst], gw, api.victim)
 		}
 	}
+	if n := logs.count("list nodes failed; retrying"); n != 1 {
+		t.Errorf("%d list retries logged, want 1", n)
+	}
 	if gw, ok := routes["10.99.0.0/24"]; ok {
-		t.Errorf("the stale route is still there (via %s)", gw)
+		t.Errorf("the stale route is still there (via %s):\n%s", gw, out)
 	}
-	if n := logs.count("programmed peers", fmt.Sprintf("peers=%d", peers), "removed-stale=1"); n != 1 {
-		t.Errorf("want one summary with %d peers and 1 stale route removed", peers)
+	if n := logs.count("programmed peers", fmt.Sprintf("peers=%d", peers-1), "removed-stale=2"); n != 1 {
+		t.Errorf("want one summary with %d peers and 2 stale routes removed", peers-1)
 	}
+}
+
+// cutList is the fake API whose first list of Nodes breaks off after the
+// first after Nodes; before it fails, one of them (victim) is deleted.
+type cutList struct {
+	*fakeAPI
+	t      *testing.T
+	after  int
+	cut    bool
+	victim string
+}
+
+func (c *cutList) ListNodes(ctx context.Context, opts metav1.ListOptions, each func(*corev1.Node)) (metav1.ListMeta, error) {
+	if c.cut {
+		return c.fakeAPI.ListNodes(ctx, opts, each)
+	}
+	c.cut = true
+	var sent []string
+	if _, err := c.fakeAPI.ListNodes(ctx, opts, func(n *corev1.Node) {
+		if len(sent) < c.after {
+			sent = append(sent, n.Name)
+			each(n)
+		}
+	}); err != nil {
+		return metav1.ListMeta{}, err
+	}
+	for _, name := range sent[10:] { // a Node of the first part of 256 leases
+		if name != "n1" {
+			c.victim = name
+			break
+		}
+	}
+	c.fakeAPI.del(c.t, c.victim)
+	return metav1.ListMeta{}, errors.New("connection reset by peer (the test's)")
 }
 
 // testNamespace makes a namespace with eth0 at 192.168.77.1/24 and a default
