@@ -142,9 +142,7 @@ func (dm *Daemon) start(ctx context.Context) error {
 		dm.removePeer(dm.own.Key())
 		dm.replayPeers()
 	}
-	if err := dm.blackhole(); err != nil {
-		return err
-	}
+	dm.setNodeObjects() // written by the first sync
 	if dm.d.NewRules != nil && (dm.o.IPMasq || dm.o.IPTablesForwardRules) {
 		if dm.rules, err = dm.d.NewRules(dm.nc); err != nil {
 			return fmt.Errorf("masquerade rules: %w", err)
@@ -300,16 +298,25 @@ func (dm *Daemon) scope() reconcile.Scope {
 	return reconcile.Scope{Networks: dm.networks(), Own: dm.ownSubnets(), Links: dm.be.Links()}
 }
 
-func (dm *Daemon) blackhole() error {
-	if !dm.o.IPBlackholeRoute {
-		return nil
-	}
-	for _, s := range dm.ownSubnets() {
-		if err := dm.nl.ReplaceBlackhole(s); err != nil {
-			return fmt.Errorf("blackhole route %s: %w", s, err)
+// nodeObjects is the reconciler's key for the node's own kernel objects
+// (no lease key starts with a NUL).
+const nodeObjects = "\x00node"
+
+// setNodeObjects gives the reconciler the node's own objects, as desired
+// state like a peer's: the --ip-blackhole-route route of each own subnet,
+// repaired when someone deletes it and moved when the own lease changes.
+func (dm *Daemon) setNodeObjects() {
+	var objs reconcile.Objects
+	if dm.o.IPBlackholeRoute {
+		for _, s := range dm.ownSubnets() {
+			objs.Routes = append(objs.Routes, reconcile.Route{Dst: s.Masked(), Blackhole: true})
 		}
 	}
-	return nil
+	if objs.Len() == 0 {
+		dm.rec.RemovePeer(nodeObjects)
+		return
+	}
+	dm.rec.SetPeer(nodeObjects, objs)
 }
 
 func (dm *Daemon) writeSubnetFile() error {

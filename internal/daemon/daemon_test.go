@@ -237,7 +237,8 @@ func TestRepairAfterNotificationBurst(t *testing.T) {
 // --ip-blackhole-route on a node whose bridge already holds its subnet (a
 // restart with pods running): the node still reaches its pods through the
 // bridge, and the blackhole catches the subnet only once the bridge's route
-// is gone. (At the bridge's metric the blackhole replaced its route.)
+// is gone (at the bridge's metric the blackhole replaced its route). The
+// route is desired state: repaired when deleted, removed when the flag is.
 func TestBlackholeRouteKeepsTheBridgeRoute(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
 	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
@@ -261,8 +262,23 @@ func TestBlackholeRouteKeepsTheBridgeRoute(t *testing.T) {
 		!strings.Contains(got, "metric 4095") {
 		t.Fatalf("blackhole routes: %q", got)
 	}
+	// The blackhole is desired state: deleted by hand, it is back within 1 s.
+	sh(t, "ip", "-n", n.name, "route", "del", "blackhole", own.String(), "metric", "4095")
+	took := eventually(t, time.Second, "the blackhole route back", func() bool {
+		return strings.Contains(sh(t, "ip", "-n", n.name, "route", "show", "type", "blackhole"), own.String())
+	})
+	t.Logf("blackhole route back %v after its deletion", took)
+	if got := sh(t, "ip", "-n", n.name, "route", "get", pod); !strings.Contains(got, "dev cni0") {
+		t.Fatalf("route to a pod after the repair: %q, want via cni0", got)
+	}
 	sh(t, "ip", "-n", n.name, "addr", "flush", "dev", "cni0")
 	if out, err := exec.Command("ip", "-n", n.name, "route", "get", pod).CombinedOutput(); err == nil {
 		t.Errorf("with the bridge's route gone the pod address still routes: %s", out)
+	}
+	// A stop leaves it; a restart without the flag removes it.
+	d.stop(t)
+	startDaemon(t, n, c, file)
+	if got := sh(t, "ip", "-n", n.name, "route", "show", "type", "blackhole"); got != "" {
+		t.Errorf("blackhole routes after a restart without --ip-blackhole-route: %q", got)
 	}
 }

@@ -124,11 +124,13 @@ func (dm *Daemon) removePeer(key string) {
 	}
 }
 
-// replayPeers recomputes every peer (device indices changed).
+// replayPeers recomputes every peer and the node's own objects (device
+// indices or the own subnets changed).
 func (dm *Daemon) replayPeers() {
 	for _, key := range dm.rec.Peers() {
 		dm.rec.RemovePeer(key)
 	}
+	dm.setNodeObjects()
 	for _, l := range dm.peers {
 		dm.putPeer(l)
 	}

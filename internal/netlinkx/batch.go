@@ -171,6 +171,15 @@ func routeBody(r reconcile.Route, del bool) []byte {
 	if r.OnLink {
 		rflags = unix.RTNH_F_ONLINK
 	}
+	if r.Blackhole {
+		// No gateway, no device; the metric tells it from the bridge's
+		// route to the same subnet, also when deleting.
+		b := []byte{family(dst.Addr().Is6()), uint8(dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, proto, unix.RT_SCOPE_UNIVERSE,
+			unix.RTN_BLACKHOLE}
+		b = append(b, u32(0)...)
+		b = attr(b, unix.RTA_DST, dst.Addr().AsSlice())
+		return attr(b, unix.RTA_PRIORITY, u32(BlackholeMetric))
+	}
 	b := []byte{family(dst.Addr().Is6()), uint8(dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, proto, scope, unix.RTN_UNICAST}
 	b = append(b, u32(rflags)...)
 	b = attr(b, unix.RTA_DST, dst.Addr().AsSlice())

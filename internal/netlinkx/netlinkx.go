@@ -86,15 +86,20 @@ func (h *Handle) ListRoutes(networks []netip.Prefix) ([]reconcile.Route, error) 
 			return nil, err
 		}
 		for _, r := range routes {
-			if r.Dst == nil || r.Protocol == unix.RTPROT_KERNEL || r.Type != unix.RTN_UNICAST {
+			if r.Dst == nil || r.Protocol == unix.RTPROT_KERNEL {
 				continue
 			}
 			dst := PrefixFromIPNet(r.Dst)
 			if !insideAny(dst, networks) {
 				continue
 			}
-			out = append(out, reconcile.Route{Dst: dst, Gw: AddrFromIP(r.Gw), LinkIndex: r.LinkIndex,
-				OnLink: r.Flags&int(netlink.FLAG_ONLINK) != 0})
+			switch {
+			case r.Type == unix.RTN_UNICAST:
+				out = append(out, reconcile.Route{Dst: dst, Gw: AddrFromIP(r.Gw), LinkIndex: r.LinkIndex,
+					OnLink: r.Flags&int(netlink.FLAG_ONLINK) != 0})
+			case r.Type == unix.RTN_BLACKHOLE && r.Priority == BlackholeMetric:
+				out = append(out, reconcile.Route{Dst: dst, Blackhole: true})
+			}
 		}
 	}
 	return out, nil
@@ -135,6 +140,10 @@ func (h *Handle) ListFDB(linkIndex int) ([]reconcile.FDB, error) {
 }
 
 func toRoute(r reconcile.Route) *netlink.Route {
+	if r.Blackhole {
+		return &netlink.Route{Dst: IPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol,
+			Type: unix.RTN_BLACKHOLE, Priority: BlackholeMetric}
+	}
 	nr := &netlink.Route{Dst: IPNet(r.Dst), LinkIndex: r.LinkIndex, Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol,
 		Scope: netlink.SCOPE_UNIVERSE}
 	if r.Gw.IsValid() {
@@ -151,9 +160,14 @@ func toRoute(r reconcile.Route) *netlink.Route {
 // ReplaceRoute installs or replaces a route.
 func (h *Handle) ReplaceRoute(r reconcile.Route) error { return h.h.RouteReplace(toRoute(r)) }
 
-// DeleteRoute removes a route; an absent route is success.
+// DeleteRoute removes a route; an absent route is success. A blackhole
+// route is named by its type and metric, so that the bridge's route to the
+// same subnet stays.
 func (h *Handle) DeleteRoute(r reconcile.Route) error {
 	nr := &netlink.Route{Dst: IPNet(r.Dst), Table: unix.RT_TABLE_MAIN}
+	if r.Blackhole {
+		nr.Type, nr.Priority = unix.RTN_BLACKHOLE, BlackholeMetric
+	}
 	if err := h.h.RouteDel(nr); err != nil && !errors.Is(err, unix.ESRCH) {
 		return err
 	}
@@ -292,18 +306,11 @@ func AddrFromIP(ip net.IP) netip.Addr {
 	return a.Unmap()
 }
 
-// BlackholeMetric is the metric of the --ip-blackhole-route route: above
-// the kernel's prefix routes (IPv4 0, IPv6 256) and the default user route
-// metric (IPv6 1024), so the bridge's route to the node's own pods (cni0's
-// <subnet>.1/24) wins while it exists and the blackhole only catches the
-// subnet's traffic when it does not. At metric 0 a replace would take the
-// place of cni0's route (same destination and metric), and the node would
-// drop its own pods' traffic.
+// BlackholeMetric is the metric of blackhole routes (reconcile.Route's
+// Blackhole: --ip-blackhole-route's): above the kernel's prefix routes
+// (IPv4 0, IPv6 256) and the default user route metric (IPv6 1024), so the
+// bridge's route to the node's own pods (cni0's <subnet>.1/24) wins while it
+// exists and the blackhole only catches the subnet's traffic when it does
+// not. At metric 0 a replace would take the place of cni0's route (same
+// destination and metric), and the node would drop its own pods' traffic.
 const BlackholeMetric = 4095
-
-// ReplaceBlackhole installs a blackhole route for p (--ip-blackhole-route),
-// at BlackholeMetric.
-func (h *Handle) ReplaceBlackhole(p netip.Prefix) error {
-	return h.h.RouteReplace(&netlink.Route{Dst: IPNet(p), Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN,
-		Protocol: RouteProtocol, Priority: BlackholeMetric})
-}

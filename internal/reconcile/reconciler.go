@@ -32,15 +32,17 @@ type Kernel interface {
 type Scope struct {
 	// Networks are the cluster networks: routes inside them are ours...
 	Networks []netip.Prefix
-	// ...except routes to the node's own subnets.
+	// ...except routes to the node's own subnets (the bridge's), other
+	// than a blackhole route.
 	Own []netip.Prefix
 	// Links are the devices whose neighbours and FDB entries are ours.
 	Links []int
 }
 
-func (s Scope) ownsRoute(dst netip.Prefix) bool {
+func (s Scope) ownsRoute(r Route) bool {
+	dst := r.Dst
 	for _, o := range s.Own {
-		if o.Masked() == dst.Masked() {
+		if o.Masked() == dst.Masked() && !r.Blackhole {
 			return false
 		}
 	}
@@ -287,7 +289,7 @@ func (r *Reconciler) adoptLocked() error {
 		return fmt.Errorf("list routes: %w", err)
 	}
 	for _, rt := range routes {
-		if r.scope.ownsRoute(rt.Dst) {
+		if r.scope.ownsRoute(rt) {
 			cur.AddRoute(rt)
 		}
 	}

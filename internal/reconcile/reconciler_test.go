@@ -412,3 +412,34 @@ func TestAdoptApplyPrune(t *testing.T) {
 		t.Fatalf("kernel after Prune =\n%s\nwant\n%s", got, want)
 	}
 }
+
+// A route to the node's own subnet is the bridge's and never weft's, except
+// a blackhole route: that one Sync adopts, keeps while desired and removes
+// when it is not.
+func TestOwnSubnetBlackhole(t *testing.T) {
+	ctx := context.Background()
+	k := newFake()
+	own := netip.MustParsePrefix("10.244.1.0/24")
+	k.st.AddRoute(Route{Dst: own, LinkIndex: 5}) // cni0's
+	r := newRec(k)
+	bh := Route{Dst: own, Blackhole: true}
+	r.SetPeer("\x00node", Objects{Routes: []Route{bh}})
+	if _, err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := k.st.Routes[own]; got != bh { // the fake keeps one route per destination
+		t.Fatalf("own subnet route %v, want %v", got, bh)
+	}
+	r.RemovePeer("\x00node")
+	st, err := r.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := k.st.Routes[own]; ok || st.Deleted != 1 {
+		t.Errorf("after the blackhole is no longer wanted: %v left, %d deleted", k.st.Routes[own], st.Deleted)
+	}
+	k.st.AddRoute(Route{Dst: own, LinkIndex: 5})
+	if st, err := r.Sync(ctx); err != nil || st.Deleted != 0 {
+		t.Errorf("Sync touched the bridge's route: %+v, %v", st, err)
+	}
+}

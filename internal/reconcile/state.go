@@ -33,9 +33,16 @@ type Route struct {
 	Gw        netip.Addr // invalid for a device route
 	LinkIndex int
 	OnLink    bool
+	// Blackhole makes it a blackhole route (no gateway, no device) at the
+	// kernel writer's blackhole metric: --ip-blackhole-route's route to the
+	// node's own subnet.
+	Blackhole bool
 }
 
 func (r Route) String() string {
+	if r.Blackhole {
+		return "blackhole " + r.Dst.String()
+	}
 	s := r.Dst.String()
 	if r.Gw.IsValid() {
 		s += " via " + r.Gw.String()
