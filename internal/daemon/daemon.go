@@ -19,9 +19,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/weft-net/weft/internal/backend"
@@ -67,6 +69,9 @@ type Daemon struct {
 	o   config.Options
 	d   Deps
 	log *slog.Logger
+	// wg holds every goroutine the run starts (health server, netlink
+	// monitor, lease watch, lease keeper, rules); Run waits for it.
+	wg sync.WaitGroup
 
 	nl      *netlinkx.Handle
 	nc      *config.NetConf
@@ -100,8 +105,16 @@ func Run(ctx context.Context, o config.Options, d Deps) error {
 	dm.retry.Stop()
 	dm.snapTimer = time.NewTimer(time.Hour)
 	dm.snapTimer.Stop()
+	// Everything started below ends with ctx: Run cancels it on the way
+	// out, waits for its goroutines and closes the backend, so that a
+	// failed start leaves no health server answering and a return leaves
+	// nothing running.
+	ctx, cancel := context.WithCancel(ctx)
+	defer dm.closeBackend()
+	defer dm.wg.Wait()
+	defer cancel()
 	if o.HealthzPort > 0 {
-		addr, err := dm.health.serve(ctx, o.HealthzIP, o.HealthzPort)
+		addr, err := dm.health.serve(ctx, o.HealthzIP, o.HealthzPort, &dm.wg)
 		if err != nil {
 			return err
 		}
@@ -112,6 +125,16 @@ func Run(ctx context.Context, o config.Options, d Deps) error {
 		return err
 	}
 	return dm.loop(ctx)
+}
+
+// closeBackend stops a backend's userspace data path (udp), if it has one;
+// its kernel state stays.
+func (dm *Daemon) closeBackend() {
+	if c, ok := dm.be.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			dm.log.Warn("stop the backend", "err", err)
+		}
+	}
 }
 
 func (dm *Daemon) start(ctx context.Context) error {

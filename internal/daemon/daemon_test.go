@@ -2,14 +2,21 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
 	"net/netip"
 	"os/exec"
+	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/reconcile"
+	"github.com/weft-net/weft/internal/store/etcd"
 	"github.com/weft-net/weft/internal/subnetfile"
 )
 
@@ -280,5 +287,75 @@ func TestBlackholeRouteKeepsTheBridgeRoute(t *testing.T) {
 	startDaemon(t, n, c, file)
 	if got := sh(t, "ip", "-n", n.name, "route", "show", "type", "blackhole"); got != "" {
 		t.Errorf("blackhole routes after a restart without --ip-blackhole-route: %q", got)
+	}
+}
+
+// When Run returns, nothing it started is left running: the health server,
+// the netlink monitor, the lease watch and keeper are joined, and /healthz
+// no longer answers. Also after a start that fails (a port in use is found
+// first; here: no backend for the configured type).
+func TestRunLeavesNothingRunning(t *testing.T) {
+	n := newNode(t, "192.168.100.11")
+	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
+	port := freePort(t)
+	d := startDaemon(t, n, c, tempFile(t, "subnet.env"), "--healthz-ip", "127.0.0.1", "--healthz-port", strconv.Itoa(port))
+	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)); err != nil {
+		t.Fatalf("healthz while running: %v", err)
+	}
+	d.stop(t)
+	<-d.done // the store is closed too
+	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)); err == nil {
+		t.Error("healthz answers after Run returned")
+	}
+	if left := weftGoroutines(); left != "" {
+		t.Errorf("goroutines left after Run returned:\n%s", left)
+	}
+
+	// A start that fails after the health server is up (a backend this
+	// build lacks), while the caller's context lives on.
+	c.put(t, prefix+"/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"ipip"}}`, false)
+	o, err := config.ParseOptions([]string{"--etcd-endpoints", strings.Join(c.endpoints, ","), "--subnet-file",
+		tempFile(t, "s.env"), "--public-ip", n.addr.String(), "--healthz-ip", "127.0.0.1", "--healthz-port", strconv.Itoa(port)},
+		func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := etcd.New(etcd.Options{Endpoints: c.endpoints, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err = Run(ctx, o, Deps{Logger: slog.New(slog.DiscardHandler), Store: st, Backends: backends(), Netlink: n.nl})
+	if err == nil || !strings.Contains(err.Error(), "ipip") {
+		t.Fatalf("Run with an ipip network: %v", err)
+	}
+	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)); err == nil {
+		t.Error("healthz answers after a failed start returned")
+	}
+	if left := weftGoroutines(); left != "" {
+		t.Errorf("goroutines left after a failed start:\n%s", left)
+	}
+}
+
+// weftGoroutines returns the stacks of goroutines running weft code other
+// than this test's, waiting up to 2 s for those on their way out.
+func weftGoroutines() string {
+	var left []string
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		left = left[:0]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "weft-net/weft/internal/") && !strings.Contains(g, "testing.tRunner") &&
+				!strings.Contains(g, "internal/etcdembed") {
+				left = append(left, g)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return strings.Join(left, "\n\n")
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -40,18 +41,18 @@ func (h *health) handler() http.Handler {
 // serve listens on ip:port until ctx ends. It returns the listener's error at
 // once (a port in use is a start-up failure) and then serves in the
 // background.
-func (h *health) serve(ctx context.Context, ip netip.Addr, port int) (net.Addr, error) {
+func (h *health) serve(ctx context.Context, ip netip.Addr, port int, wg *sync.WaitGroup) (net.Addr, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), strconv.Itoa(port)))
 	if err != nil {
 		return nil, fmt.Errorf("health server: %w", err)
 	}
 	srv := &http.Server{Handler: h.handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
+	wg.Go(func() {
 		<-ctx.Done()
 		_ = srv.Close()
-	}()
+	})
 	// Serve returns when ctx ends (ErrServerClosed) or the listener fails;
 	// either way /healthz stops answering, which is what a prober acts on.
-	go func() { _ = srv.Serve(ln) }()
+	wg.Go(func() { _ = srv.Serve(ln) })
 	return ln.Addr(), nil
 }

@@ -140,7 +140,7 @@ func (dm *Daemon) loop(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	notices := make(chan netlinkx.Notice, 1024)
-	if err := dm.nl.Monitor(ctx, notices); err != nil {
+	if err := dm.nl.Monitor(ctx, notices, &dm.wg); err != nil {
 		return err
 	}
 	snap, err := dm.initialSync(ctx)
@@ -207,14 +207,15 @@ func (dm *Daemon) loop(ctx context.Context) error {
 // reports on fatal when it ends with an error.
 func (dm *Daemon) startWatchers(ctx context.Context, snap store.Snapshot, events chan []lease.Event,
 	keepEvents chan []lease.Event, owns chan lease.Lease, fatal chan error) {
-	go func() { fatal <- wrapNonNil("watch leases", dm.d.Store.WatchLeases(ctx, snap, events)) }()
-	go func() {
+	// fatal has room for all three, so none blocks once the loop is gone.
+	dm.wg.Go(func() { fatal <- wrapNonNil("watch leases", dm.d.Store.WatchLeases(ctx, snap, events)) })
+	dm.wg.Go(func() {
 		fatal <- wrapNonNil("keep the lease", store.KeepLease(ctx, dm.d.Store, dm.own, store.KeepOptions{
 			Request: store.AcquireRequest{Config: dm.nc, Attrs: dm.own.Attrs}, Margin: dm.o.SubnetLeaseRenewMargin,
 			Logger: dm.log.With("component", "lease"), Events: keepEvents}, owns))
-	}()
+	})
 	if dm.rules != nil {
-		go func() { fatal <- wrapNonNil("masquerade rules", dm.rules.Run(ctx)) }()
+		dm.wg.Go(func() { fatal <- wrapNonNil("masquerade rules", dm.rules.Run(ctx)) })
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -49,8 +50,10 @@ type Notice struct {
 // Monitor reports deletions of routes, neighbours, FDB entries and links in
 // the handle's network namespace until ctx ends. Notices are sent in kernel
 // order per object type; a full out channel blocks the reader goroutines, not
-// the kernel (overflow shows up as a Lost notice).
-func (h *Handle) Monitor(ctx context.Context, out chan<- Notice) error {
+// the kernel (overflow shows up as a Lost notice, and the readers go on).
+// Its goroutines are added to wg, which the caller waits on after ctx ends
+// to know they are gone.
+func (h *Handle) Monitor(ctx context.Context, out chan<- Notice, wg *sync.WaitGroup) error {
 	done := ctx.Done()
 	send := func(n Notice) bool {
 		select {
@@ -61,54 +64,51 @@ func (h *Handle) Monitor(ctx context.Context, out chan<- Notice) error {
 		}
 	}
 	lost := func(err error) { send(Notice{Kind: Lost, Err: err}) }
-	routes, err := h.subscribeFiltered([]uint{unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}, unix.RTM_DELROUTE)
-	if err != nil {
-		return fmt.Errorf("subscribe to routes: %w", err)
+	type sub struct {
+		groups []uint
+		typ    uint16
+		parse  func(syscall.NetlinkMessage) (Notice, bool)
 	}
-	neighs, err := h.subscribeFiltered([]uint{unix.RTNLGRP_NEIGH}, unix.RTM_DELNEIGH)
-	if err != nil {
-		routes.Close()
-		return fmt.Errorf("subscribe to neighbours: %w", err)
-	}
-	links := make(chan netlink.LinkUpdate, 64)
-	ns := h.ns
-	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{
-		Namespace: &ns, ErrorCallback: lost, ReceiveBufferSize: socketBuffer, ReceiveBufferForceSize: true}); err != nil {
-		routes.Close()
-		neighs.Close()
-		return fmt.Errorf("subscribe to links: %w", err)
-	}
-	go readDeletions(done, routes, lost, send, func(m syscall.NetlinkMessage) (Notice, bool) {
-		u, ok := parseRouteDeletion(m)
-		if !ok {
-			return Notice{}, false
-		}
-		return routeNotice(u)
-	})
-	go readDeletions(done, neighs, lost, send, func(m syscall.NetlinkMessage) (Notice, bool) {
-		n, err := netlink.NeighDeserialize(m.Data)
-		if err != nil {
-			return Notice{}, false
-		}
-		return neighNotice(netlink.NeighUpdate{Type: m.Header.Type, Neigh: *n})
-	})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			case u, open := <-links:
-				if !open {
-					return
-				}
-				if u.Header.Type == unix.RTM_DELLINK {
-					if !send(Notice{Kind: LinkGone, LinkIndex: int(u.Index), LinkName: u.Attrs().Name}) {
-						return
-					}
-				}
+	subs := []sub{
+		{[]uint{unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}, unix.RTM_DELROUTE, func(m syscall.NetlinkMessage) (Notice, bool) {
+			u, ok := parseRouteDeletion(m)
+			if !ok {
+				return Notice{}, false
 			}
+			return routeNotice(u)
+		}},
+		{[]uint{unix.RTNLGRP_NEIGH}, unix.RTM_DELNEIGH, func(m syscall.NetlinkMessage) (Notice, bool) {
+			n, err := netlink.NeighDeserialize(m.Data)
+			if err != nil {
+				return Notice{}, false
+			}
+			return neighNotice(netlink.NeighUpdate{Type: m.Header.Type, Neigh: *n})
+		}},
+		{[]uint{unix.RTNLGRP_LINK}, unix.RTM_DELLINK, func(m syscall.NetlinkMessage) (Notice, bool) {
+			hdr := unix.NlMsghdr{Len: m.Header.Len, Type: m.Header.Type, Flags: m.Header.Flags, Seq: m.Header.Seq, Pid: m.Header.Pid}
+			l, err := netlink.LinkDeserialize(&hdr, m.Data)
+			if err != nil || m.Header.Type != unix.RTM_DELLINK {
+				return Notice{}, false
+			}
+			return Notice{Kind: LinkGone, LinkIndex: l.Attrs().Index, LinkName: l.Attrs().Name}, true
+		}},
+	}
+	socks := make([]*nl.NetlinkSocket, 0, len(subs))
+	for _, sb := range subs {
+		s, err := h.subscribeFiltered(sb.groups, sb.typ)
+		if err != nil {
+			for _, s := range socks {
+				s.Close()
+			}
+			return fmt.Errorf("subscribe to netlink groups %v: %w", sb.groups, err)
 		}
-	}()
+		socks = append(socks, s)
+	}
+	for i, s := range socks {
+		parse := subs[i].parse
+		wg.Go(func() { <-done; s.Close() })
+		wg.Go(func() { readDeletions(done, s, lost, send, parse) })
+	}
 	return nil
 }
 
@@ -154,16 +154,12 @@ func typeFilter(types []uint16) []unix.SockFilter {
 	)
 }
 
-// readDeletions reads s until done, sending what parse makes of each message
-// from the kernel. An overflow (ENOBUFS: messages were dropped) is reported
-// as Lost and reading goes on: the socket stays subscribed. Any other error
-// is reported once and ends the reader.
+// readDeletions reads s until done (which closes s), sending what parse
+// makes of each message from the kernel. An overflow (ENOBUFS: messages
+// were dropped) is reported as Lost and reading goes on: the socket stays
+// subscribed. Any other error is reported once and ends the reader.
 func readDeletions(done <-chan struct{}, s *nl.NetlinkSocket, lost func(error), send func(Notice) bool,
 	parse func(syscall.NetlinkMessage) (Notice, bool)) {
-	go func() {
-		<-done
-		s.Close()
-	}()
 	for {
 		msgs, from, err := s.Receive()
 		select {

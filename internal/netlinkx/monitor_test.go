@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,7 +42,10 @@ func TestMonitorSeesOnlyDeletions(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := make(chan Notice, 16)
-	if err := h.Monitor(ctx, out); err != nil {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	if err := h.Monitor(ctx, out, &wg); err != nil {
 		t.Fatal(err)
 	}
 	mustWrite(t, h, peerWrites(2000, link, true))
@@ -80,7 +84,10 @@ func TestMonitorSurvivesOverflow(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := make(chan Notice) // not read until the burst is over
-	if err := h.Monitor(ctx, out); err != nil {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	if err := h.Monitor(ctx, out, &wg); err != nil {
 		t.Fatal(err)
 	}
 	// Device routes share one fib_info, so 40,000 of them write fast.
