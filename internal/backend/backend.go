@@ -66,6 +66,14 @@ type Backend interface {
 	MTU() int
 }
 
+// NodeRouter is an optional capability of a Backend whose device needs
+// routes of its own, independent of any peer (udp: <Network> dev flannel0).
+// The daemon hands them to the reconciler with the node's own objects, so
+// that they are repaired like a peer's; it asks again after Ensure.
+type NodeRouter interface {
+	NodeRoutes() []reconcile.Route
+}
+
 // PeerForgetter is an optional capability of a Backend whose peers live in
 // userspace (udp's peer table), where the kernel-object reconciler cannot
 // remove them: the daemon calls ForgetPeer when a peer's lease is gone.

@@ -326,10 +326,15 @@ func (dm *Daemon) scope() reconcile.Scope {
 const nodeObjects = "\x00node"
 
 // setNodeObjects gives the reconciler the node's own objects, as desired
-// state like a peer's: the --ip-blackhole-route route of each own subnet,
-// repaired when someone deletes it and moved when the own lease changes.
+// state like a peer's, repaired when someone deletes them: the
+// --ip-blackhole-route route of each own subnet (moved when the own lease
+// changes) and the backend's own routes (backend.NodeRouter: udp's
+// <Network> dev flannel0, following the device when it is recreated).
 func (dm *Daemon) setNodeObjects() {
 	var objs reconcile.Objects
+	if nr, ok := dm.be.(backend.NodeRouter); ok {
+		objs.Routes = append(objs.Routes, nr.NodeRoutes()...)
+	}
 	if dm.o.IPBlackholeRoute {
 		for _, s := range dm.ownSubnets() {
 			objs.Routes = append(objs.Routes, reconcile.Route{Dst: s.Masked(), Blackhole: true})

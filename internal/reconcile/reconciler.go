@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 )
 
@@ -35,7 +36,9 @@ type Scope struct {
 	// ...except routes to the node's own subnets (the bridge's), other
 	// than a blackhole route.
 	Own []netip.Prefix
-	// Links are the devices whose neighbours and FDB entries are ours.
+	// Links are the devices whose neighbours and FDB entries are ours, as
+	// is a route to a whole cluster network through one of them (udp's
+	// <Network> dev flannel0).
 	Links []int
 }
 
@@ -48,6 +51,9 @@ func (s Scope) ownsRoute(r Route) bool {
 	}
 	for _, n := range s.Networks {
 		if dst.Bits() > n.Bits() && n.Contains(dst.Addr()) {
+			return true
+		}
+		if dst.Masked() == n.Masked() && r.LinkIndex > 0 && slices.Contains(s.Links, r.LinkIndex) {
 			return true
 		}
 	}

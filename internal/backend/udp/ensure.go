@@ -13,8 +13,7 @@ import (
 	"github.com/weft-net/weft/internal/netlinkx"
 )
 
-// reportEvery is how often changed drop counters are logged and the network
-// route is checked.
+// reportEvery is how often changed drop counters are logged.
 const reportEvery = 2 * time.Second
 
 // Ensure opens the socket and flannel0 (creating it, or attaching to the one
@@ -85,8 +84,9 @@ func (u *UDP) attachLocked(ctx context.Context, own lease.Lease) error {
 	return nil
 }
 
-// configureLocked sets the MTU, the single <subnet>.0/32 address, the link
-// up and the route <Network> dev flannel0.
+// configureLocked sets the MTU, the single <subnet>.0/32 address and the
+// link up. The route <Network> dev flannel0 is the reconciler's
+// (NodeRoutes).
 func (u *UDP) configureLocked(link netlink.Link, own lease.Lease) error {
 	h := u.d.Netlink.Raw()
 	if link.Attrs().MTU != u.mtu {
@@ -112,21 +112,11 @@ func (u *UDP) configureLocked(link netlink.Link, own lease.Lease) error {
 	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", DeviceName, err)
 	}
-	return u.routeLocked(link.Attrs().Index)
-}
-
-func (u *UDP) routeLocked(index int) error {
-	network := u.d.Net.IPv4.Network
-	r := &netlink.Route{LinkIndex: index, Dst: netlinkx.IPNet(network), Scope: netlink.SCOPE_LINK}
-	if err := u.d.Netlink.Raw().RouteReplace(r); err != nil {
-		return fmt.Errorf("route %s dev %s: %w", network, DeviceName, err)
-	}
 	return nil
 }
 
-// report logs changed counters and restores the network route if someone
-// removed it, until ctx ends; then it stops the data path and closes the
-// socket (the device stays).
+// report logs changed counters until ctx ends; then it stops the data path
+// and closes the socket (the device stays).
 func (u *UDP) report(ctx context.Context) {
 	tick := time.NewTicker(reportEvery)
 	defer tick.Stop()
@@ -147,13 +137,6 @@ func (u *UDP) report(ctx context.Context) {
 				"no-route", now[3], "send-errors", now[4], "rx", s.RxPackets.Load(), "tx", s.TxPackets.Load())
 			last = now
 		}
-		u.mu.Lock()
-		if u.dp != nil {
-			if err := u.routeLocked(u.index); err != nil {
-				u.log.Warn("restore the network route", "err", err)
-			}
-		}
-		u.mu.Unlock()
 	}
 }
 

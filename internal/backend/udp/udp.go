@@ -216,6 +216,18 @@ func (u *UDP) Links() []int {
 	return nil
 }
 
+// NodeRoutes is the route <Network> dev flannel0 that sends the pods'
+// traffic for other nodes into the data path (backend.NodeRouter); none
+// before Ensure made the device.
+func (u *UDP) NodeRoutes() []reconcile.Route {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.index <= 0 {
+		return nil
+	}
+	return []reconcile.Route{{Dst: u.d.Net.IPv4.Network.Masked(), LinkIndex: u.index}}
+}
+
 // Devices returns flannel0.
 func (u *UDP) Devices() []string { return []string{DeviceName} }
 
