@@ -14,9 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/reconcile"
-	"github.com/weft-net/weft/internal/store/etcd"
 	"github.com/weft-net/weft/internal/subnetfile"
 )
 
@@ -245,7 +243,8 @@ func TestRepairAfterNotificationBurst(t *testing.T) {
 // restart with pods running): the node still reaches its pods through the
 // bridge, and the blackhole catches the subnet only once the bridge's route
 // is gone (at the bridge's metric the blackhole replaced its route). The
-// route is desired state: repaired when deleted, removed when the flag is.
+// route is desired state: repaired when deleted, moved when the own lease
+// changes, removed when the flag is.
 func TestBlackholeRouteKeepsTheBridgeRoute(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
 	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
@@ -282,6 +281,17 @@ func TestBlackholeRouteKeepsTheBridgeRoute(t *testing.T) {
 	if out, err := exec.Command("ip", "-n", n.name, "route", "get", pod).CombinedOutput(); err == nil {
 		t.Errorf("with the bridge's route gone the pod address still routes: %s", out)
 	}
+	// Another node takes the subnet over: weftd acquires a new one, and the
+	// blackhole moves with it.
+	c.peerLease(t, own.String(), "192.168.100.99", "0a:00:00:00:00:99", "vxlan")
+	eventually(t, 10*time.Second, "the blackhole route on the new subnet", func() bool {
+		env, err := subnetfile.Read(file)
+		if err != nil || env.Subnet.Masked() == own {
+			return false
+		}
+		got := strings.TrimSpace(sh(t, "ip", "-n", n.name, "route", "show", "type", "blackhole"))
+		return strings.HasPrefix(got, "blackhole "+env.Subnet.Masked().String()+" ") && !strings.Contains(got, "\n")
+	})
 	// A stop leaves it; a restart without the flag removes it.
 	d.stop(t)
 	startDaemon(t, n, c, file)
@@ -315,20 +325,12 @@ func TestRunLeavesNothingRunning(t *testing.T) {
 	// A start that fails after the health server is up (a backend this
 	// build lacks), while the caller's context lives on.
 	c.put(t, prefix+"/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"ipip"}}`, false)
-	o, err := config.ParseOptions([]string{"--etcd-endpoints", strings.Join(c.endpoints, ","), "--subnet-file",
-		tempFile(t, "s.env"), "--public-ip", n.addr.String(), "--healthz-ip", "127.0.0.1", "--healthz-port", strconv.Itoa(port)},
-		func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := etcd.New(etcd.Options{Endpoints: c.endpoints, Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o, st := c.daemonInputs(t, nil, "--subnet-file", tempFile(t, "s.env"), "--public-ip", n.addr.String(),
+		"--healthz-ip", "127.0.0.1", "--healthz-port", strconv.Itoa(port))
 	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	err = Run(ctx, o, Deps{Logger: slog.New(slog.DiscardHandler), Store: st, Backends: backends(), Netlink: n.nl})
+	err := Run(ctx, o, Deps{Logger: slog.New(slog.DiscardHandler), Store: st, Backends: backends(), Netlink: n.nl})
 	if err == nil || !strings.Contains(err.Error(), "ipip") {
 		t.Fatalf("Run with an ipip network: %v", err)
 	}

@@ -57,6 +57,22 @@ func sh(t testing.TB, args ...string) string {
 	return string(out)
 }
 
+// daemonInputs parses weftd's arguments with c's etcd endpoints added, and
+// opens the etcd store a daemon of c uses; the caller closes it.
+func (c *cluster) daemonInputs(t testing.TB, log *slog.Logger, args ...string) (config.Options, *etcd.Store) {
+	t.Helper()
+	o, err := config.ParseOptions(append([]string{"--etcd-endpoints", strings.Join(c.endpoints, ",")}, args...),
+		func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := etcd.New(etcd.Options{Endpoints: c.endpoints, Prefix: prefix, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, st
+}
+
 // node is a namespace with an eth0 at addr/24 and a default route.
 type node struct {
 	name string
@@ -204,17 +220,9 @@ func startDaemon(t testing.TB, n *node, c *cluster, subnetFile string, args ...s
 // startDaemonWith is startDaemon with a backend registry of the test's.
 func startDaemonWith(t testing.TB, reg backend.Registry, n *node, c *cluster, subnetFile string, args ...string) *running {
 	t.Helper()
-	o, err := config.ParseOptions(append([]string{"--etcd-endpoints", strings.Join(c.endpoints, ","),
-		"--subnet-file", subnetFile, "--public-ip", n.addr.String()}, args...), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st, err := etcd.New(etcd.Options{Endpoints: c.endpoints, Prefix: prefix, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o, st := c.daemonInputs(t, log, append([]string{"--subnet-file", subnetFile, "--public-ip", n.addr.String()}, args...)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan lease.Lease, 1)
 	r := &running{cancel: cancel, done: make(chan struct{}), log: logs, file: subnetFile}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
-	"github.com/weft-net/weft/internal/store/etcd"
 )
 
 func freePort(t *testing.T) int {
@@ -45,15 +44,7 @@ func TestWaitsForConfigAndReadyz(t *testing.T) {
 	c := newCluster(t, `{"Network":"10.244.0.0/16"}`)
 	c.del(t, prefix+"/config")
 	port := freePort(t)
-	o, err := config.ParseOptions([]string{"--etcd-endpoints", strings.Join(c.endpoints, ","), "--subnet-file", tempFile(t, "s.env"),
-		"--healthz-ip", "127.0.0.1", "--healthz-port", strconv.Itoa(port)}, func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := etcd.New(etcd.Options{Endpoints: c.endpoints, Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o, st := c.daemonInputs(t, nil, "--subnet-file", tempFile(t, "s.env"), "--healthz-ip", "127.0.0.1", "--healthz-port", strconv.Itoa(port))
 	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan lease.Lease, 1)

@@ -72,29 +72,14 @@ func (f benchFlags) options(env Env) (labbench.Options, error) {
 			}
 		}
 	}
-	for p := range strings.SplitSeq(f.peers, ",") {
-		if p == "" {
-			continue
-		}
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 60000 {
-			return o, fmt.Errorf("--peers %q: want sizes 1..60000", f.peers)
-		}
-		o.Peers = append(o.Peers, n)
+	var err error
+	if o.Peers, err = sizes(f.peers); err != nil {
+		return o, fmt.Errorf("--peers %q: want sizes 1..60000", f.peers)
 	}
 	if f.kubeNodes == "0" {
 		o.NoKube = true
-	} else {
-		for p := range strings.SplitSeq(f.kubeNodes, ",") {
-			if p == "" {
-				continue
-			}
-			n, err := strconv.Atoi(p)
-			if err != nil || n < 1 || n > 60000 {
-				return o, fmt.Errorf("--kube-nodes %q: want sizes 1..60000, or 0 to skip", f.kubeNodes)
-			}
-			o.KubeNodes = append(o.KubeNodes, n)
-		}
+	} else if o.KubeNodes, err = sizes(f.kubeNodes); err != nil {
+		return o, fmt.Errorf("--kube-nodes %q: want sizes 1..60000, or 0 to skip", f.kubeNodes)
 	}
 	if f.trials > 250 || f.pods > 500 {
 		return o, errors.New("--trials must be at most 250 and --pods at most 500")
@@ -132,4 +117,21 @@ func (f benchFlags) report(env Env, res *labbench.Result) error {
 		fmt.Fprintf(env.Stdout, "\nwrote %s and %s\n", filepath.Join(f.out, "results.json"), filepath.Join(f.out, labbench.ChartFile))
 	}
 	return nil
+}
+
+// sizes parses a comma-separated list of cluster sizes, each 1..60000; an
+// empty list is nil.
+func sizes(list string) ([]int, error) {
+	var out []int
+	for p := range strings.SplitSeq(list, ",") {
+		if p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 60000 {
+			return nil, fmt.Errorf("size %q is not in 1..60000", p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

@@ -153,36 +153,35 @@ func u32(v uint32) []byte {
 }
 
 // routeBody is struct rtmsg and its attributes, as RouteReplace sends them.
-// routeBody is the rtmsg and attributes of r. A route weft writes carries
-// its protocol (RouteProtocol); a delete carries none, since the kernel
-// matches a given protocol: the routes the reconciler removes include ones
-// weft did not write (flannel's, proto boot, left by nodes deleted while
-// no daemon ran), and a delete naming protocol 87 left those in place.
+// A route weft writes carries its protocol (RouteProtocol); a delete
+// carries none, since the kernel matches a given protocol: the routes the
+// reconciler removes include ones weft did not write (flannel's, proto
+// boot, left by nodes deleted while no daemon ran), and a delete naming
+// protocol 87 left those in place. A blackhole route has no gateway and no
+// device; its metric tells it from the bridge's route to the same subnet,
+// also when deleting.
 func routeBody(r reconcile.Route, del bool) []byte {
 	dst := r.Dst.Masked()
 	proto := uint8(RouteProtocol)
 	if del {
 		proto = unix.RTPROT_UNSPEC
 	}
-	scope, rflags := uint8(unix.RT_SCOPE_UNIVERSE), uint32(0)
-	if !r.Gw.IsValid() {
+	typ, scope, rflags := uint8(unix.RTN_UNICAST), uint8(unix.RT_SCOPE_UNIVERSE), uint32(0)
+	switch {
+	case r.Blackhole:
+		typ = unix.RTN_BLACKHOLE
+	case !r.Gw.IsValid():
 		scope = unix.RT_SCOPE_LINK
 	}
 	if r.OnLink {
 		rflags = unix.RTNH_F_ONLINK
 	}
-	if r.Blackhole {
-		// No gateway, no device; the metric tells it from the bridge's
-		// route to the same subnet, also when deleting.
-		b := []byte{family(dst.Addr().Is6()), uint8(dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, proto, unix.RT_SCOPE_UNIVERSE,
-			unix.RTN_BLACKHOLE}
-		b = append(b, u32(0)...)
-		b = attr(b, unix.RTA_DST, dst.Addr().AsSlice())
-		return attr(b, unix.RTA_PRIORITY, u32(BlackholeMetric))
-	}
-	b := []byte{family(dst.Addr().Is6()), uint8(dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, proto, scope, unix.RTN_UNICAST}
+	b := []byte{family(dst.Addr().Is6()), uint8(dst.Bits()), 0, 0, unix.RT_TABLE_MAIN, proto, scope, typ}
 	b = append(b, u32(rflags)...)
 	b = attr(b, unix.RTA_DST, dst.Addr().AsSlice())
+	if r.Blackhole {
+		return attr(b, unix.RTA_PRIORITY, u32(BlackholeMetric))
+	}
 	if r.Gw.IsValid() {
 		b = attr(b, unix.RTA_GATEWAY, r.Gw.AsSlice())
 	}

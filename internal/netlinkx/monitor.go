@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -70,28 +69,9 @@ func (h *Handle) Monitor(ctx context.Context, out chan<- Notice, wg *sync.WaitGr
 		parse  func(syscall.NetlinkMessage) (Notice, bool)
 	}
 	subs := []sub{
-		{[]uint{unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}, unix.RTM_DELROUTE, func(m syscall.NetlinkMessage) (Notice, bool) {
-			u, ok := parseRouteDeletion(m)
-			if !ok {
-				return Notice{}, false
-			}
-			return routeNotice(u)
-		}},
-		{[]uint{unix.RTNLGRP_NEIGH}, unix.RTM_DELNEIGH, func(m syscall.NetlinkMessage) (Notice, bool) {
-			n, err := netlink.NeighDeserialize(m.Data)
-			if err != nil {
-				return Notice{}, false
-			}
-			return neighNotice(netlink.NeighUpdate{Type: m.Header.Type, Neigh: *n})
-		}},
-		{[]uint{unix.RTNLGRP_LINK}, unix.RTM_DELLINK, func(m syscall.NetlinkMessage) (Notice, bool) {
-			hdr := unix.NlMsghdr{Len: m.Header.Len, Type: m.Header.Type, Flags: m.Header.Flags, Seq: m.Header.Seq, Pid: m.Header.Pid}
-			l, err := netlink.LinkDeserialize(&hdr, m.Data)
-			if err != nil || m.Header.Type != unix.RTM_DELLINK {
-				return Notice{}, false
-			}
-			return Notice{Kind: LinkGone, LinkIndex: l.Attrs().Index, LinkName: l.Attrs().Name}, true
-		}},
+		{[]uint{unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}, unix.RTM_DELROUTE, routeNotice},
+		{[]uint{unix.RTNLGRP_NEIGH}, unix.RTM_DELNEIGH, neighNotice},
+		{[]uint{unix.RTNLGRP_LINK}, unix.RTM_DELLINK, linkNotice},
 	}
 	socks := make([]*nl.NetlinkSocket, 0, len(subs))
 	for _, sb := range subs {
@@ -185,49 +165,57 @@ func readDeletions(done <-chan struct{}, s *nl.NetlinkSocket, lost func(error), 
 	}
 }
 
-// parseRouteDeletion reads the fields routeNotice needs from an
-// RTM_DELROUTE message.
-func parseRouteDeletion(m syscall.NetlinkMessage) (netlink.RouteUpdate, bool) {
+// routeNotice reads an RTM_DELROUTE message of the main table.
+func routeNotice(m syscall.NetlinkMessage) (Notice, bool) {
 	if m.Header.Type != unix.RTM_DELROUTE || len(m.Data) < unix.SizeofRtMsg {
-		return netlink.RouteUpdate{}, false
+		return Notice{}, false
 	}
 	msg := nl.DeserializeRtMsg(m.Data)
 	attrs, err := nl.ParseRouteAttr(m.Data[unix.SizeofRtMsg:])
 	if err != nil {
-		return netlink.RouteUpdate{}, false
+		return Notice{}, false
 	}
-	u := netlink.RouteUpdate{Type: m.Header.Type}
-	u.Table = int(msg.Table)
+	n, table, hasDst := Notice{Kind: RouteGone}, uint32(msg.Table), false
 	for _, a := range attrs {
 		switch a.Attr.Type {
 		case unix.RTA_DST:
-			u.Dst = &net.IPNet{IP: net.IP(a.Value), Mask: net.CIDRMask(int(msg.Dst_len), 8*len(a.Value))}
+			addr, ok := netip.AddrFromSlice(a.Value)
+			if !ok {
+				return Notice{}, false
+			}
+			n.Dst, hasDst = netip.PrefixFrom(addr, int(msg.Dst_len)), true
 		case unix.RTA_OIF:
 			if len(a.Value) == 4 {
-				u.LinkIndex = int(binary.NativeEndian.Uint32(a.Value))
+				n.LinkIndex = int(binary.NativeEndian.Uint32(a.Value))
 			}
 		case unix.RTA_TABLE:
 			if len(a.Value) == 4 {
-				u.Table = int(binary.NativeEndian.Uint32(a.Value))
+				table = binary.NativeEndian.Uint32(a.Value)
 			}
 		}
 	}
-	return u, true
+	return n, hasDst && table == unix.RT_TABLE_MAIN
 }
 
-func routeNotice(u netlink.RouteUpdate) (Notice, bool) {
-	if u.Type != unix.RTM_DELROUTE || u.Dst == nil || u.Table != unix.RT_TABLE_MAIN {
-		return Notice{}, false
-	}
-	return Notice{Kind: RouteGone, Dst: PrefixFromIPNet(u.Dst), LinkIndex: u.LinkIndex}, true
-}
-
-func neighNotice(u netlink.NeighUpdate) (Notice, bool) {
-	if u.Type != unix.RTM_DELNEIGH || len(u.HardwareAddr) != 6 && u.Family == unix.AF_BRIDGE {
+// neighNotice reads an RTM_DELNEIGH message: a neighbour, or an FDB entry
+// (AF_BRIDGE).
+func neighNotice(m syscall.NetlinkMessage) (Notice, bool) {
+	u, err := netlink.NeighDeserialize(m.Data)
+	if err != nil || m.Header.Type != unix.RTM_DELNEIGH || len(u.HardwareAddr) != 6 && u.Family == unix.AF_BRIDGE {
 		return Notice{}, false
 	}
 	if u.Family == unix.AF_BRIDGE {
 		return Notice{Kind: FDBGone, MAC: reconcile.MAC(u.HardwareAddr), LinkIndex: u.LinkIndex}, true
 	}
 	return Notice{Kind: NeighGone, IP: AddrFromIP(u.IP), LinkIndex: u.LinkIndex}, true
+}
+
+// linkNotice reads an RTM_DELLINK message.
+func linkNotice(m syscall.NetlinkMessage) (Notice, bool) {
+	hdr := unix.NlMsghdr{Len: m.Header.Len, Type: m.Header.Type, Flags: m.Header.Flags, Seq: m.Header.Seq, Pid: m.Header.Pid}
+	l, err := netlink.LinkDeserialize(&hdr, m.Data)
+	if err != nil || m.Header.Type != unix.RTM_DELLINK {
+		return Notice{}, false
+	}
+	return Notice{Kind: LinkGone, LinkIndex: l.Attrs().Index, LinkName: l.Attrs().Name}, true
 }

@@ -163,8 +163,8 @@ func TestFilteredSubscription(t *testing.T) {
 	if len(msgs) != 1 || msgs[0].Header.Type != unix.RTM_DELROUTE {
 		t.Fatalf("first message: %d messages, type %d; want one RTM_DELROUTE (%d)", len(msgs), msgs[0].Header.Type, unix.RTM_DELROUTE)
 	}
-	u, ok := parseRouteDeletion(msgs[0])
-	if !ok || u.Dst.String() != "10.200.1.65/32" || u.LinkIndex != link {
-		t.Errorf("parsed %+v, want 10.200.1.65/32 on link %d", u, link)
+	n, ok := routeNotice(msgs[0])
+	if !ok || n.Dst.String() != "10.200.1.65/32" || n.LinkIndex != link {
+		t.Errorf("parsed %+v, want 10.200.1.65/32 on link %d", n, link)
 	}
 }

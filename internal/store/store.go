@@ -78,10 +78,10 @@ type Store interface {
 type StreamLister interface {
 	// ListLeasesStream is ListLeases, and also calls part with the leases
 	// in batches as they are read, before it returns them all. part runs on
-	// ListLeasesStream's goroutine, so it may block to pace the list.
-	// When an attempt fails and the store lists again, part
-	// sees leases again, and may have seen leases the final Snapshot lacks:
-	// the Snapshot is what holds.
+	// ListLeasesStream's goroutine, so it may block to pace the list. When
+	// an attempt fails and the store lists again, part sees leases again,
+	// and may have seen leases the final Snapshot lacks: the Snapshot is
+	// what holds.
 	ListLeasesStream(ctx context.Context, part func([]lease.Lease)) (Snapshot, error)
 }
 

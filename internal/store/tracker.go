@@ -4,7 +4,6 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
-	"net/netip"
 	"sort"
 	"sync"
 
@@ -25,9 +24,8 @@ type Tracker struct {
 
 // tracked is what a Tracker keeps of one lease.
 type tracked struct {
-	hash   uint64
-	v4, v6 netip.Prefix
-	node   string // lease.Node
+	hash uint64
+	node string // lease.Node
 }
 
 // NewTracker starts from the leases already sent.
@@ -40,7 +38,7 @@ func NewTracker(leases []lease.Lease) *Tracker {
 }
 
 func (t *Tracker) track(l lease.Lease) tracked {
-	return tracked{hash: l.Hash(t.seed), v4: l.Subnet, v6: l.IPv6Subnet, node: l.Node}
+	return tracked{hash: l.Hash(t.seed), node: l.Node}
 }
 
 // Node returns the Node of the lease sent at key (lease.Node, which only
@@ -64,12 +62,13 @@ func (t *Tracker) Put(l lease.Lease) (lease.Event, bool) {
 
 // Remove records that key holds no valid lease any more.
 func (t *Tracker) Remove(key string) (lease.Event, bool) {
-	old, ok := t.known[key]
-	if !ok {
+	if _, ok := t.known[key]; !ok {
 		return lease.Event{}, false
 	}
 	delete(t.known, key)
-	return lease.Event{Type: lease.Removed, Lease: lease.Lease{Subnet: old.v4, IPv6Subnet: old.v6}}, true
+	// The key is a lease's Key(), which ParseKey reads back.
+	v4, v6, _ := lease.ParseKey(key)
+	return lease.Event{Type: lease.Removed, Lease: lease.Lease{Subnet: v4, IPv6Subnet: v6}}, true
 }
 
 // Reset replaces the known set by a full list and returns the difference:

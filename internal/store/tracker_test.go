@@ -34,3 +34,18 @@ func TestTrackerReset(t *testing.T) {
 		t.Fatal("removing an unknown key produced an event")
 	}
 }
+
+// A Removed event carries the lease's subnets, read back from its key, for
+// every shape of key: IPv4, dual-stack, IPv6 only.
+func TestTrackerRemovedKeys(t *testing.T) {
+	v6 := netip.MustParsePrefix("fd00:5:1::/64")
+	leases := []lease.Lease{mk("10.5.1.0/24", "1.1.1.1"), {Subnet: netip.MustParsePrefix("10.5.2.0/24"), IPv6Subnet: v6},
+		{IPv6Subnet: netip.MustParsePrefix("fd00:5:2::/64")}}
+	tr := NewTracker(leases)
+	for _, l := range leases {
+		ev, ok := tr.Remove(l.Key())
+		if !ok || ev.Type != lease.Removed || ev.Lease.Key() != l.Key() || ev.Lease.Subnet != l.Subnet || ev.Lease.IPv6Subnet != l.IPv6Subnet {
+			t.Errorf("remove %s: %+v %v", l.Key(), ev, ok)
+		}
+	}
+}

@@ -43,26 +43,10 @@ func TestDaemonWaitsForPodCIDR(t *testing.T) {
 	nc := mustNetConf(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`)
 	s := newTestStore(t, api, nc, logs.logger(), func(o *Options) { o.NotYetWait = 30 * time.Second })
 	port := freePort(t)
-	o := config.Defaults()
-	o.KubeSubnetMgr, o.NodeName, o.SubnetFile = true, "n1", filepath.Join(t.TempDir(), "subnet.env")
-	o.HealthzIP, o.HealthzPort, o.IPTablesForwardRules = mustAddr("127.0.0.1"), port, false
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	o := kubeOptions(t)
+	o.HealthzIP, o.HealthzPort = mustAddr("127.0.0.1"), port
 	up := make(chan error, 1)
-	go func() {
-		done <- daemon.Run(ctx, o, daemon.Deps{Logger: logs.logger(), Store: s, Netlink: nl,
-			Backends: backend.Registry{config.BackendHostGW: hostgw.New},
-			Ready:    func(lease.Lease) { go func() { up <- s.MarkUp(ctx) }() }})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("log:\n%s", logs.String())
-		}
-	}()
+	runDaemon(t, s, nl, o, &logs, func(ctx context.Context) { up <- s.MarkUp(ctx) })
 	readyz := func() (int, string) {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
 		if err != nil {
@@ -132,26 +116,8 @@ func TestDaemonStreamedStart(t *testing.T) {
 	nc := mustNetConf(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"host-gw"}}`)
 	api := &cutList{fakeAPI: newFake(objs...), t: t, after: 400}
 	s := newTestStore(t, api, nc, logs.logger())
-	o := config.Defaults()
-	o.KubeSubnetMgr, o.NodeName, o.SubnetFile = true, "n1", filepath.Join(t.TempDir(), "subnet.env")
-	o.IPTablesForwardRules = false
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	up := make(chan struct{})
-	go func() {
-		done <- daemon.Run(ctx, o, daemon.Deps{Logger: logs.logger(), Store: s, Netlink: nl,
-			Backends: backend.Registry{config.BackendHostGW: hostgw.New},
-			Ready:    func(lease.Lease) { close(up) }})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("log:\n%s", logs.String())
-		}
-	}()
+	done := runDaemon(t, s, nl, kubeOptions(t), &logs, func(context.Context) { close(up) })
 	select {
 	case <-up:
 	case err := <-done:
@@ -221,6 +187,42 @@ func (c *cutList) ListNodes(ctx context.Context, opts metav1.ListOptions, each f
 	}
 	c.fakeAPI.del(c.t, c.victim)
 	return metav1.ListMeta{}, errors.New("connection reset by peer (the test's)")
+}
+
+// kubeOptions are weftd's options for node n1 in kube mode, without
+// forward rules (no netfilter in these tests).
+func kubeOptions(t *testing.T) config.Options {
+	o := config.Defaults()
+	o.KubeSubnetMgr, o.NodeName, o.SubnetFile = true, "n1", filepath.Join(t.TempDir(), "subnet.env")
+	o.IPTablesForwardRules = false
+	return o
+}
+
+// runDaemon runs weftd's Run with host-gw on s in nl's namespace until the
+// test ends, calling up (in a goroutine of its own) once the node is up, and
+// returns the channel of Run's result. The log is printed if the test
+// fails; an error of Run's fails it.
+func runDaemon(t *testing.T, s *Store, nl *netlinkx.Handle, o config.Options, logs *logBuf, up func(context.Context)) <-chan error {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	result := make(chan error, 1)
+	go func() {
+		err := daemon.Run(ctx, o, daemon.Deps{Logger: logs.logger(), Store: s, Netlink: nl,
+			Backends: backend.Registry{config.BackendHostGW: hostgw.New},
+			Ready:    func(lease.Lease) { go up(ctx) }})
+		done <- err
+		result <- err
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	return result
 }
 
 // testNamespace makes a namespace with eth0 at 192.168.77.1/24 and a default
