@@ -15,9 +15,7 @@ import (
 	"syscall"
 
 	"github.com/weft-net/weft/internal/backend"
-	"github.com/weft-net/weft/internal/backend/hostgw"
-	"github.com/weft-net/weft/internal/backend/udp"
-	"github.com/weft-net/weft/internal/backend/vxlan"
+	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/daemon"
 	"github.com/weft-net/weft/internal/lease"
@@ -61,7 +59,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	log := newLogger(stderr, opts.Verbosity)
 	log.Info("starting weftd", "version", version.String(), "options", &opts)
-	st, err := newStore(log, &opts)
+	backends := registry.Default()
+	st, err := newStore(log, &opts, backends)
 	if err != nil {
 		return err
 	}
@@ -76,7 +75,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	return daemon.Run(ctx, opts, daemon.Deps{
 		Logger:    log,
 		Store:     st,
-		Backends:  backends(),
+		Backends:  backends,
 		NewRules:  newRules(log, &opts),
 		LookupEnv: lookupEnv,
 		Ready:     markUp(ctx, &bg, log, st),
@@ -84,9 +83,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 }
 
 // newStore builds the lease store the options select: the Kubernetes API
-// (--kube-subnet-mgr; net-conf.json is read and checked before anything
-// else) or etcd.
-func newStore(log *slog.Logger, opts *config.Options) (store.Store, error) {
+// (--kube-subnet-mgr; net-conf.json is read and checked, its Backend
+// section against backends, before anything else) or etcd.
+func newStore(log *slog.Logger, opts *config.Options, backends backend.Registry) (store.Store, error) {
 	if !opts.KubeSubnetMgr {
 		return etcd.New(etcd.Options{Endpoints: opts.EtcdEndpoints, Prefix: opts.EtcdPrefix, KeyFile: opts.EtcdKeyfile,
 			CertFile: opts.EtcdCertfile, CAFile: opts.EtcdCAFile, Username: opts.EtcdUsername, Password: opts.EtcdPassword,
@@ -94,6 +93,9 @@ func newStore(log *slog.Logger, opts *config.Options) (store.Store, error) {
 	}
 	nc, err := kube.ReadNetConf(opts.NetConfigPath, log)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := nc.ConfigureBackend(backends); err != nil { // weftd logs the warnings
 		return nil, err
 	}
 	cli, err := kube.Connect(opts.KubeAPIURL, opts.KubeConfigFile, "weftd/"+version.String())
@@ -119,15 +121,6 @@ func markUp(ctx context.Context, bg *sync.WaitGroup, log *slog.Logger, st store.
 				log.Warn("mark the node up", "err", err)
 			}
 		})
-	}
-}
-
-// backends is the explicit registry of the data planes in this build.
-func backends() backend.Registry {
-	return backend.Registry{
-		config.BackendVXLAN:  vxlan.New,
-		config.BackendHostGW: hostgw.New,
-		config.BackendUDP:    udp.New,
 	}
 }
 

@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sort"
-	"strings"
 
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
@@ -105,24 +103,83 @@ func (d Deps) Getenv(key string) string {
 // Factory builds a backend.
 type Factory func(Deps) (Backend, error)
 
-// Registry maps backend types to factories. It is built explicitly by the
-// daemon (no init-time registration).
-type Registry map[string]Factory
+// Type is one backend type as its package defines it: everything the rest
+// of weft needs to know of it without naming it.
+type Type struct {
+	// Name is net-conf.json's Backend.Type and the lease's BackendType.
+	Name string
+	// Validate reads and checks the type's options in c.Backend.Options
+	// (errors wrap config.ErrNetConf), returning warnings to log; nil means
+	// the type has no options (any given are warned about as unknown).
+	Validate func(c *config.NetConf) ([]string, error)
+	// New builds the backend.
+	New Factory
+	// Devices are the names of the devices the type may create, for
+	// clean-up by the lab and its bench.
+	Devices []string
+	// BenchVariants are option sets weft lab bench measures beside the
+	// defaults, each as the JSON members added to the Backend section
+	// (`"DirectRouting":true`).
+	BenchVariants []string
+}
 
-// New builds the backend named by d.Net.Backend.Type.
-func (r Registry) New(d Deps) (Backend, error) {
-	f, ok := r[d.Net.Backend.Type]
-	if !ok {
-		names := make([]string, 0, len(r))
-		for n := range r {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return nil, fmt.Errorf("backend %q is not available in this build (available: %s)", d.Net.Backend.Type, strings.Join(names, ", "))
+// Registry is the list of backend types of a build, in the order messages
+// show them: the one list that config validation, weftd, weft lab and weft
+// lab bench read. It is built explicitly (no init-time registration).
+type Registry []Type
+
+// Names lists the types.
+func (r Registry) Names() []string {
+	out := make([]string, len(r))
+	for i, t := range r {
+		out[i] = t.Name
 	}
-	b, err := f(d)
+	return out
+}
+
+// Lookup returns the type named name.
+func (r Registry) Lookup(name string) (Type, bool) {
+	for _, t := range r {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Type{}, false
+}
+
+// Validate implements config.BackendTypes.
+func (r Registry) Validate(c *config.NetConf) ([]string, bool, error) {
+	t, ok := r.Lookup(c.Backend.Type)
+	if !ok {
+		return nil, false, nil
+	}
+	if t.Validate == nil {
+		w, err := c.Backend.ReadOptions(nil)
+		return w, true, err
+	}
+	w, err := t.Validate(c)
+	return w, true, err
+}
+
+// Devices lists every type's devices.
+func (r Registry) Devices() []string {
+	var out []string
+	for _, t := range r {
+		out = append(out, t.Devices...)
+	}
+	return out
+}
+
+// New builds the backend named by d.Net.Backend.Type, after validating its
+// options (config.NetConf.ConfigureBackend).
+func (r Registry) New(d Deps) (Backend, error) {
+	if _, err := d.Net.ConfigureBackend(r); err != nil {
+		return nil, err
+	}
+	t, _ := r.Lookup(d.Net.Backend.Type)
+	b, err := t.New(d)
 	if err != nil {
-		return nil, fmt.Errorf("start %s backend: %w", d.Net.Backend.Type, err)
+		return nil, fmt.Errorf("start %s backend: %w", t.Name, err)
 	}
 	return b, nil
 }

@@ -6,109 +6,139 @@ import (
 	"strings"
 )
 
-// Backend types weft implements.
-const (
-	BackendVXLAN     = "vxlan"
-	BackendHostGW    = "host-gw"
-	BackendUDP       = "udp"
-	BackendIPIP      = "ipip"
-	BackendWireGuard = "wireguard"
-)
+// DefaultBackend is the type of a net-conf.json without Backend.Type.
+const DefaultBackend = "vxlan"
 
-// Backend is the Backend section of net-conf.json: the type and, for that type
-// only, its options with defaults applied.
+// Backend is the Backend section of net-conf.json. Its options belong to the
+// backend type's own package, which reads them from Options with
+// ReadOptions; the backend registry validates them after the store read the
+// file (see BackendTypes and ConfigureBackend).
 type Backend struct {
-	Type      string
-	VXLAN     VXLANOptions
-	UDP       UDPOptions
-	IPIP      IPIPOptions
-	WireGuard WireGuardOptions
+	// Type is the backend type, lower case ("vxlan" when not given).
+	Type string
+	// Options is the section as written minus Type and the Windows-only
+	// options, as a JSON object ("" when there are none). It is text, not a
+	// map, so that NetConf stays comparable and serialisable.
+	Options string
 }
 
-// VXLANOptions are the vxlan backend's options.
-type VXLANOptions struct {
-	VNI           int  // 0..16777215, default 1
-	Port          int  // UDP destination port, default 8472
-	GBP           bool // Group Based Policy extension
-	Learning      bool // let the kernel learn FDB entries
-	DirectRouting bool // plain routes to peers on a directly connected subnet
-	MTU           int  // 0: external MTU - 50
+// Option is one backend option: its canonical name and a reader that stores
+// the value (the caller set the default before).
+type Option struct {
+	Name string
+	Read func(json.RawMessage) error
 }
 
-// UDPOptions are the udp backend's options.
-type UDPOptions struct {
-	Port int // default 8285
+// IntOption reads an integral number in [lo, hi] into dst.
+func IntOption(name string, dst *int, lo, hi int64) Option {
+	return Option{name, func(r json.RawMessage) (err error) { *dst, err = readInt(r, lo, hi); return err }}
 }
 
-// IPIPOptions are the ipip backend's options.
-type IPIPOptions struct {
-	DirectRouting bool
+// BoolOption reads true or false into dst.
+func BoolOption(name string, dst *bool) Option {
+	return Option{name, func(r json.RawMessage) (err error) { *dst, err = readBool(r); return err }}
 }
 
-// WireGuard modes.
-const (
-	WireGuardSeparate = "separate"
-	WireGuardAuto     = "auto"
-	WireGuardIPv4     = "ipv4"
-	WireGuardIPv6     = "ipv6"
-)
-
-// WireGuardOptions are the wireguard backend's options.
-type WireGuardOptions struct {
-	ListenPort                  int    // default 51820
-	ListenPortV6                int    // default 51821
-	MTU                         int    // 0: external MTU - 80
-	PSK                         string // base64 pre-shared key; a secret, never logged
-	PersistentKeepaliveInterval int    // seconds, 0 disables
-	Mode                        string // separate (default), auto, ipv4, ipv6
+// KeyOption reads a base64 32-byte key (a secret: never echoed in errors).
+func KeyOption(name string, dst *string) Option {
+	return Option{name, func(r json.RawMessage) (err error) { *dst, err = readKey(r); return err }}
 }
 
-// String describes the options without secrets.
-func (w WireGuardOptions) String() string {
-	psk := "unset"
-	if w.PSK != "" {
-		psk = "set"
+// EnumOption reads one of allowed (matched case-insensitively) into dst.
+func EnumOption(name string, dst *string, allowed ...string) Option {
+	return Option{name, func(r json.RawMessage) (err error) { *dst, err = readEnum(r, allowed...); return err }}
+}
+
+// ReadOptions reads b.Options into opts, matching names
+// case-insensitively. Unknown options are returned as warnings; a bad value
+// is an error wrapping ErrNetConf that names the option.
+func (b Backend) ReadOptions(opts []Option) ([]string, error) {
+	var warnings []string
+	if b.Options == "" {
+		return nil, nil
 	}
-	return fmt.Sprintf("ListenPort=%d ListenPortV6=%d MTU=%d PSK=%s PersistentKeepaliveInterval=%d Mode=%s",
-		w.ListenPort, w.ListenPortV6, w.MTU, psk, w.PersistentKeepaliveInterval, w.Mode)
+	known := make([]string, 0, len(opts))
+	for _, o := range opts {
+		known = append(known, o.Name)
+	}
+	fields, err := readObject([]byte(b.Options), "Backend ("+b.Type+")", known, &warnings)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range opts {
+		if r, ok := fields[o.Name]; ok && !isNull(r) {
+			if err := o.Read(r); err != nil {
+				return nil, fmt.Errorf("%w: Backend.%s %w", ErrNetConf, o.Name, err)
+			}
+		}
+	}
+	return warnings, nil
 }
 
-// option reads one backend option into its field.
-type option struct {
-	name string
-	read func(json.RawMessage) error
+// CheckMTU checks a backend's MTU option: 0 (derived from the external
+// interface) or at least the minimum of the enabled families.
+func (c *NetConf) CheckMTU(mtu int) error {
+	if mtu == 0 {
+		return nil
+	}
+	minMTU := 68
+	if c.IPv6.Enabled {
+		minMTU = 1280
+	}
+	if mtu < minMTU {
+		return fmt.Errorf("%w: Backend.MTU %d is below the minimum %d", ErrNetConf, mtu, minMTU)
+	}
+	return nil
 }
 
-func intOpt(name string, dst *int, lo, hi int64) option {
-	return option{name, func(r json.RawMessage) (err error) { *dst, err = readInt(r, lo, hi); return err }}
+// BackendTypes is the registry of backend types as ConfigureBackend sees it.
+type BackendTypes interface {
+	// Names lists the types this build has, in the order messages show them.
+	Names() []string
+	// Validate reads and checks the options of c.Backend for its type,
+	// returning warnings; ok is false when the build has no such type.
+	Validate(c *NetConf) (warnings []string, ok bool, err error)
 }
 
-func boolOpt(name string, dst *bool) option {
-	return option{name, func(r json.RawMessage) (err error) { *dst, err = readBool(r); return err }}
+// ConfigureBackend checks c.Backend against the types this build has: an
+// unknown type, or an option the type rejects, is an error wrapping
+// ErrNetConf. It returns the warnings to log (unknown options).
+func (c *NetConf) ConfigureBackend(types BackendTypes) ([]string, error) {
+	warnings, ok, err := types.Validate(c)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		return warnings, nil
+	}
+	use := strings.Join(types.Names(), ", ")
+	if what, ok := unsupportedBackends()[c.Backend.Type]; ok {
+		return nil, fmt.Errorf("%w: Backend.Type %q (%s) is not supported by weft; use one of %s", ErrNetConf, c.Backend.Type, what, use)
+	}
+	return nil, fmt.Errorf("%w: Backend.Type %q is unknown; use one of %s", ErrNetConf, clip(c.Backend.Type), use)
 }
 
 // windowsOnly are options flannel accepts on Windows nodes; on Linux they are
 // ignored with a warning rather than an "unknown option" one.
 func windowsOnly() []string { return []string{"MacPrefix"} }
 
-// SupportedBackends lists the backend types weft implements.
-func SupportedBackends() []string {
-	return []string{BackendVXLAN, BackendHostGW, BackendUDP, BackendIPIP, BackendWireGuard}
-}
-
-// unsupportedBackends are flannel backend types weft knows of but does not
-// implement; they get a specific message instead of "unknown".
+// unsupportedBackends are flannel backend types a build may lack; they get a
+// specific message instead of "unknown". A type the registry has is never
+// looked up here.
 func unsupportedBackends() map[string]string {
 	return map[string]string{
 		"aws-vpc": "a cloud-provider route backend", "gce": "a cloud-provider route backend",
 		"ali-vpc": "a cloud-provider route backend", "tencent-vpc": "a cloud-provider route backend",
 		"alloc": "an allocation-only backend", "extension": "flannel's external-command backend",
-		"ipsec": "flannel's strongSwan backend (use wireguard)",
+		"ipsec":     "flannel's strongSwan backend (use wireguard)",
+		"wireguard": "flannel's WireGuard backend, not in this build",
 	}
 }
 
-func parseBackend(raw json.RawMessage, c *NetConf, warnings *[]string) (Backend, error) {
-	b := Backend{Type: BackendVXLAN}
+// parseBackend reads the section's Type and keeps its options for the
+// backend's package.
+func parseBackend(raw json.RawMessage, warnings *[]string) (Backend, error) {
+	b := Backend{Type: DefaultBackend}
 	obj := map[string]json.RawMessage{}
 	if raw != nil && !isNull(raw) {
 		if jsonKind(raw) != "an object" {
@@ -128,22 +158,17 @@ func parseBackend(raw json.RawMessage, c *NetConf, warnings *[]string) (Backend,
 			typeKey = k
 		}
 	}
-	if typeKey != "" && !isNull(obj[typeKey]) {
-		t, err := readString(obj[typeKey])
-		if err != nil {
-			return Backend{}, fmt.Errorf("%w: Backend.Type %w", ErrNetConf, err)
+	if typeKey != "" {
+		if !isNull(obj[typeKey]) {
+			t, err := readString(obj[typeKey])
+			if err != nil {
+				return Backend{}, fmt.Errorf("%w: Backend.Type %w", ErrNetConf, err)
+			}
+			if t != "" {
+				b.Type = strings.ToLower(t)
+			}
 		}
-		if t != "" {
-			b.Type = strings.ToLower(t)
-		}
-	}
-	opts, err := b.defaults()
-	if err != nil {
-		return Backend{}, err
-	}
-	known := []string{"Type"}
-	for _, o := range opts {
-		known = append(known, o.name)
+		delete(obj, typeKey)
 	}
 	for k := range obj {
 		for _, w := range windowsOnly() {
@@ -153,68 +178,12 @@ func parseBackend(raw json.RawMessage, c *NetConf, warnings *[]string) (Backend,
 			}
 		}
 	}
-	data, _ := json.Marshal(obj)
-	fields, err := readObject(data, "Backend ("+b.Type+")", known, warnings)
-	if err != nil {
-		return Backend{}, err
-	}
-	for _, o := range opts {
-		if r, ok := fields[o.name]; ok && !isNull(r) {
-			if err := o.read(r); err != nil {
-				return Backend{}, fmt.Errorf("%w: Backend.%s %w", ErrNetConf, o.name, err)
-			}
+	if len(obj) > 0 {
+		data, err := json.Marshal(obj) // sorted keys: equal sections compare equal
+		if err != nil {
+			return Backend{}, fmt.Errorf("%w: Backend: %w", ErrNetConf, err)
 		}
+		b.Options = string(data)
 	}
-	return b, b.check(c)
-}
-
-// defaults sets b's options to their defaults and returns the readers of the
-// options b.Type accepts.
-func (b *Backend) defaults() ([]option, error) {
-	switch b.Type {
-	case BackendVXLAN:
-		v := &b.VXLAN
-		*v = VXLANOptions{VNI: 1, Port: 8472}
-		return []option{intOpt("VNI", &v.VNI, 0, 1<<24-1), intOpt("Port", &v.Port, 0, 65535), boolOpt("GBP", &v.GBP),
-			boolOpt("Learning", &v.Learning), boolOpt("DirectRouting", &v.DirectRouting), intOpt("MTU", &v.MTU, 0, 65535)}, nil
-	case BackendHostGW:
-		return nil, nil
-	case BackendUDP:
-		b.UDP = UDPOptions{Port: 8285}
-		return []option{intOpt("Port", &b.UDP.Port, 1, 65535)}, nil
-	case BackendIPIP:
-		return []option{boolOpt("DirectRouting", &b.IPIP.DirectRouting)}, nil
-	case BackendWireGuard:
-		w := &b.WireGuard
-		*w = WireGuardOptions{ListenPort: 51820, ListenPortV6: 51821, Mode: WireGuardSeparate}
-		return []option{intOpt("ListenPort", &w.ListenPort, 1, 65535), intOpt("ListenPortV6", &w.ListenPortV6, 1, 65535),
-			intOpt("MTU", &w.MTU, 0, 65535), intOpt("PersistentKeepaliveInterval", &w.PersistentKeepaliveInterval, 0, 65535),
-			{"PSK", func(r json.RawMessage) (err error) { w.PSK, err = readKey(r); return err }},
-			{"Mode", func(r json.RawMessage) (err error) {
-				w.Mode, err = readEnum(r, WireGuardSeparate, WireGuardAuto, WireGuardIPv4, WireGuardIPv6)
-				return err
-			}}}, nil
-	}
-	if what, ok := unsupportedBackends()[b.Type]; ok {
-		return nil, fmt.Errorf("%w: Backend.Type %q (%s) is not supported by weft; use one of %s", ErrNetConf, b.Type, what, strings.Join(SupportedBackends(), ", "))
-	}
-	return nil, fmt.Errorf("%w: Backend.Type %q is unknown; use one of %s", ErrNetConf, clip(b.Type), strings.Join(SupportedBackends(), ", "))
-}
-
-// check applies rules that involve more than one option.
-func (b *Backend) check(c *NetConf) error {
-	mtus := map[string]int{BackendVXLAN: b.VXLAN.MTU, BackendWireGuard: b.WireGuard.MTU}
-	if mtu := mtus[b.Type]; mtu != 0 {
-		minMTU := 68
-		if c.IPv6.Enabled {
-			minMTU = 1280
-		}
-		if mtu < minMTU {
-			return fmt.Errorf("%w: Backend.MTU %d is below the minimum %d", ErrNetConf, mtu, minMTU)
-		}
-	}
-	if b.Type == BackendIPIP && c.IPv6.Enabled && !c.IPv4.Enabled {
-		return fmt.Errorf("%w: Backend.Type ipip carries IPv4 only, but EnableIPv4 is false", ErrNetConf)
-	}
-	return nil
+	return b, nil
 }

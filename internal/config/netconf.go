@@ -78,7 +78,8 @@ func topKeys() []string {
 }
 
 // ParseNetConf parses and validates net-conf.json. Keys match
-// case-insensitively, as in flannel. It returns warnings (unknown keys and
+// case-insensitively, as in flannel. The Backend section's options are the
+// backend type's: ConfigureBackend validates them against the registry. It returns warnings (unknown keys and
 // options, adjusted values) that the caller should log; every error wraps
 // ErrNetConf and names the field and the rule it breaks.
 func ParseNetConf(data []byte) (*NetConf, []string, error) {
@@ -107,7 +108,7 @@ func ParseNetConf(data []byte) (*NetConf, []string, error) {
 			return nil, nil, fmt.Errorf("%w: EnableNFTables %w", ErrNetConf, err)
 		}
 	}
-	if c.Backend, err = parseBackend(obj["Backend"], c, &warnings); err != nil {
+	if c.Backend, err = parseBackend(obj["Backend"], &warnings); err != nil {
 		return nil, nil, err
 	}
 	return c, warnings, nil

@@ -214,12 +214,20 @@ func (dm *Daemon) setupBackend(ctx context.Context, warm bool) (bool, error) {
 }
 
 // networkConfig reads the configuration from the store, retrying with
-// backoff while the store is unreachable or has none.
+// backoff while the store is unreachable or has none, and checks its
+// Backend section against the backends of this build.
 func (dm *Daemon) networkConfig(ctx context.Context) (*config.NetConf, error) {
 	wait := 200 * time.Millisecond
 	for {
 		nc, err := dm.d.Store.NetworkConfig(ctx)
 		if err == nil {
+			warnings, err := nc.ConfigureBackend(dm.d.Backends)
+			if err != nil {
+				return nil, err
+			}
+			for _, w := range warnings {
+				dm.log.Warn("network config", "warning", w)
+			}
 			return nc, nil
 		}
 		if errors.Is(err, config.ErrNetConf) {

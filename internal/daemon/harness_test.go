@@ -207,7 +207,7 @@ func (r *running) stop(t testing.TB) {
 }
 
 func backends() backend.Registry {
-	return backend.Registry{config.BackendVXLAN: vxlan.New, config.BackendHostGW: hostgw.New}
+	return backend.Registry{vxlan.Type(), hostgw.Type()}
 }
 
 // startDaemon runs the daemon for n until the test ends and waits until it is

@@ -9,7 +9,6 @@ import (
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/backend/hostgw"
 	"github.com/weft-net/weft/internal/backend/vxlan"
-	"github.com/weft-net/weft/internal/config"
 )
 
 // userspacePeers is vxlan posing as a backend whose peers live in userspace
@@ -21,13 +20,12 @@ type userspacePeers struct{ backend.Backend }
 func (userspacePeers) ForgetPeer(string) {}
 
 func warmBackends() backend.Registry {
-	return backend.Registry{
-		config.BackendVXLAN: func(d backend.Deps) (backend.Backend, error) {
-			b, err := vxlan.New(d)
-			return userspacePeers{b}, err
-		},
-		config.BackendHostGW: hostgw.New,
+	vx := vxlan.Type()
+	vx.New = func(d backend.Deps) (backend.Backend, error) {
+		b, err := vxlan.New(d)
+		return userspacePeers{b}, err
 	}
+	return backend.Registry{vx, hostgw.Type()}
 }
 
 // A restart resumes from the peer snapshot before the store answers, then

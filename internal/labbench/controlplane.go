@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
-	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/backend/vxlan"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/reconcile"
@@ -35,7 +34,7 @@ type joinRun struct {
 // vxlan; the other nodes' daemons are stopped so that only the joining
 // node's weftd works.
 func (b *bench) controlPlane(ctx context.Context) ([]ControlPlane, error) {
-	if err := b.switchBackend(ctx, Variant{Type: config.BackendVXLAN}); err != nil {
+	if err := b.switchBackend(ctx, Variant{Type: vxlan.Name}); err != nil {
 		return nil, err
 	}
 	for n := range b.c.Lab().Nodes() {
@@ -133,9 +132,7 @@ func (b *bench) stopJoinNode(ctx context.Context) error {
 	if err := b.c.KillWeftd(joinNode, false); err != nil && b.c.Pid(joinNode) != 0 {
 		return err
 	}
-	cmd := lab.Command(ctx, b.c.NodeNS(joinNode), "ip", "-force", "-batch", "-")
-	cmd.Stdin = strings.NewReader(backendCleanup)
-	_ = cmd.Run() // most objects do not exist
+	_, _ = b.cleanBackend(ctx, joinNode) // most objects do not exist
 	return nil
 }
 

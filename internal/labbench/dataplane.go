@@ -10,18 +10,23 @@ import (
 
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+	"github.com/weft-net/weft/internal/netlinkx"
 )
 
-// backendCleanup removes every backend's device and weft's routes (proto
-// 0x57) from a node, so the next backend starts from a clean kernel state.
-const backendCleanup = `link del flannel.1
-link del flannel-v6.1
-link del flannel.ipip
-link del flannel0
-link del flannel-wg
-link del flannel-wg-v6
-route flush proto 87
-`
+// cleanBackend removes every measured backend's devices and weft's routes
+// from a node whose weftd is stopped, so that the next backend starts from a
+// clean kernel state. Most of the objects do not exist: the errors of ip
+// -force are in the output.
+func (b *bench) cleanBackend(ctx context.Context, node int) ([]byte, error) {
+	var s strings.Builder
+	for _, d := range b.o.Backends.Devices() {
+		fmt.Fprintf(&s, "link del %s\n", d)
+	}
+	fmt.Fprintf(&s, "route flush proto %d\n", netlinkx.RouteProtocol)
+	cmd := lab.Command(ctx, b.c.NodeNS(node), "ip", "-force", "-batch", "-")
+	cmd.Stdin = strings.NewReader(s.String())
+	return cmd.CombinedOutput()
+}
 
 // endpoint is one end of a throughput or latency test.
 type endpoint struct {
@@ -118,9 +123,7 @@ func (b *bench) switchBackend(ctx context.Context, v Variant) error {
 		return fmt.Errorf("write net-conf.json for %s: %w", v, err)
 	}
 	for n := 1; n <= nodes; n++ {
-		cmd := lab.Command(ctx, b.c.NodeNS(n), "ip", "-force", "-batch", "-")
-		cmd.Stdin = strings.NewReader(backendCleanup)
-		out, err := cmd.CombinedOutput()
+		out, err := b.cleanBackend(ctx, n)
 		b.log.Debug("backend cleanup", "node", n, "out", string(out), "err", err) // most objects do not exist
 		if err := b.c.StartWeftd(n); err != nil {
 			return err

@@ -37,7 +37,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -210,9 +209,7 @@ func (b *bench) stopKubeWeftd(ctx context.Context, k *kubeEnv) error {
 		}
 		k.weftd = nil
 	}
-	cmd := lab.Command(ctx, b.c.NodeNS(joinNode), "ip", "-force", "-batch", "-")
-	cmd.Stdin = strings.NewReader(backendCleanup)
-	_ = cmd.Run() // most objects do not exist
+	_, _ = b.cleanBackend(ctx, joinNode) // most objects do not exist
 	return nil
 }
 

@@ -33,14 +33,18 @@ package labbench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
-	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 )
@@ -50,9 +54,9 @@ import (
 type Options struct {
 	// Name is the lab's name (lab.RandomName); Dir its working directory.
 	Name, Dir string
-	// Backends are the backend types this build runs; vxlan and ipip are
-	// also measured with DirectRouting.
-	Backends []string
+	// Backends are the backend types measured, each also with its
+	// BenchVariants (vxlan and ipip: DirectRouting).
+	Backends backend.Registry
 	// Quick is the sub-minute smoke run.
 	Quick bool
 	// Runs per throughput figure, Duration of each iperf3 run, Pings per
@@ -120,36 +124,52 @@ func orDefault[T int | time.Duration](v, def T) T {
 	return def
 }
 
-// Variant is one backend configuration measured.
+// Variant is one backend configuration measured: a type and the options
+// added to its Backend section (backend.Type.BenchVariants).
 type Variant struct {
-	Type          string `json:"type"`
-	DirectRouting bool   `json:"direct_routing"`
+	Type    string `json:"type"`
+	Options string `json:"options,omitempty"`
 }
 
+// String names the variant: the type, then "+Option" for each option set
+// to true and "+Option=value" for others ("vxlan+DirectRouting").
 func (v Variant) String() string {
-	if v.DirectRouting {
-		return v.Type + "+DirectRouting"
+	if v.Options == "" {
+		return v.Type
 	}
-	return v.Type
+	var opts map[string]json.RawMessage
+	if err := json.Unmarshal([]byte("{"+v.Options+"}"), &opts); err != nil {
+		return v.Type + "+" + v.Options
+	}
+	s := v.Type
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		if string(opts[k]) == "true" {
+			s += "+" + k
+		} else {
+			s += "+" + k + "=" + strings.Trim(string(opts[k]), `"`)
+		}
+	}
+	return s
 }
 
 // NetConf is the variant's net-conf.json: 10.0.0.0/8 in /24s, room for the
 // control plane's thousands of simulated peers.
 func (v Variant) NetConf() string {
-	dr := ""
-	if v.DirectRouting {
-		dr = `,"DirectRouting":true`
+	opts := ""
+	if v.Options != "" {
+		opts = "," + v.Options
 	}
-	return `{"Network":"10.0.0.0/8","Backend":{"Type":"` + v.Type + `"` + dr + `}}`
+	return `{"Network":"10.0.0.0/8","Backend":{"Type":"` + v.Type + `"` + opts + `}}`
 }
 
-// Variants lists what the bench measures for backends.
-func Variants(backends []string) []Variant {
+// Variants lists what the bench measures for the types: each with its
+// defaults, then with each of its BenchVariants.
+func Variants(types backend.Registry) []Variant {
 	var out []Variant
-	for _, b := range backends {
-		out = append(out, Variant{Type: b})
-		if b == config.BackendVXLAN || b == config.BackendIPIP {
-			out = append(out, Variant{Type: b, DirectRouting: true})
+	for _, t := range types {
+		out = append(out, Variant{Type: t.Name})
+		for _, o := range t.BenchVariants {
+			out = append(out, Variant{Type: t.Name, Options: o})
 		}
 	}
 	return out

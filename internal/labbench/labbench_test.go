@@ -8,6 +8,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/backend/hostgw"
+	"github.com/weft-net/weft/internal/backend/udp"
+	"github.com/weft-net/weft/internal/backend/vxlan"
 )
 
 func TestSummariseAndPercentile(t *testing.T) {
@@ -98,14 +103,17 @@ func TestParseIperf(t *testing.T) {
 
 func TestVariants(t *testing.T) {
 	var got []string
-	for _, v := range Variants([]string{"vxlan", "host-gw", "udp"}) {
+	for _, v := range Variants(backend.Registry{vxlan.Type(), hostgw.Type(), udp.Type()}) {
 		got = append(got, v.String())
 	}
 	if strings.Join(got, " ") != "vxlan vxlan+DirectRouting host-gw udp" {
 		t.Errorf("variants = %v", got)
 	}
-	if nc := (Variant{Type: "vxlan", DirectRouting: true}).NetConf(); nc != `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan","DirectRouting":true}}` {
+	if nc := (Variant{Type: "vxlan", Options: `"DirectRouting":true`}).NetConf(); nc != `{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan","DirectRouting":true}}` {
 		t.Errorf("netconf = %s", nc)
+	}
+	if s := (Variant{Type: "vxlan", Options: `"VNI":7,"GBP":true`}).String(); s != "vxlan+GBP+VNI=7" {
+		t.Errorf("String() = %s", s)
 	}
 }
 
@@ -152,7 +160,7 @@ func fakeResult() *Result {
 		return NewFigure("fig", "u", "higher", "b", Stat{Median: v, Min: v * 0.9, Max: v * 1.1, N: 3}, Stat{Median: b, Min: b, Max: b, N: 3})
 	}
 	r := &Result{Date: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Machine: Machine{CPU: "test CPU", CPUs: 2}, Elapsed: "1m0s"}
-	for _, v := range Variants([]string{"vxlan", "host-gw"}) {
+	for _, v := range Variants(backend.Registry{vxlan.Type(), hostgw.Type()}) {
 		r.DataPlane = append(r.DataPlane, DataPlane{Backend: v.String(), Variant: v, TCP1: f(8, 10), TCP4: f(9, 10),
 			Retransmits1: f(1, 1), RTT: f(0.05, 0.03), CPU1: f(1, 0.5), CPU4: f(1, 0.5)})
 	}

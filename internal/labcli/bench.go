@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/labbench"
 )
@@ -60,16 +60,18 @@ func bench(ctx context.Context, args []string, env Env) error {
 
 func (f benchFlags) options(env Env) (labbench.Options, error) {
 	o := labbench.Options{Quick: f.quick, Runs: f.runs, Pings: f.pings, JoinRuns: f.joins, Trials: f.trials, CNIPods: f.pods,
-		Duration: time.Duration(f.seconds) * time.Second, BinDir: env.BinDir, Logger: env.Logger, Progress: env.Stdout, Backends: labBackends()}
+		Duration: time.Duration(f.seconds) * time.Second, BinDir: env.BinDir, Logger: env.Logger, Progress: env.Stdout, Backends: registry.Default()}
 	if f.json {
 		o.Progress = env.Stderr
 	}
 	if f.backends != "" {
-		o.Backends = strings.Split(f.backends, ",")
-		for _, b := range o.Backends {
-			if !slices.Contains(labBackends(), b) {
+		o.Backends = nil
+		for _, b := range strings.Split(f.backends, ",") {
+			t, ok := registry.Default().Lookup(b)
+			if !ok {
 				return o, fmt.Errorf("--backends %q: this build runs %v", b, labBackends())
 			}
+			o.Backends = append(o.Backends, t)
 		}
 	}
 	var err error

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/kubeapi"
 	"github.com/weft-net/weft/internal/lab"
@@ -29,10 +30,10 @@ func up(ctx context.Context, args []string, env Env) error {
 	f.add(fs)
 	fs.IntVar(&f.nodes, "nodes", 3, "number of nodes")
 	fs.IntVar(&f.pods, "pods", 2, "pods per node")
-	fs.StringVar(&f.backend, "backend", config.BackendVXLAN, "backend: "+fmt.Sprint(labBackends()))
+	fs.StringVar(&f.backend, "backend", config.DefaultBackend, "backend: "+fmt.Sprint(labBackends()))
 	fs.StringVar(&f.store, "store", cluster.StoreEtcd, "lease store: etcd, or kube (a real kube-apiserver and kube-controller-manager "+
 		"on the switch, the Node annotations of weftd --kube-subnet-mgr; needs make kube-bins)")
-	fs.BoolVar(&f.direct, "directrouting", false, "vxlan DirectRouting (needs the far subnet to show both paths)")
+	fs.BoolVar(&f.direct, "directrouting", false, "DirectRouting, for the backends that have it (vxlan, ipip; needs --far to show both paths)")
 	fs.BoolVar(&f.far, "far", false, "put the last node on a second underlay subnet behind a router")
 	fs.BoolVar(&f.masq, "ip-masq", false, "run weftd with --ip-masq and add an outside-world namespace behind the router")
 	if err := fs.Parse(args); err != nil {
@@ -63,9 +64,8 @@ func up(ctx context.Context, args []string, env Env) error {
 	return printPings(ctx, env, c)
 }
 
-func labBackends() []string {
-	return []string{config.BackendVXLAN, config.BackendHostGW, config.BackendUDP}
-}
+// labBackends are the backend types of this build (the registry's list).
+func labBackends() []string { return registry.Default().Names() }
 
 func startCluster(ctx context.Context, env Env, f upFlags) (*cluster.Cluster, error) {
 	o := cluster.Options{

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 
 	"github.com/weft-net/weft/internal/backend"
-	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/reconcile"
 )
@@ -22,12 +21,18 @@ type HostGW struct {
 
 var _ backend.Backend = (*HostGW)(nil)
 
+// Name is the backend type.
+const Name = "host-gw"
+
+// Type is the host-gw backend type for the registry: no options, no device.
+func Type() backend.Type { return backend.Type{Name: Name, New: New} }
+
 // New is the backend.Factory.
 func New(d backend.Deps) (backend.Backend, error) { return &HostGW{d: d}, nil }
 
 // Attrs publishes the type and no data.
 func (h *HostGW) Attrs(context.Context) (lease.Attrs, error) {
-	return lease.Attrs{PublicIP: h.d.External.PublicIP, PublicIPv6: h.d.External.PublicIPv6, BackendType: config.BackendHostGW}, nil
+	return lease.Attrs{PublicIP: h.d.External.PublicIP, PublicIPv6: h.d.External.PublicIPv6, BackendType: Name}, nil
 }
 
 // Ensure has no device to make.
@@ -36,7 +41,7 @@ func (h *HostGW) Ensure(context.Context, lease.Lease) error { return nil }
 // Peer routes the peer's subnets via its public addresses.
 func (h *HostGW) Peer(own lease.Lease, p lease.Lease) (reconcile.Objects, error) {
 	var st reconcile.Objects
-	if err := backend.PeerCheck(own, p, config.BackendHostGW); err != nil {
+	if err := backend.PeerCheck(own, p, Name); err != nil {
 		return st, err
 	}
 	ext := h.d.External

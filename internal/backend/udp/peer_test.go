@@ -80,7 +80,7 @@ func TestPeerAcceptsFlannelUDPLease(t *testing.T) {
 func TestPeerCheckRejectsEmptyTypeElsewhere(t *testing.T) {
 	own := parseLease(t, "10.244.1.0-24", `{"PublicIP":"192.168.100.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"22:56:a3:21:8b:8d"}}`)
 	flannelUDP := parseLease(t, "10.244.2.0-24", `{"PublicIP":"192.168.100.12","PublicIPv6":null}`)
-	for _, bt := range []string{config.BackendVXLAN, config.BackendHostGW} {
+	for _, bt := range []string{"vxlan", "host-gw"} {
 		err := backend.PeerCheck(own, flannelUDP, bt)
 		if err == nil || !strings.Contains(err.Error(), `its BackendType "" is not this node's "`+bt+`"`) {
 			t.Errorf("%s network: PeerCheck of a lease with no BackendType = %v", bt, err)

@@ -48,6 +48,34 @@ import (
 	"github.com/weft-net/weft/internal/reconcile"
 )
 
+// Name is the backend type.
+const Name = "udp"
+
+// Type is the udp backend type for the registry.
+func Type() backend.Type {
+	return backend.Type{
+		Name: Name,
+		Validate: func(c *config.NetConf) ([]string, error) {
+			_, w, err := ParseNetConfOptions(c)
+			return w, err
+		},
+		New:     New,
+		Devices: []string{DeviceName},
+	}
+}
+
+// NetConfOptions are the udp backend's net-conf.json options.
+type NetConfOptions struct {
+	Port int // default 8285
+}
+
+// ParseNetConfOptions reads the options of c.Backend with their defaults.
+func ParseNetConfOptions(c *config.NetConf) (NetConfOptions, []string, error) {
+	o := NetConfOptions{Port: 8285}
+	w, err := c.Backend.ReadOptions([]config.Option{config.IntOption("Port", &o.Port, 1, 65535)})
+	return o, w, err
+}
+
 // DeviceName is flannel's TUN device.
 const DeviceName = "flannel0"
 
@@ -142,10 +170,11 @@ func NewWithOptions(d backend.Deps, o Options) (*UDP, error) {
 	if o.Batch <= 0 {
 		o.Batch = 32
 	}
-	port := d.Net.Backend.UDP.Port
-	if port == 0 {
-		port = 8285
+	nco, _, err := ParseNetConfOptions(d.Net)
+	if err != nil {
+		return nil, err
 	}
+	port := nco.Port
 	log := d.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -157,7 +186,7 @@ func NewWithOptions(d backend.Deps, o Options) (*UDP, error) {
 // BackendType at all; weft's carries "udp" (flannel ignores the field), and
 // weft reads a lease without one as a udp peer (peerCheck).
 func (u *UDP) Attrs(context.Context) (lease.Attrs, error) {
-	return lease.Attrs{PublicIP: u.d.External.PublicIP, BackendType: config.BackendUDP}, nil
+	return lease.Attrs{PublicIP: u.d.External.PublicIP, BackendType: Name}, nil
 }
 
 // Peer records the peer in the data path's table and wants no kernel object
@@ -180,9 +209,9 @@ func (u *UDP) peerCheck(own, p lease.Lease) error {
 	// such a lease is a udp peer (on any other network the daemon ignores it
 	// through backend.PeerCheck, logged once).
 	if p.Attrs.BackendType == "" {
-		p.Attrs.BackendType = config.BackendUDP
+		p.Attrs.BackendType = Name
 	}
-	if err := backend.PeerCheck(own, p, config.BackendUDP); err != nil {
+	if err := backend.PeerCheck(own, p, Name); err != nil {
 		return err
 	}
 	switch {

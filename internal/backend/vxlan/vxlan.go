@@ -24,7 +24,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weft-net/weft/internal/backend"
-	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/reconcile"
@@ -56,7 +55,7 @@ type family struct {
 // VXLAN is the backend.
 type VXLAN struct {
 	d    backend.Deps
-	opts config.VXLANOptions
+	opts Options
 	fams []*family
 	mtu  int
 }
@@ -65,7 +64,11 @@ var _ backend.Backend = (*VXLAN)(nil)
 
 // New is the backend.Factory.
 func New(d backend.Deps) (backend.Backend, error) {
-	v := &VXLAN{d: d, opts: d.Net.Backend.VXLAN}
+	opts, _, err := ParseOptions(d.Net)
+	if err != nil {
+		return nil, err
+	}
+	v := &VXLAN{d: d, opts: opts}
 	vni := strconv.Itoa(v.opts.VNI)
 	v.fams = []*family{
 		{name: "flannel." + vni, local: d.External.PublicIP, enabled: d.Net.IPv4.Enabled},
@@ -106,7 +109,7 @@ func (v *VXLAN) enabled() []*family {
 
 // Attrs adopts an existing device's MAC (or derives one) and publishes it.
 func (v *VXLAN) Attrs(context.Context) (lease.Attrs, error) {
-	a := lease.Attrs{PublicIP: v.d.External.PublicIP, PublicIPv6: v.d.External.PublicIPv6, BackendType: config.BackendVXLAN}
+	a := lease.Attrs{PublicIP: v.d.External.PublicIP, PublicIPv6: v.d.External.PublicIPv6, BackendType: Name}
 	for _, f := range v.enabled() {
 		f.mac = v.stableMAC(f)
 		data, err := json.Marshal(Data{VNI: v.opts.VNI, VtepMAC: f.mac.String()})
@@ -231,7 +234,7 @@ func (v *VXLAN) configure(link netlink.Link, f *family, subnet netip.Prefix) err
 // Peer computes the neighbour, FDB entry and route of one peer.
 func (v *VXLAN) Peer(own lease.Lease, p lease.Lease) (reconcile.Objects, error) {
 	var st reconcile.Objects
-	if err := backend.PeerCheck(own, p, config.BackendVXLAN); err != nil {
+	if err := backend.PeerCheck(own, p, Name); err != nil {
 		return st, err
 	}
 	for _, f := range v.enabled() {

@@ -208,7 +208,7 @@ func runDaemon(t *testing.T, s *Store, nl *netlinkx.Handle, o config.Options, lo
 	result := make(chan error, 1)
 	go func() {
 		err := daemon.Run(ctx, o, daemon.Deps{Logger: logs.logger(), Store: s, Netlink: nl,
-			Backends: backend.Registry{config.BackendHostGW: hostgw.New},
+			Backends: backend.Registry{hostgw.Type()},
 			Ready:    func(lease.Lease) { go up(ctx) }})
 		done <- err
 		result <- err
