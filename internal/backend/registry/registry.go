@@ -6,6 +6,7 @@ package registry
 import (
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/backend/hostgw"
+	"github.com/weft-net/weft/internal/backend/ipip"
 	"github.com/weft-net/weft/internal/backend/udp"
 	"github.com/weft-net/weft/internal/backend/vxlan"
 )
@@ -16,5 +17,6 @@ func Default() backend.Registry {
 		vxlan.Type(),
 		hostgw.Type(),
 		udp.Type(),
+		ipip.Type(),
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weft-net/weft/internal/backend/ipip"
 	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/backend/udp"
 	"github.com/weft-net/weft/internal/backend/vxlan"
@@ -26,11 +27,11 @@ func configure(text string) (*config.NetConf, []string, error) {
 // The registry is the one list of backend types, in the order messages
 // show them.
 func TestNames(t *testing.T) {
-	if got := strings.Join(registry.Default().Names(), " "); got != "vxlan host-gw udp" {
+	if got := strings.Join(registry.Default().Names(), " "); got != "vxlan host-gw udp ipip" {
 		t.Errorf("Names() = %s", got)
 	}
 	devs := registry.Default().Devices()
-	for _, d := range []string{"flannel.1", "flannel-v6.1", "flannel0"} {
+	for _, d := range []string{"flannel.1", "flannel-v6.1", "flannel0", "flannel.ipip"} {
 		if !slices.Contains(devs, d) {
 			t.Errorf("Devices() = %v, missing %s", devs, d)
 		}
@@ -41,7 +42,7 @@ func TestNames(t *testing.T) {
 // value (never a secret).
 func TestConfigureErrors(t *testing.T) {
 	tests := []struct{ name, json, want string }{
-		{"backend unknown", `{"Network":"10.0.0.0/16","Backend":{"Type":"carrier-pigeon"}}`, `Backend.Type "carrier-pigeon" is unknown; use one of vxlan, host-gw, udp`},
+		{"backend unknown", `{"Network":"10.0.0.0/16","Backend":{"Type":"carrier-pigeon"}}`, `Backend.Type "carrier-pigeon" is unknown; use one of vxlan, host-gw, udp, ipip`},
 		{"backend cloud", `{"Network":"10.0.0.0/16","Backend":{"Type":"aws-vpc"}}`, `Backend.Type "aws-vpc" (a cloud-provider route backend) is not supported by weft; use one of vxlan`},
 		{"wireguard not built", `{"Network":"10.0.0.0/16","Backend":{"Type":"WireGuard"}}`, `Backend.Type "wireguard" (flannel's WireGuard backend, not in this build) is not supported`},
 		{"vni string", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":"one"}}`, "Backend.VNI must be a number, not a string"},
@@ -51,6 +52,9 @@ func TestConfigureErrors(t *testing.T) {
 		{"vxlan mtu small", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":60}}`, "Backend.MTU 60 is below the minimum 68"},
 		{"vxlan mtu v6", `{"Network":"10.0.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","Backend":{"Type":"vxlan","MTU":1200}}`, "Backend.MTU 1200 is below the minimum 1280"},
 		{"udp port zero", `{"Network":"10.0.0.0/16","Backend":{"Type":"udp","Port":0}}`, "Backend.Port 0 is below 1"},
+		{"ipip dr type", `{"Network":"10.0.0.0/16","Backend":{"Type":"ipip","DirectRouting":1}}`, "Backend.DirectRouting must be true or false, not a number"},
+		{"ipip v6 only", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"ipip"}}`, "ipip carries IPv4 only"},
+		{"ipip dual stack", `{"Network":"10.0.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"ipip"}}`, "Backend.Type ipip carries IPv4 only (as flannel's), but EnableIPv6 is true"},
 		{"dup option", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":1,"vni":2}}`, `VNI in Backend (vxlan) is given twice`},
 	}
 	for _, tc := range tests {
@@ -104,6 +108,13 @@ func TestBackendOptions(t *testing.T) {
 	if o, _, _ := udp.ParseNetConfOptions(c); o.Port != 8285 {
 		t.Errorf("udp port = %d, want 8285", o.Port)
 	}
+	c, _, err = configure(`{"Network":"10.0.0.0/16","Backend":{"Type":"ipip","directrouting":true}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _, _ := ipip.ParseOptions(c); !o.DirectRouting {
+		t.Errorf("ipip DirectRouting not read")
+	}
 }
 
 // The kube-flannel manifest's net-conf.json and the seed documents'.
@@ -113,6 +124,7 @@ func TestRealWorldConfigs(t *testing.T) {
 		`{"Network": "172.16.0.0/16", "Backend": {"Type": "vxlan", "Directrouting": true}}`,
 		`{"Network":"10.244.0.0/16","IPv6Network":"2001:cafe:42::/56","EnableIPv6":true,"Backend":{"Type":"vxlan"}}`,
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":8285}}`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"ipip","DirectRouting":true}}`,
 	} {
 		if _, warnings, err := configure(js); err != nil || len(warnings) > 0 {
 			t.Errorf("%s: %v, warnings %v", js, err, warnings)
@@ -126,6 +138,7 @@ func FuzzConfigure(f *testing.F) {
 	for _, s := range []string{
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":1,"Port":4789,"DirectRouting":true}}`,
 		`{"Network":"10.0.0.0/8","Backend":{"Type":"udp","Port":8285}}`,
+		`{"Network":"10.0.0.0/8","Backend":{"Type":"ipip","DirectRouting":false}}`,
 		`{"Network":"10.0.0.0/8","Backend":{"Type":"host-gw","x":[1,{}]}}`,
 		`{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan","VNI":"one","MacPrefix":"0E-2A"}}`,
 		`{"Network":"10.0.0.0/8","Backend":{"Type":"wireguard","PSK":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}}`,

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/backend/tunnel"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
 )
@@ -17,7 +18,7 @@ func testBackend(t *testing.T) *UDP {
 		t.Fatal(err)
 	}
 	u, err := NewWithOptions(backend.Deps{Net: nc, External: backend.External{Name: "eth0", MTU: 1500,
-		PublicIP: netip.MustParseAddr("192.168.100.11")}}, Options{})
+		PublicIP: netip.MustParseAddr("192.168.100.11")}}, tunnel.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,12 +59,11 @@ func TestPeerAcceptsFlannelUDPLease(t *testing.T) {
 			t.Errorf("Peer(%s) = %v, want ok=%v", c.value, err, c.ok)
 		}
 	}
-	s := u.peers.load()
-	if p := s.lookup(netip.MustParseAddr("10.244.2.7")); p == nil || p.endpoint != netip.MustParseAddrPort("192.168.100.12:8285") {
-		t.Errorf("flannel's udp peer: lookup 10.244.2.7 = %+v, want endpoint 192.168.100.12:8285", p)
+	if ep, ok := u.eng.Lookup(netip.MustParseAddr("10.244.2.7")); !ok || ep != netip.MustParseAddrPort("192.168.100.12:8285") {
+		t.Errorf("flannel's udp peer: lookup 10.244.2.7 = %v, want endpoint 192.168.100.12:8285", ep)
 	}
-	if p := s.lookup(netip.MustParseAddr("10.244.4.7")); p != nil {
-		t.Errorf("a vxlan lease became a udp peer: %+v", p)
+	if ep, ok := u.eng.Lookup(netip.MustParseAddr("10.244.4.7")); ok {
+		t.Errorf("a vxlan lease became a udp peer: %v", ep)
 	}
 	// weft's own udp lease keeps "BackendType":"udp" (flannel ignores it).
 	a, err := u.Attrs(t.Context())

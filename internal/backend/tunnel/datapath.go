@@ -1,4 +1,4 @@
-package udp
+package tunnel
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 // datapath is the running workers over one set of TUN queues and the socket.
 type datapath struct {
 	tun     *tunDevice
-	conn    *conn
+	conn    conn
 	peers   *table
 	stats   *Stats
 	log     *slog.Logger
@@ -83,14 +83,14 @@ func (d *datapath) txLoop(ctx context.Context, q *os.File) {
 
 func (d *datapath) rxLoop(ctx context.Context, q *os.File) {
 	size := maxIPLen
-	if !d.conn.gro {
+	if !d.conn.gro() {
 		size = 16 << 10
 	}
 	b := newBatch(d.batch, size)
 	r := &rxPath{peers: d.peers, stats: d.stats, co: newCoalescer(tunWriter(q, d.vnet))}
 	r.co.noMerge = d.noMerge || !d.vnet // merged packets need the GSO header
 	for ctx.Err() == nil {
-		_ = d.conn.uc.SetReadDeadline(time.Now().Add(time.Second))
+		_ = d.conn.setReadDeadline(time.Now().Add(time.Second))
 		n, err := d.conn.read(b)
 		if err != nil {
 			var ne net.Error
@@ -105,8 +105,8 @@ func (d *datapath) rxLoop(ctx context.Context, q *os.File) {
 			return
 		}
 		for i := range n {
-			m := &b.msgs[i]
-			if err := r.datagram(source(m), m.Buffers[0][:m.N], groSize(m.OOB[:m.NN])); err != nil && ctx.Err() == nil {
+			src, pkts, size := d.conn.message(&b.msgs[i])
+			if err := r.datagram(src, pkts, size); err != nil && ctx.Err() == nil {
 				if errors.Is(err, os.ErrClosed) {
 					return
 				}

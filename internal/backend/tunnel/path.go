@@ -1,4 +1,4 @@
-package udp
+package tunnel
 
 import (
 	"encoding/binary"
@@ -43,6 +43,10 @@ func (r *rxPath) datagram(src netip.AddrPort, b []byte, gso int) error {
 	p := snap.bySrc[netip.AddrPortFrom(src.Addr().Unmap(), src.Port())]
 	if p == nil {
 		r.stats.UnknownSource.Add(uint64((len(b) + gso - 1) / max(gso, 1)))
+		return nil
+	}
+	if len(b) == 0 {
+		r.stats.Malformed.Add(1) // an outer packet without an inner one
 		return nil
 	}
 	for off := 0; off < len(b); off += gso {

@@ -1,4 +1,4 @@
-package udp
+package tunnel
 
 import (
 	"bytes"

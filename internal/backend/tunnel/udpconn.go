@@ -1,4 +1,4 @@
-package udp
+package tunnel
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -25,50 +26,67 @@ const (
 // socketBuffer is the send and receive buffer size asked for.
 const socketBuffer = 8 << 20
 
-// conn is the UDP socket on the flannel port. It sends with UDP GSO when the
-// kernel takes it (falling back to one datagram per send) and receives in
-// batches (recvmmsg) with UDP GRO.
-type conn struct {
+// udpConn is the udp encapsulation's socket on the flannel port. It sends
+// with UDP GSO when the kernel takes it (falling back to one datagram per
+// send) and receives in batches (recvmmsg) with UDP GRO.
+type udpConn struct {
 	uc    *net.UDPConn
 	pc    *ipv4.PacketConn
 	noGSO atomic.Bool
-	gro   bool
+	groOn bool
 }
 
-var _ sender = (*conn)(nil)
+var _ conn = (*udpConn)(nil)
 
-// listen binds the port on addr, or on every address when addr cannot be
+// listenUDP binds the port on addr, or on every address when addr cannot be
 // bound (a --public-ip that is a NAT address).
-func listen(addr netip.Addr, port int, gso, gro bool) (*conn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+func listenUDP(addr netip.Addr, port int, gso, gro bool) (*udpConn, error) {
+	pc, err := listenConfig().ListenPacket(context.Background(), "udp4", netip.AddrPortFrom(addr, uint16(port)).String())
+	if err != nil && addr.IsValid() {
+		pc, err = listenConfig().ListenPacket(context.Background(), "udp4", fmt.Sprintf(":%d", port))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listen on udp port %d: %w", port, err)
+	}
+	c := &udpConn{uc: pc.(*net.UDPConn)}
+	c.pc = ipv4.NewPacketConn(c.uc)
+	c.noGSO.Store(!gso)
+	if gro {
+		if rc, err := c.uc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { c.groOn = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil })
+		}
+	}
+	return c, nil
+}
+
+// listenConfig asks for large socket buffers (a burst of a 64 KiB TSO read
+// is 45 packets).
+func listenConfig() *net.ListenConfig {
+	return &net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) {
 			for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, socketBuffer}, {unix.SO_SNDBUFFORCE, socketBuffer}} {
 				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], o[1])
 			}
 		})
 	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", netip.AddrPortFrom(addr, uint16(port)).String())
-	if err != nil && addr.IsValid() {
-		pc, err = lc.ListenPacket(context.Background(), "udp4", fmt.Sprintf(":%d", port))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("listen on udp port %d: %w", port, err)
-	}
-	c := &conn{uc: pc.(*net.UDPConn)}
-	c.pc = ipv4.NewPacketConn(c.uc)
-	c.noGSO.Store(!gso)
-	if gro {
-		if rc, err := c.uc.SyscallConn(); err == nil {
-			_ = rc.Control(func(fd uintptr) { c.gro = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil })
-		}
-	}
-	return c, nil
 }
 
-func (c *conn) Close() error { return c.uc.Close() }
+func (c *udpConn) Close() error                      { return c.uc.Close() }
+func (c *udpConn) gro() bool                         { return c.groOn }
+func (c *udpConn) setReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
+
+// message returns a received datagram's sender, the inner packets (several
+// of one size when UDP GRO coalesced them) and that size.
+func (c *udpConn) message(m *ipv4.Message) (netip.AddrPort, []byte, int) {
+	var src netip.AddrPort
+	if a, ok := m.Addr.(*net.UDPAddr); ok {
+		src = a.AddrPort()
+	}
+	return src, m.Buffers[0][:m.N], groSize(m.OOB[:m.NN])
+}
 
 // send sends b, back-to-back datagrams of segLen bytes, to dst.
-func (c *conn) send(dst netip.AddrPort, b []byte, segLen int) error {
+func (c *udpConn) send(dst netip.AddrPort, b []byte, segLen int) error {
 	if segLen == 0 || segLen >= len(b) {
 		_, err := c.uc.WriteToUDPAddrPort(b, dst)
 		return err
@@ -88,7 +106,7 @@ func (c *conn) send(dst netip.AddrPort, b []byte, segLen int) error {
 	return nil
 }
 
-func (c *conn) sendGSO(dst netip.AddrPort, b []byte, segLen int) error {
+func (c *udpConn) sendGSO(dst netip.AddrPort, b []byte, segLen int) error {
 	var oob [unix.SizeofCmsghdr + 8]byte
 	h := (*unix.Cmsghdr)(cmsgAt(oob[:]))
 	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
@@ -116,27 +134,8 @@ func gsoUnsupported(err error) bool {
 	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EOPNOTSUPP)
 }
 
-// batch is a set of receive buffers for one recvmmsg.
-type batch struct {
-	msgs []ipv4.Message
-}
-
-func newBatch(n, size int) *batch {
-	b := &batch{msgs: make([]ipv4.Message, n)}
-	for i := range b.msgs {
-		b.msgs[i].Buffers = [][]byte{make([]byte, size)}
-		b.msgs[i].OOB = make([]byte, unix.CmsgSpace(4))
-	}
-	return b
-}
-
 // read fills the batch; it returns how many messages arrived.
-func (c *conn) read(b *batch) (int, error) {
-	for i := range b.msgs {
-		b.msgs[i].OOB = b.msgs[i].OOB[:cap(b.msgs[i].OOB)]
-	}
-	return c.pc.ReadBatch(b.msgs, 0)
-}
+func (c *udpConn) read(b *batch) (int, error) { return b.read(c.pc) }
 
 // groSize returns the UDP GRO segment size carried in a message's control
 // data, or 0.
@@ -156,12 +155,4 @@ func groSize(oob []byte) int {
 		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
 	}
 	return 0
-}
-
-// source returns a message's sender.
-func source(m *ipv4.Message) netip.AddrPort {
-	if a, ok := m.Addr.(*net.UDPAddr); ok {
-		return a.AddrPort()
-	}
-	return netip.AddrPort{}
 }

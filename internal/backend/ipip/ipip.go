@@ -1,0 +1,205 @@
+// Package ipip is the ipip backend (seed 004): IPv4 in IPv4, IP protocol 4,
+// the inner packet right after the outer IPv4 header. flannel's kernel state:
+// a device flannel.ipip holding <own subnet>.0/32, MTU external - 20, up, and
+// per peer the route <peer subnet> via <peer PublicIP> dev flannel.ipip
+// onlink; with DirectRouting a peer on a directly connected subnet gets
+// <peer subnet> via <PublicIP> dev <external> instead. The lease has
+// BackendType ipip and no BackendData. IPv4 only, as flannel's.
+//
+// Two data paths, with the same kernel state and the same wire format, so
+// that a node on either talks to the other and to flannel's ipip nodes:
+//   - kernel: flannel.ipip is a kernel ipip device (local = the public
+//     address, no remote), where the kernel has the ipip module;
+//   - userspace: flannel.ipip is a TUN served by weft's userspace tunnel
+//     engine (package tunnel) with its ipip encapsulation, a raw socket for
+//     protocol 4, where it has not (this project's test machines). Packets
+//     from non-peers and inner sources outside the sending peer's subnet are
+//     dropped and counted, as with udp.
+//
+// The path is chosen when the backend is built: WEFT_IPIP_PATH=kernel or
+// userspace forces one; auto (the default) keeps an existing kernel ipip
+// device or TUN, and otherwise creates the kernel device, falling back to
+// userspace when the kernel cannot make one. The routes are peer objects of
+// the one reconciler in both paths.
+package ipip
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/backend/tunnel"
+	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/reconcile"
+)
+
+// Name is the backend type.
+const Name = "ipip"
+
+// DeviceName is flannel's ipip device.
+const DeviceName = "flannel.ipip"
+
+// Overhead is the outer IPv4 header.
+const Overhead = 20
+
+// The data paths (WEFT_IPIP_PATH).
+const (
+	PathAuto      = "auto"
+	PathKernel    = "kernel"
+	PathUserspace = "userspace"
+)
+
+// Options are the ipip backend's net-conf.json options.
+type Options struct {
+	DirectRouting bool // plain routes to peers on a directly connected subnet
+}
+
+// ParseOptions reads the options of c.Backend; a network with IPv6 is an
+// error (ipip carries IPv4 only).
+func ParseOptions(c *config.NetConf) (Options, []string, error) {
+	var o Options
+	w, err := c.Backend.ReadOptions([]config.Option{config.BoolOption("DirectRouting", &o.DirectRouting)})
+	if err == nil && c.IPv6.Enabled {
+		err = fmt.Errorf("%w: Backend.Type ipip carries IPv4 only (as flannel's), but EnableIPv6 is true; use vxlan or wireguard for IPv6", config.ErrNetConf)
+	}
+	return o, w, err
+}
+
+// Type is the ipip backend type for the registry.
+func Type() backend.Type {
+	return backend.Type{
+		Name: Name,
+		Validate: func(c *config.NetConf) ([]string, error) {
+			_, w, err := ParseOptions(c)
+			return w, err
+		},
+		New:           New,
+		Devices:       []string{DeviceName},
+		BenchVariants: []string{`"DirectRouting":true`},
+	}
+}
+
+// New is the backend.Factory: it chooses the data path (see the package
+// documentation) and logs the choice.
+func New(d backend.Deps) (backend.Backend, error) {
+	return newWith(d, d.Netlink.Raw())
+}
+
+func newWith(d backend.Deps, k links) (backend.Backend, error) {
+	opts, _, err := ParseOptions(d.Net)
+	if err != nil {
+		return nil, err
+	}
+	if !d.External.PublicIP.Is4() {
+		return nil, fmt.Errorf("ipip needs a public IPv4 address on %s (or --public-ip)", d.External.Name)
+	}
+	path := d.Getenv("WEFT_IPIP_PATH")
+	if path == "" {
+		path = PathAuto
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	b := base{d: d, opts: opts}
+	log := d.Logger
+	switch path {
+	case PathKernel:
+		log.Info("ipip data path", "path", PathKernel, "reason", "WEFT_IPIP_PATH=kernel")
+		return &Kernel{base: b, k: k}, nil
+	case PathUserspace:
+		log.Info("ipip data path", "path", PathUserspace, "reason", "WEFT_IPIP_PATH=userspace")
+		return newUserspace(b)
+	case PathAuto:
+	default:
+		return nil, fmt.Errorf("WEFT_IPIP_PATH %q: want %s, %s or %s", path, PathAuto, PathKernel, PathUserspace)
+	}
+	kern := &Kernel{base: b, k: k}
+	switch l, err := k.LinkByName(DeviceName); {
+	case err == nil && l.Type() == "ipip":
+		log.Info("ipip data path", "path", PathKernel, "reason", "a kernel ipip device "+DeviceName+" exists")
+		return kern, nil
+	case err == nil && l.Type() == "tun":
+		log.Info("ipip data path", "path", PathUserspace, "reason", "the userspace path's TUN "+DeviceName+
+			" exists (delete it, or set WEFT_IPIP_PATH=kernel, to switch)")
+		return newUserspace(b)
+	}
+	err = kern.create()
+	if err == nil {
+		log.Info("ipip data path", "path", PathKernel, "reason", "the kernel made an ipip device")
+		return kern, nil
+	}
+	if !noModule(err) {
+		return nil, err
+	}
+	log.Info("ipip data path", "path", PathUserspace, "reason", "the kernel has no ipip support (no ipip module)", "err", err)
+	return newUserspace(b)
+}
+
+// noModule reports whether creating an ipip device failed because the
+// kernel has no ipip support.
+func noModule(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.ENOENT)
+}
+
+// base is what both paths share: the lease and the routes.
+type base struct {
+	d    backend.Deps
+	opts Options
+}
+
+// Attrs publishes the type and no data.
+func (b *base) Attrs() lease.Attrs {
+	return lease.Attrs{PublicIP: b.d.External.PublicIP, BackendType: Name}
+}
+
+// route is a peer's route: via its public address on the device (onlink),
+// or on the external interface with DirectRouting when it is directly
+// connected.
+func (b *base) route(own, p lease.Lease, index int) (reconcile.Objects, error) {
+	if err := backend.PeerCheck(own, p, Name); err != nil {
+		return reconcile.Objects{}, err
+	}
+	switch {
+	case !p.Subnet.IsValid():
+		return reconcile.Objects{}, fmt.Errorf("it has no IPv4 subnet")
+	case !p.Attrs.PublicIP.Is4():
+		return reconcile.Objects{}, fmt.Errorf("it has no public IPv4 address")
+	case own.Subnet.IsValid() && p.Subnet.Overlaps(own.Subnet):
+		return reconcile.Objects{}, fmt.Errorf("its subnet %s overlaps this node's %s", p.Subnet, own.Subnet)
+	}
+	ext := b.d.External
+	if b.opts.DirectRouting && ext.DirectlyConnected(p.Attrs.PublicIP) {
+		return reconcile.Objects{Routes: []reconcile.Route{{Dst: p.Subnet, Gw: p.Attrs.PublicIP, LinkIndex: ext.Index}}}, nil
+	}
+	if index <= 0 {
+		return reconcile.Objects{}, fmt.Errorf("%s does not exist yet", DeviceName)
+	}
+	return reconcile.Objects{Routes: []reconcile.Route{{Dst: p.Subnet, Gw: p.Attrs.PublicIP, LinkIndex: index, OnLink: true}}}, nil
+}
+
+// Devices returns flannel.ipip.
+func (b *base) Devices() []string { return []string{DeviceName} }
+
+// MTU is the external MTU minus the outer IPv4 header.
+func (b *base) MTU() int { return b.d.External.MTU - Overhead }
+
+func ownAddr(own lease.Lease) (netip.Prefix, error) {
+	if !own.Subnet.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("the own lease %s has no IPv4 subnet", own.Key())
+	}
+	return netip.PrefixFrom(own.Subnet.Masked().Addr(), 32), nil
+}
+
+// tunnelOptions reads WEFT_IPIP_DATAPATH (tunnel.ParseOptions).
+func tunnelOptions(d backend.Deps) (tunnel.Options, error) {
+	o, err := tunnel.ParseOptions(d.Getenv("WEFT_IPIP_DATAPATH"))
+	if err != nil {
+		return o, fmt.Errorf("WEFT_IPIP_DATAPATH: %w", err)
+	}
+	return o, nil
+}
