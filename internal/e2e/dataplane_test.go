@@ -45,6 +45,8 @@ func TestPingMatrix(t *testing.T) {
 		{"vxlan", "vxlan", false, []int{3}},
 		{"vxlan-directrouting", "vxlan", true, []int{3}},
 		{"host-gw", "host-gw", false, nil},
+		{"ipip", "ipip", false, []int{3}},
+		{"ipip-directrouting", "ipip", true, []int{3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := up(t, cluster.Options{Lab: lab.Options{Nodes: 3, Far: tc.far}, Backend: tc.backend, DirectRouting: tc.dr, Pods: 2})
@@ -54,6 +56,11 @@ func TestPingMatrix(t *testing.T) {
 				far = routeTo(t, c, 1, 3)
 			}
 			isVXLAN := func(r string) bool { return strings.Contains(r, "dev flannel.1") && strings.HasSuffix(r, "onlink") }
+			// ipip: via the peer's public address on flannel.ipip, onlink.
+			isIPIP := func(r string, node int) bool {
+				n, _ := c.Lab().Node(node)
+				return strings.Contains(r, "via "+n.Addrs()[0].String()+" dev flannel.ipip") && strings.HasSuffix(r, "onlink")
+			}
 			switch tc.name {
 			case "vxlan":
 				if !isVXLAN(near) || !isVXLAN(far) {
@@ -69,6 +76,24 @@ func TestPingMatrix(t *testing.T) {
 			case "host-gw":
 				if !strings.Contains(near, "via 192.168.100.12 dev eth0") {
 					t.Errorf("host-gw route %q", near)
+				}
+			case "ipip":
+				if !isIPIP(near, 2) || !isIPIP(far, 3) {
+					t.Errorf("ipip routes: near %q far %q", near, far)
+				}
+			case "ipip-directrouting":
+				if !strings.Contains(near, "via 192.168.100.12 dev eth0") {
+					t.Errorf("same-subnet peer route %q, want a plain route via 192.168.100.12", near)
+				}
+				if !isIPIP(far, 3) {
+					t.Errorf("far peer route %q, want ipip", far)
+				}
+			}
+			if tc.backend == "ipip" { // MTU: external - 20, in subnet.env and on the device
+				env, _ := c.SubnetEnv(1)
+				link := run(t, c.NodeNS(1), "ip", "link", "show", "flannel.ipip")
+				if env.MTU != 1480 || !strings.Contains(link, "mtu 1480") {
+					t.Errorf("subnet.env MTU %d, flannel.ipip %q; want 1480 (1500 - 20)", env.MTU, link)
 				}
 			}
 		})

@@ -140,10 +140,14 @@ func transfer(t *testing.T, clientNS, serverNS string, addr netip.Addr, n int64)
 // the peer snapshot before it contacts etcd, so at most 3 pings are lost
 // each time (flannel v0.28.9 loses 20-22 in the same test). The gap, from
 // the kill to the data path running again, is logged.
-func TestUDPKillRestart(t *testing.T) {
-	c := upUDP(t, 2)
+func TestUDPKillRestart(t *testing.T) { killRestart(t, "udp", "flannel0") }
+
+// killRestart is the kill -9 test of a backend on the userspace tunnel
+// engine whose TUN is device.
+func killRestart(t *testing.T, backend, device string) {
+	c := up(t, cluster.Options{Lab: lab.Options{Nodes: 2}, Backend: backend, Pods: 1})
 	pods := c.Pods()
-	idx := run(t, c.NodeNS(1), "cat", "/sys/class/net/flannel0/ifindex")
+	idx := run(t, c.NodeNS(1), "cat", "/sys/class/net/"+device+"/ifindex")
 	const count = 300
 	for i := range 2 {
 		res, _ := floodPing(t, pods[0].NS, pods[1].Addrs[0], count)
@@ -158,8 +162,8 @@ func TestUDPKillRestart(t *testing.T) {
 		if err := c.WaitReady(context.Background(), 1); err != nil {
 			t.Fatalf("restart %d: %v", i, err)
 		}
-		if r := run(t, c.NodeNS(1), "ip", "route", "show", "10.244.0.0/16"); !strings.Contains(r, "flannel0") {
-			t.Errorf("route gone with weftd: %q", r)
+		if r := run(t, c.NodeNS(1), "ip", "route", "show", "dev", device); r == "" {
+			t.Errorf("%s's routes went with weftd", device)
 		}
 		r := <-res
 		resumed, ok := logTime(t, c.LogFile(1), "resumed the data path from the peer snapshot", killed)
@@ -173,8 +177,8 @@ func TestUDPKillRestart(t *testing.T) {
 			t.Errorf("restart %d lost %d of %d pings; want at most 3", i+1, r[0]-r[1], r[0])
 		}
 	}
-	if now := run(t, c.NodeNS(1), "cat", "/sys/class/net/flannel0/ifindex"); now != idx {
-		t.Errorf("flannel0 was recreated (ifindex %s -> %s); want it kept", idx, now)
+	if now := run(t, c.NodeNS(1), "cat", "/sys/class/net/"+device+"/ifindex"); now != idx {
+		t.Errorf("%s was recreated (ifindex %s -> %s); want it kept", device, idx, now)
 	}
 	// The other side sees the restarted node again: traffic both ways.
 	transfer(t, pods[1].NS, pods[0].NS, pods[0].Addrs[0], 4<<20)
@@ -362,7 +366,20 @@ func TestUDPUnknownDestinationUnreachable(t *testing.T) {
 // deleted and it rejoins with a new one, while pods on nodes 1 and 2 ping at
 // 100 Hz without losing a packet; afterwards every pod reaches every other.
 func TestUDPPeerChurn(t *testing.T) {
-	c := upUDP(t, 3)
+	peerChurn(t, "udp", func(c *cluster.Cluster, node3Pod cluster.Pod) {
+		// Node 1 forgot node 3's peer: a packet to node 3's pod now gets an
+		// ICMP unreachable from node 1's udp path instead of being sent.
+		out, _ := lab.Exec(context.Background(), c.Pods()[0].NS, "ping", "-n", "-c", "1", "-W", "1", node3Pod.Addrs[0].String())
+		if !strings.Contains(out, "Unreachable") {
+			t.Errorf("ping to the removed peer's pod: want Destination Host Unreachable, got:\n%s", out)
+		}
+	})
+}
+
+// peerChurn is the churn test of backend; gone checks node 1 after node 3's
+// lease was deleted.
+func peerChurn(t *testing.T, backend string, gone func(c *cluster.Cluster, node3Pod cluster.Pod)) {
+	c := up(t, cluster.Options{Lab: lab.Options{Nodes: 3}, Backend: backend, Pods: 1})
 	pods := c.Pods()
 	env3, _ := c.SubnetEnv(3)
 	res, _ := floodPing(t, pods[0].NS, pods[1].Addrs[0], 300)
@@ -375,17 +392,10 @@ func TestUDPPeerChurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	// Node 1 forgot node 3's peer: a packet to node 3's pod now gets an ICMP
-	// unreachable from node 1's udp path instead of being sent.
-	var node3Pod cluster.Pod
 	for _, p := range pods {
 		if p.Node == 3 {
-			node3Pod = p
+			gone(c, p)
 		}
-	}
-	out, _ := lab.Exec(context.Background(), pods[0].NS, "ping", "-n", "-c", "1", "-W", "1", node3Pod.Addrs[0].String())
-	if !strings.Contains(out, "Unreachable") {
-		t.Errorf("ping to the removed peer's pod: want Destination Host Unreachable, got:\n%s", out)
 	}
 	if err := c.StartWeftd(3); err != nil {
 		t.Fatal(err)

@@ -123,7 +123,7 @@ func newWith(d backend.Deps, k links) (backend.Backend, error) {
 	case err == nil && l.Type() == "ipip":
 		log.Info("ipip data path", "path", PathKernel, "reason", "a kernel ipip device "+DeviceName+" exists")
 		return kern, nil
-	case err == nil && l.Type() == "tun":
+	case err == nil && l.Type() == "tuntap":
 		log.Info("ipip data path", "path", PathUserspace, "reason", "the userspace path's TUN "+DeviceName+
 			" exists (delete it, or set WEFT_IPIP_PATH=kernel, to switch)")
 		return newUserspace(b)

@@ -98,7 +98,7 @@ func (d *datapath) rxLoop(ctx context.Context, q *os.File) {
 				continue
 			}
 			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				d.log.Warn("udp receive", "err", err)
+				d.log.Warn("receive", "err", err)
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
@@ -106,11 +106,13 @@ func (d *datapath) rxLoop(ctx context.Context, q *os.File) {
 		}
 		for i := range n {
 			src, pkts, size := d.conn.message(&b.msgs[i])
-			if err := r.datagram(src, pkts, size); err != nil && ctx.Err() == nil {
-				if errors.Is(err, os.ErrClosed) {
-					return
-				}
-			}
+			r.datagram(src, pkts, size)
+		}
+		// One flush per batch: the segments of a flow that arrived in one
+		// recvmmsg become one GSO packet for the TUN (with UDP GRO the
+		// kernel merged most of them already; ipip has no GRO).
+		if err := r.co.flush(); err != nil && errors.Is(err, os.ErrClosed) {
+			return
 		}
 	}
 }

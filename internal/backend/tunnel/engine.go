@@ -36,6 +36,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -289,6 +291,10 @@ func (e *Engine) configureLocked(link netlink.Link, own netip.Prefix) error {
 	if err := h.AddrReplace(link, &netlink.Addr{IPNet: netlinkx.IPNet(addr)}); err != nil {
 		return fmt.Errorf("add %s to %s: %w", addr, dev, err)
 	}
+	// The tunnel carries IPv4 only: without IPv6 on the device the kernel
+	// sends no router solicitations or MLD reports into it (they counted
+	// as malformed). Best effort: a kernel without IPv6 has no such file.
+	_ = os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", dev, "disable_ipv6"), []byte("1"), 0o644)
 	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", dev, err)
 	}

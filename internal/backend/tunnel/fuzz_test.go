@@ -34,7 +34,8 @@ func FuzzReceive(f *testing.F) {
 		if !fromPeer {
 			from = netip.MustParseAddrPort("192.168.100.99:8285")
 		}
-		_ = r.datagram(from, b, gso)
+		r.datagram(from, b, gso)
+		_ = r.co.flush()
 		tx := newTxPath(tb, &st, &fakeSender{}, func([]byte) error { return nil })
 		for _, h := range []vnetHdr{{}, {gsoType: gsoTCPv4, gsoSize: uint16(gso)}, {gsoType: gsoUDPL4, gsoSize: uint16(gso)},
 			{flags: vnetFlagNeedsCsum, csumStart: uint16(gso), csumOffset: 16}} {

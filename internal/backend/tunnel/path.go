@@ -33,9 +33,11 @@ type rxPath struct {
 	co    *coalescer
 }
 
-// datagram handles one received UDP payload from src; gso > 0 is the size of
-// each datagram the kernel coalesced (UDP GRO), the last may be shorter.
-func (r *rxPath) datagram(src netip.AddrPort, b []byte, gso int) error {
+// datagram handles one received message's inner packets from src; gso > 0
+// is the size of each datagram the kernel coalesced (UDP GRO), the last may
+// be shorter. The packets go to the coalescer; the caller flushes it once
+// per batch of messages.
+func (r *rxPath) datagram(src netip.AddrPort, b []byte, gso int) {
 	snap := r.peers.load()
 	if gso <= 0 || gso > len(b) {
 		gso = len(b)
@@ -43,16 +45,15 @@ func (r *rxPath) datagram(src netip.AddrPort, b []byte, gso int) error {
 	p := snap.bySrc[netip.AddrPortFrom(src.Addr().Unmap(), src.Port())]
 	if p == nil {
 		r.stats.UnknownSource.Add(uint64((len(b) + gso - 1) / max(gso, 1)))
-		return nil
+		return
 	}
 	if len(b) == 0 {
 		r.stats.Malformed.Add(1) // an outer packet without an inner one
-		return nil
+		return
 	}
 	for off := 0; off < len(b); off += gso {
 		r.packet(snap, p, b[off:min(off+gso, len(b))])
 	}
-	return r.co.flush()
 }
 
 func (r *rxPath) packet(snap *snapshot, p *peer, seg []byte) {

@@ -40,20 +40,23 @@ func TestReceiveChecksSourceAndInnerAddresses(t *testing.T) {
 	var st Stats
 	r := &rxPath{peers: testTable(), stats: &st, co: newCoalescer(tun.write)}
 	good := tcpPacket(podB, podA, 1, tcpFlagACK, []byte("x"))
-	_ = r.datagram(netip.MustParseAddrPort("192.168.100.99:8285"), good, 0) // not a peer
-	_ = r.datagram(netip.MustParseAddrPort("192.168.100.12:9999"), good, 0) // peer's address, wrong port
+	r.datagram(netip.MustParseAddrPort("192.168.100.99:8285"), good, 0) // not a peer
+	r.datagram(netip.MustParseAddrPort("192.168.100.12:9999"), good, 0) // peer's address, wrong port
 	spoof := tcpPacket(netip.MustParseAddr("10.244.9.1"), podA, 1, tcpFlagACK, []byte("x"))
-	_ = r.datagram(peerB.endpoint, spoof, 0)
+	r.datagram(peerB.endpoint, spoof, 0)
 	elsewhere := tcpPacket(podB, netip.MustParseAddr("10.244.7.1"), 1, tcpFlagACK, []byte("x"))
-	_ = r.datagram(peerB.endpoint, elsewhere, 0)
-	_ = r.datagram(peerB.endpoint, []byte{0x45, 0, 0}, 0)
+	r.datagram(peerB.endpoint, elsewhere, 0)
+	r.datagram(peerB.endpoint, []byte{0x45, 0, 0}, 0)
+	r.datagram(peerB.endpoint, nil, 0) // an ipip packet without an inner one
+	_ = r.co.flush()
 	if len(tun.writes) != 0 {
 		t.Fatalf("%d packets reached the TUN", len(tun.writes))
 	}
-	if st.UnknownSource.Load() != 2 || st.Spoofed.Load() != 2 || st.Malformed.Load() != 1 {
+	if st.UnknownSource.Load() != 2 || st.Spoofed.Load() != 2 || st.Malformed.Load() != 2 {
 		t.Fatalf("unknown %d spoofed %d malformed %d", st.UnknownSource.Load(), st.Spoofed.Load(), st.Malformed.Load())
 	}
-	_ = r.datagram(netip.MustParseAddrPort("[::ffff:192.168.100.12]:8285"), good, 0)
+	r.datagram(netip.MustParseAddrPort("[::ffff:192.168.100.12]:8285"), good, 0)
+	_ = r.co.flush()
 	if len(tun.writes) != 1 || !bytes.Equal(tun.writes[0][vnetHdrLen:], good) {
 		t.Fatalf("the peer's packet did not reach the TUN whole: %d writes", len(tun.writes))
 	}

@@ -78,6 +78,9 @@ type Options struct {
 	Dir string
 	// WeftdArgs are extra flags for every weftd (e.g. --ip-masq).
 	WeftdArgs []string
+	// WeftdEnv are extra environment variables for every weftd
+	// ("WEFT_IPIP_PATH=kernel").
+	WeftdEnv []string
 	// EtcdCommand, when set, runs etcd as a process of its own inside the
 	// switch namespace (argv; "--dir", "--host" are appended), so the
 	// cluster outlives the process that built it (`weft lab up`). Otherwise

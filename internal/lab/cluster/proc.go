@@ -39,9 +39,9 @@ func (c *Cluster) WeftdArgs(node int) []string {
 }
 
 // WeftdEnv returns the environment of node's weftd: this process's, plus
-// NODE_NAME in kube mode.
+// Options.WeftdEnv, plus NODE_NAME in kube mode.
 func (c *Cluster) WeftdEnv(node int) []string {
-	env := os.Environ()
+	env := append(os.Environ(), c.o.WeftdEnv...)
 	if c.kube != nil {
 		env = append(env, "NODE_NAME="+NodeName(node))
 	}
