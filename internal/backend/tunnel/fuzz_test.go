@@ -1,8 +1,11 @@
 package tunnel
 
 import (
+	"net"
 	"net/netip"
 	"testing"
+
+	"golang.org/x/net/ipv4"
 )
 
 // FuzzReceive feeds arbitrary (malformed, truncated, oversized, coalesced)
@@ -44,5 +47,41 @@ func FuzzReceive(f *testing.F) {
 			copy(buf[vnetHdrLen:], b)
 			tx.packet(buf)
 		}
+	})
+}
+
+// FuzzIPIPReceive feeds arbitrary packets, as a raw socket for protocol 4
+// delivers them (outer header included), to the ipip receive path from a
+// peer and from a stranger: nothing may panic, and whatever reaches the TUN
+// must be an IPv4 packet from the peer's subnet to ours.
+func FuzzIPIPReceive(f *testing.F) {
+	inner := tcpPacket(podB, podA, 1, tcpFlagACK, []byte("hello"))
+	outer := append([]byte{0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, protoIPIP, 0, 0, 192, 168, 100, 12, 192, 168, 100, 11}, inner...)
+	f.Add(outer, true)
+	f.Add(outer[:24], true)
+	f.Add([]byte{0x46, 0, 0, 0, 0, 0, 0, 0, 64, protoIPIP, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}, true)
+	f.Add(append([]byte{0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17}, make([]byte, 30)...), false)
+	f.Fuzz(func(t *testing.T, b []byte, fromPeer bool) {
+		var st Stats
+		tb := newTable()
+		tb.setOwn(ownA, netip.MustParsePrefix("10.244.0.0/16"))
+		peer := peerB
+		peer.endpoint = IPIP().Endpoint(peerB.endpoint.Addr())
+		tb.set(peer)
+		r := &rxPath{peers: tb, stats: &st, co: newCoalescer(func(w []byte) error {
+			ip := w[vnetHdrLen:]
+			src, dst := netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+			if !peerB.subnet.Contains(src) || !ownA.Contains(dst) {
+				t.Fatalf("%s -> %s reached the TUN", src, dst)
+			}
+			return nil
+		})}
+		m := ipv4.Message{Buffers: [][]byte{b}, N: len(b), Addr: &net.IPAddr{IP: net.IPv4(192, 168, 100, 12)}}
+		if !fromPeer {
+			m.Addr = &net.IPAddr{IP: net.IPv4(192, 168, 100, 99)}
+		}
+		src, pkts, size := (&ipipConn{}).message(&m)
+		r.datagram(src, pkts, size)
+		_ = r.co.flush()
 	})
 }
