@@ -33,8 +33,12 @@ func bench(ctx context.Context, args []string, env Env) error {
 	fs.BoolVar(&f.quick, "quick", false, "a sub-minute smoke run (1 short run per figure, 200 peers, 20 pods): checks the bench, not figures to quote")
 	fs.BoolVar(&f.json, "json", false, "print the results as JSON on stdout (progress goes to stderr)")
 	fs.StringVar(&f.out, "out", "", "write results.json and "+labbench.ChartFile+" (throughput ratio per backend) into this directory")
-	fs.StringVar(&f.backends, "backends", "", "comma-separated backends to measure (default: every backend this build runs: "+
-		strings.Join(labBackends(), ",")+"; vxlan also with DirectRouting)")
+	var variants []string
+	for _, v := range labbench.Variants(registry.Default()) {
+		variants = append(variants, v.String())
+	}
+	fs.StringVar(&f.backends, "backends", "", "comma-separated backends to measure (default: every backend this build runs, "+
+		"each with its variants: "+strings.Join(variants, ",")+")")
 	fs.IntVar(&f.runs, "runs", 0, "iperf3 runs per throughput figure (default 5, quick 1)")
 	fs.IntVar(&f.seconds, "seconds", 0, "seconds per iperf3 run (default 5, quick 1)")
 	fs.IntVar(&f.pings, "pings", 0, "round trips per latency figure (default 30, quick 10)")

@@ -22,6 +22,7 @@ type datapath struct {
 	noMerge bool
 	vnet    bool // the queues carry virtio-net headers
 	batch   int  // messages per recvmmsg
+	mtu     int  // the device's
 }
 
 // start runs a worker per TUN queue reading it (the kernel spreads flows
@@ -83,11 +84,11 @@ func (d *datapath) txLoop(ctx context.Context, q *os.File) {
 
 func (d *datapath) rxLoop(ctx context.Context, q *os.File) {
 	size := maxIPLen
-	if !d.conn.gro() {
+	if !d.conn.gro() { // no read is larger than the underlay's packets
 		size = 16 << 10
 	}
 	b := newBatch(d.batch, size)
-	r := &rxPath{peers: d.peers, stats: d.stats, co: newCoalescer(tunWriter(q, d.vnet))}
+	r := &rxPath{peers: d.peers, stats: d.stats, co: newCoalescer(tunWriter(q, d.vnet)), mtu: d.mtu}
 	r.co.noMerge = d.noMerge || !d.vnet // merged packets need the GSO header
 	for ctx.Err() == nil {
 		_ = d.conn.setReadDeadline(time.Now().Add(time.Second))

@@ -258,7 +258,7 @@ func (e *Engine) attachLocked(ctx context.Context, own netip.Prefix) error {
 	}
 	e.index = link.Attrs().Index
 	e.dp = &datapath{tun: tun, conn: e.conn, peers: e.peers, stats: &e.stats, log: e.log, noMerge: e.c.Options.NoMerge,
-		batch: e.c.Options.Batch, vnet: o.offload}
+		batch: e.c.Options.Batch, vnet: o.offload, mtu: e.c.MTU}
 	e.dp.start(ctx)
 	e.log.Info("data path running", "device", e.c.Device, "encap", e.c.Encap.Name, "queues", len(tun.queues),
 		"vnet-hdr", o.offload, "uso", tun.uso, "gro", e.conn.gro(), "batch", e.c.Options.Batch, "merge", !e.c.Options.NoMerge,

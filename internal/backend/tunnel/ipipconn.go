@@ -54,8 +54,12 @@ func listenIPIP(addr netip.Addr) (*ipipConn, error) {
 	return c, nil
 }
 
-func (c *ipipConn) Close() error                      { return c.ic.Close() }
-func (c *ipipConn) gro() bool                         { return false }
+func (c *ipipConn) Close() error { return c.ic.Close() }
+
+// gro is true: the kernel's GRO for protocol 4 is part of the core kernel
+// (module or not), so on a NIC with GRO on the raw socket reads merged
+// packets of up to 64 KiB; the receive path cuts them back to the MTU.
+func (c *ipipConn) gro() bool                         { return true }
 func (c *ipipConn) setReadDeadline(t time.Time) error { return c.ic.SetReadDeadline(t) }
 func (c *ipipConn) read(b *batch) (int, error)        { return b.read(c.pc) }
 

@@ -31,6 +31,11 @@ type rxPath struct {
 	peers *table
 	stats *Stats
 	co    *coalescer
+	// mtu is the device's: a TCP packet larger than it, which the kernel's
+	// GRO merged before the raw ipip socket read it, is cut back to it (and
+	// merged again, with a GSO header the TUN understands, by co). 0: none.
+	mtu   int
+	split []byte // segmentation scratch
 }
 
 // datagram handles one received message's inner packets from src; gso > 0
@@ -68,9 +73,38 @@ func (r *rxPath) packet(snap *snapshot, p *peer, seg []byte) {
 		r.stats.Spoofed.Add(1)
 		return
 	}
+	if r.mtu > 0 && total > r.mtu && seg[9] == protoTCP {
+		r.resegment(seg)
+		return
+	}
 	r.stats.RxPackets.Add(1)
 	if err := r.co.add(seg); err != nil {
 		r.stats.SendErrors.Add(1)
+	}
+}
+
+// resegment cuts a TCP packet larger than the MTU into MTU-sized segments
+// with their own headers and checksums, for the coalescer.
+func (r *rxPath) resegment(ip []byte) {
+	ihl := int(ip[0]&0x0f) * 4
+	if len(ip) < ihl+20 {
+		r.stats.Malformed.Add(1)
+		return
+	}
+	mss := r.mtu - ihl - int(ip[ihl+12]>>4)*4
+	if len(r.split) == 0 {
+		r.split = make([]byte, 2*maxIPLen)
+	}
+	n, segLen, err := segment(ip, vnetHdr{gsoType: gsoTCPv4, gsoSize: uint16(max(mss, 1))}, r.split)
+	if err != nil || mss <= 0 {
+		r.stats.Malformed.Add(1)
+		return
+	}
+	for off := 0; off < n; off += segLen {
+		r.stats.RxPackets.Add(1)
+		if err := r.co.add(r.split[off:min(off+segLen, n)]); err != nil {
+			r.stats.SendErrors.Add(1)
+		}
 	}
 }
 

@@ -105,3 +105,36 @@ func TestTableLookupAndUpdates(t *testing.T) {
 		t.Error("an old snapshot changed under its reader")
 	}
 }
+
+// A TCP packet larger than the MTU, as the kernel's GRO merges ipip packets
+// before a raw socket reads them, reaches the TUN as one GSO packet whose
+// segments fit the MTU, with the payload unchanged.
+func TestReceiveResegmentsMergedPackets(t *testing.T) {
+	tun := &capture{}
+	var st Stats
+	r := &rxPath{peers: testTable(), stats: &st, co: newCoalescer(tun.write), mtu: 1480}
+	payload := make([]byte, 9000)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	merged := tcpPacket(podB, podA, 5000, tcpFlagACK, payload)
+	r.datagram(peerB.endpoint, merged, 0)
+	if err := r.co.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if len(tun.writes) != 1 {
+		t.Fatalf("%d TUN writes, want one GSO packet", len(tun.writes))
+	}
+	var h vnetHdr
+	h.decode(tun.writes[0])
+	ip := tun.writes[0][vnetHdrLen:]
+	if h.gsoType != gsoTCPv4 || int(h.gsoSize) != 1480-20-32 {
+		t.Errorf("vnet header %+v, want TCPv4 GSO with segments of %d bytes", h, 1480-20-32)
+	}
+	if got := ip[20+32:]; !bytes.Equal(got, payload) {
+		t.Errorf("payload changed: %d bytes, want %d", len(got), len(payload))
+	}
+	if n := st.RxPackets.Load(); n != 7 || st.Malformed.Load() != 0 {
+		t.Errorf("rx %d packets, malformed %d; want 7 segments, none malformed", n, st.Malformed.Load())
+	}
+}
