@@ -123,6 +123,14 @@ type Type struct {
 	BenchVariants []string
 }
 
+// Validator makes a Type's Validate from a package's option parser.
+func Validator[O any](parse func(*config.NetConf) (O, []string, error)) func(*config.NetConf) ([]string, error) {
+	return func(c *config.NetConf) ([]string, error) {
+		_, w, err := parse(c)
+		return w, err
+	}
+}
+
 // Registry is the list of backend types of a build, in the order messages
 // show them: the one list that config validation, weftd, weft lab and weft
 // lab bench read. It is built explicitly (no init-time registration).

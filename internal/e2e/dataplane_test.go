@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"net"
+	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -23,6 +26,33 @@ func assertMatrix(t *testing.T, c *cluster.Cluster) {
 		t.Fatal("no pings: no pods")
 	}
 	t.Logf("%d pod-to-pod pings", n)
+}
+
+// freeSubnet returns a /24 of the lab's network that none of the first
+// nodes leases: 10.244.250.0/24, or 10.244.251.0/24 when that one is taken.
+func freeSubnet(c *cluster.Cluster, nodes int) netip.Prefix {
+	subnet := netip.MustParsePrefix("10.244.250.0/24")
+	for n := 1; n <= nodes; n++ {
+		if env, _ := c.SubnetEnv(n); env.Subnet.Masked() == subnet {
+			return netip.MustParsePrefix("10.244.251.0/24")
+		}
+	}
+	return subnet
+}
+
+// listenUDPIn opens a UDP socket on addr:port inside namespace ns, closed
+// when the test ends.
+func listenUDPIn(t *testing.T, ns string, addr netip.Addr, port int) net.PacketConn {
+	t.Helper()
+	var pc net.PacketConn
+	if err := lab.Do(ns, func() (err error) {
+		pc, err = net.ListenPacket("udp4", net.JoinHostPort(addr.String(), strconv.Itoa(port)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc
 }
 
 // routeTo returns node's route to the subnet of other.

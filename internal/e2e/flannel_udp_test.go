@@ -27,12 +27,7 @@ func TestUDPFlannelShapedPeer(t *testing.T) {
 	out, _ := c.Lab().Outside()
 	node1, _ := c.Lab().Node(1)
 	flannelIP := out.Addrs()[0]
-	subnet := netip.MustParsePrefix("10.244.250.0/24")
-	for n := 1; n <= 2; n++ {
-		if env, _ := c.SubnetEnv(n); env.Subnet.Masked() == subnet {
-			subnet = netip.MustParsePrefix("10.244.251.0/24")
-		}
-	}
+	subnet := freeSubnet(c, 2)
 	target := subnet.Addr().Next().Next() // a "pod" of the flannel node
 	var sock net.PacketConn
 	if err := lab.Do(out.NS, func() (err error) {

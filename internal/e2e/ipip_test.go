@@ -32,12 +32,7 @@ func TestIPIPKernelShapedPeer(t *testing.T) {
 	out, _ := c.Lab().Outside()
 	node1, _ := c.Lab().Node(1)
 	peerIP, node1IP := out.Addrs()[0], node1.Addrs()[0]
-	subnet := netip.MustParsePrefix("10.244.250.0/24")
-	for n := 1; n <= 2; n++ {
-		if env, _ := c.SubnetEnv(n); env.Subnet.Masked() == subnet {
-			subnet = netip.MustParsePrefix("10.244.251.0/24")
-		}
-	}
+	subnet := freeSubnet(c, 2)
 	target := subnet.Addr().Next().Next() // a "pod" of the kernel ipip node
 	var recv net.PacketConn
 	var send int
@@ -60,14 +55,7 @@ func TestIPIPKernelShapedPeer(t *testing.T) {
 	}
 
 	// The pod listens on UDP 7777; nothing crafted may reach it.
-	var pc net.PacketConn
-	if err := lab.Do(pods[0].NS, func() (err error) {
-		pc, err = net.ListenPacket("udp4", net.JoinHostPort(pods[0].Addrs[0].String(), "7777"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
+	pc := listenUDPIn(t, pods[0].NS, pods[0].Addrs[0], 7777)
 	const crafted = 50
 	expectDrops := func(what string, which func(unknown, spoofed int) int) {
 		t.Helper()

@@ -275,14 +275,7 @@ func TestUDPDropsStrangers(t *testing.T) {
 	pods := c.Pods()
 	out, _ := c.Lab().Outside()
 	node1, _ := c.Lab().Node(1)
-	var pc net.PacketConn
-	if err := lab.Do(pods[0].NS, func() (err error) {
-		pc, err = net.ListenPacket("udp4", net.JoinHostPort(pods[0].Addrs[0].String(), "7777"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
+	pc := listenUDPIn(t, pods[0].NS, pods[0].Addrs[0], 7777)
 	var sock net.PacketConn
 	if err := lab.Do(out.NS, func() (err error) {
 		sock, err = net.ListenPacket("udp4", ":8285")
@@ -346,15 +339,9 @@ func craftUDP(src, dst netip.Addr, port uint16, payload []byte) []byte {
 func TestUDPUnknownDestinationUnreachable(t *testing.T) {
 	c := upUDP(t, 2)
 	pods := c.Pods()
-	taken := map[netip.Prefix]bool{}
-	for n := 1; n <= 2; n++ {
-		env, _ := c.SubnetEnv(n)
-		taken[env.Subnet.Masked()] = true
-	}
-	dst := netip.MustParseAddr("10.244.250.7")
-	if taken[netip.MustParsePrefix("10.244.250.0/24")] {
-		dst = netip.MustParseAddr("10.244.251.7")
-	}
+	a := freeSubnet(c, 2).Addr().As4()
+	a[3] = 7
+	dst := netip.AddrFrom4(a)
 	out, err := lab.Exec(context.Background(), pods[0].NS, "ping", "-n", "-c", "1", "-W", "2", dst.String())
 	want := "From 10.244.0.0 icmp_seq=1 Destination Host Unreachable"
 	if err == nil || !strings.Contains(out, want) {

@@ -73,11 +73,8 @@ func ParseOptions(c *config.NetConf) (Options, []string, error) {
 // Type is the ipip backend type for the registry.
 func Type() backend.Type {
 	return backend.Type{
-		Name: Name,
-		Validate: func(c *config.NetConf) ([]string, error) {
-			_, w, err := ParseOptions(c)
-			return w, err
-		},
+		Name:          Name,
+		Validate:      backend.Validator(ParseOptions),
 		New:           New,
 		Devices:       []string{DeviceName},
 		BenchVariants: []string{`"DirectRouting":true`},

@@ -16,6 +16,7 @@ import (
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/reconcile"
+	"github.com/weft-net/weft/internal/store"
 )
 
 // fakeLinks is the kernel as the kernel path sees it: links by name with
@@ -105,15 +106,11 @@ const netconf = `{"Network":"10.244.0.0/16","Backend":{"Type":"ipip"}}`
 
 func mustLease(t *testing.T, key, value string) lease.Lease {
 	t.Helper()
-	v4, v6, err := lease.ParseKey(key)
+	l, err := store.Decode(nil, key, []byte(value), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := lease.ParseAttrs([]byte(value))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lease.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: a}
+	return l
 }
 
 // The kernel path makes flannel's device: kind ipip, local = the public

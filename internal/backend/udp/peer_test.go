@@ -9,6 +9,7 @@ import (
 	"github.com/weft-net/weft/internal/backend/tunnel"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/store"
 )
 
 func testBackend(t *testing.T) *UDP {
@@ -27,15 +28,11 @@ func testBackend(t *testing.T) *UDP {
 
 func parseLease(t *testing.T, key, value string) lease.Lease {
 	t.Helper()
-	v4, v6, err := lease.ParseKey(key)
+	l, err := store.Decode(nil, key, []byte(value), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := lease.ParseAttrs([]byte(value))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lease.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: a}
+	return l
 }
 
 // A lease written by flannel's udp backend has no BackendType; on a udp

@@ -25,13 +25,10 @@ const Name = "udp"
 // Type is the udp backend type for the registry.
 func Type() backend.Type {
 	return backend.Type{
-		Name: Name,
-		Validate: func(c *config.NetConf) ([]string, error) {
-			_, w, err := ParseNetConfOptions(c)
-			return w, err
-		},
-		New:     New,
-		Devices: []string{DeviceName},
+		Name:     Name,
+		Validate: backend.Validator(ParseNetConfOptions),
+		New:      New,
+		Devices:  []string{DeviceName},
 	}
 }
 

@@ -34,11 +34,8 @@ func ParseOptions(c *config.NetConf) (Options, []string, error) {
 // Type is the vxlan backend type for the registry.
 func Type() backend.Type {
 	return backend.Type{
-		Name: Name,
-		Validate: func(c *config.NetConf) ([]string, error) {
-			_, w, err := ParseOptions(c)
-			return w, err
-		},
+		Name:          Name,
+		Validate:      backend.Validator(ParseOptions),
 		New:           New,
 		Devices:       []string{"flannel.1", "flannel-v6.1"},
 		BenchVariants: []string{`"DirectRouting":true`},
