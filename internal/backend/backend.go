@@ -7,6 +7,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -192,17 +193,31 @@ func (r Registry) New(d Deps) (Backend, error) {
 	return b, nil
 }
 
+// Why PeerCheck refuses a lease, for callers that count by reason.
+var (
+	ErrOtherType = errors.New("another backend type")
+	ErrSelf      = errors.New("this node's own")
+)
+
 // PeerCheck validates the fields every backend needs of a peer lease: the
-// same backend type, and not the node itself.
+// same backend type, and not the node itself. Its errors wrap ErrOtherType
+// or ErrSelf.
 func PeerCheck(own lease.Lease, peer lease.Lease, backendType string) error {
 	switch {
 	case peer.Attrs.BackendType != backendType:
-		return fmt.Errorf("its BackendType %q is not this node's %q", peer.Attrs.BackendType, backendType)
+		return fmt.Errorf("its BackendType %q is not this node's %q%w", peer.Attrs.BackendType, backendType, quiet{ErrOtherType})
 	case peer.Key() == own.Key():
-		return fmt.Errorf("it is this node's own lease")
+		return fmt.Errorf("it is this node's own lease%w", quiet{ErrSelf})
 	case peer.Attrs.PublicIP.IsValid() && peer.Attrs.PublicIP == own.Attrs.PublicIP,
 		peer.Attrs.PublicIPv6.IsValid() && peer.Attrs.PublicIPv6 == own.Attrs.PublicIPv6:
-		return fmt.Errorf("it carries this node's own public address")
+		return fmt.Errorf("it carries this node's own public address%w", quiet{ErrSelf})
 	}
 	return nil
 }
+
+// quiet wraps a sentinel without adding to the message: the log line keeps
+// its wording, errors.Is still finds the reason.
+type quiet struct{ err error }
+
+func (q quiet) Error() string { return "" }
+func (q quiet) Unwrap() error { return q.err }

@@ -24,16 +24,19 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/metrics"
 	"github.com/weft-net/weft/internal/netfilter"
 	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/reconcile"
 	"github.com/weft-net/weft/internal/store"
 	"github.com/weft-net/weft/internal/subnetfile"
+	"github.com/weft-net/weft/internal/version"
 )
 
 // Rules is the masquerade and forward rule manager (netfilter.Manager).
@@ -62,6 +65,9 @@ type Deps struct {
 	Netlink *netlinkx.Handle
 	// LookupEnv is handed to the backends (os.LookupEnv in weftd).
 	LookupEnv func(string) (string, bool)
+	// Metrics are served at /metrics on the health server; nil means the
+	// daemon makes its own.
+	Metrics *metrics.Metrics
 }
 
 // Daemon is one run of weftd.
@@ -73,18 +79,22 @@ type Daemon struct {
 	// monitor, lease watch, lease keeper, rules); Run waits for it.
 	wg sync.WaitGroup
 
-	nl      *netlinkx.Handle
-	nc      *config.NetConf
-	be      backend.Backend
-	rec     *reconcile.Reconciler
-	rules   Rules
-	own     lease.Lease
-	peers   map[string]lease.Lease
-	bad     map[string]string // peers skipped, with the reason logged
-	health  health
-	retry   *time.Timer
-	started time.Time
-	ext     backend.External
+	nl     *netlinkx.Handle
+	nc     *config.NetConf
+	be     backend.Backend
+	rec    *reconcile.Reconciler
+	rules  Rules
+	own    lease.Lease
+	peers  map[string]lease.Lease
+	bad    map[string]string // peers skipped, with the reason logged
+	health health
+	m      *metrics.Metrics
+	// dataPath publishes the backend to the metrics' scrapes, which run on
+	// the health server's goroutines (dm.be is the loop's).
+	dataPath atomic.Pointer[dataPathBox]
+	retry    *time.Timer
+	started  time.Time
+	ext      backend.External
 
 	// The peer snapshot (snapshot.go): written snapshotDelay after a
 	// change, and at least every snapshotRefresh.
@@ -101,6 +111,11 @@ func Run(ctx context.Context, o config.Options, d Deps) error {
 	}
 	dm := &Daemon{o: o, d: d, log: d.Logger, peers: map[string]lease.Lease{}, bad: map[string]string{}}
 	dm.health.setReason("starting")
+	if dm.m = d.Metrics; dm.m == nil {
+		dm.m = metrics.New(version.Release)
+	}
+	dm.health.metrics = dm.m.Handler()
+	dm.watchMetrics()
 	dm.retry = time.NewTimer(time.Hour)
 	dm.retry.Stop()
 	dm.snapTimer = time.NewTimer(time.Hour)
@@ -206,6 +221,7 @@ func (dm *Daemon) setupBackend(ctx context.Context, warm bool) (bool, error) {
 			Logger: dm.log.With("backend", dm.nc.Backend.Type), LookupEnv: dm.d.LookupEnv}); err != nil {
 			return false, err
 		}
+		dm.publishBackend()
 	}
 	if !dm.snapshots() {
 		dm.removeSnapshot()
@@ -267,6 +283,7 @@ func (dm *Daemon) acquire(ctx context.Context) error {
 		own, err := dm.d.Store.AcquireLease(ctx, req)
 		if err == nil {
 			dm.own = own
+			dm.ownLease(own)
 			return nil
 		}
 		if errors.Is(err, store.ErrNoFreeSubnet) || errors.Is(err, config.ErrNetConf) || ctx.Err() != nil {

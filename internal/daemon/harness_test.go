@@ -25,6 +25,7 @@ import (
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/etcdembed"
 	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/metrics"
 	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/store/etcd"
 )
@@ -191,6 +192,7 @@ type running struct {
 	err    error
 	log    *logBuffer
 	file   string
+	m      *metrics.Metrics
 }
 
 func (r *running) stop(t testing.TB) {
@@ -225,11 +227,11 @@ func startDaemonWith(t testing.TB, reg backend.Registry, n *node, c *cluster, su
 	o, st := c.daemonInputs(t, log, append([]string{"--subnet-file", subnetFile, "--public-ip", n.addr.String()}, args...)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan lease.Lease, 1)
-	r := &running{cancel: cancel, done: make(chan struct{}), log: logs, file: subnetFile}
+	r := &running{cancel: cancel, done: make(chan struct{}), log: logs, file: subnetFile, m: metrics.New("test")}
 	go func() {
 		defer close(r.done)
 		r.err = Run(ctx, o, Deps{Logger: log, Store: st, Backends: reg, Netlink: n.nl, ResyncEvery: 5 * time.Second,
-			Ready: func(l lease.Lease) { ready <- l }})
+			Ready: func(l lease.Lease) { ready <- l }, Metrics: r.m})
 		_ = st.Close()
 	}()
 	t.Cleanup(func() {

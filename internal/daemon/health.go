@@ -15,8 +15,9 @@ import (
 // health serves /healthz (always 200 while the process runs) and /readyz
 // (200 once subnet.env is written, 503 before).
 type health struct {
-	ready  atomic.Bool
-	reason atomic.Value // string: why not ready
+	ready   atomic.Bool
+	reason  atomic.Value // string: why not ready
+	metrics http.Handler // /metrics, when set
 }
 
 func (h *health) setReason(s string) { h.reason.Store(s) }
@@ -35,6 +36,9 @@ func (h *health) handler() http.Handler {
 		reason, _ := h.reason.Load().(string)
 		fmt.Fprintln(w, "not ready:", reason)
 	})
+	if h.metrics != nil {
+		mux.Handle("/metrics", h.metrics)
+	}
 	return mux
 }
 

@@ -48,6 +48,8 @@ func (dm *Daemon) initialSync(ctx context.Context) (store.Snapshot, error) {
 		}
 	}
 	pst, err := dm.rec.Prune(ctx)
+	dm.observe(pst, false)
+	dm.countPeers()
 	if err != nil {
 		dm.log.Warn("initial sync left failures; retrying", "err", err)
 		dm.scheduleRetry()
@@ -82,6 +84,7 @@ func (dm *Daemon) streamList(ctx context.Context, sl store.StreamLister) (store.
 			dm.putPeer(l)
 		}
 		pst, err := dm.rec.Apply(ctx)
+		dm.observe(pst, false)
 		st.Added += pst.Added
 		if err != nil && ctx.Err() == nil {
 			dm.log.Warn("kernel writes failed; retrying after the list", "err", err)
@@ -107,12 +110,16 @@ func (dm *Daemon) putPeer(l lease.Lease) {
 				attrs = append(attrs, "node", l.Node)
 			}
 			dm.log.Warn("ignoring peer lease", attrs...)
+			dm.ignored(err)
 		}
 		dm.rec.RemovePeer(key)
 		return
 	}
 	delete(dm.bad, key)
 	dm.rec.SetPeer(key, st)
+	if _, ok := dm.be.(backend.PeerForgetter); ok {
+		dm.m.Writes.WithLabelValues("peer", "add").Inc()
+	}
 }
 
 func (dm *Daemon) removePeer(key string) {
@@ -121,6 +128,7 @@ func (dm *Daemon) removePeer(key string) {
 	dm.rec.RemovePeer(key)
 	if f, ok := dm.be.(backend.PeerForgetter); ok {
 		f.ForgetPeer(key)
+		dm.m.Writes.WithLabelValues("peer", "del").Inc()
 	}
 }
 
@@ -179,9 +187,12 @@ func (dm *Daemon) loop(ctx context.Context) error {
 			}
 			return err
 		case batch := <-events:
+			arrived := time.Now()
 			dm.onLeases(batch)
 			dm.forwardOwn(batch, keepEvents)
 			dm.apply(ctx)
+			dm.leaseToKernel(batch, arrived)
+			dm.countPeers()
 			dm.snapshotChanged()
 		case <-dm.snapTimer.C:
 			dm.saveSnapshot()
@@ -209,11 +220,10 @@ func (dm *Daemon) startWatchers(ctx context.Context, snap store.Snapshot, events
 	keepEvents chan []lease.Event, owns chan lease.Lease, fatal chan error) {
 	// fatal has room for all three, so none blocks once the loop is gone.
 	dm.wg.Go(func() { fatal <- wrapNonNil("watch leases", dm.d.Store.WatchLeases(ctx, snap, events)) })
-	dm.wg.Go(func() {
-		fatal <- wrapNonNil("keep the lease", store.KeepLease(ctx, dm.d.Store, dm.own, store.KeepOptions{
-			Request: store.AcquireRequest{Config: dm.nc, Attrs: dm.own.Attrs}, Margin: dm.o.SubnetLeaseRenewMargin,
-			Logger: dm.log.With("component", "lease"), Events: keepEvents}, owns))
-	})
+	keep := store.KeepOptions{Request: store.AcquireRequest{Config: dm.nc, Attrs: dm.own.Attrs},
+		Margin: dm.o.SubnetLeaseRenewMargin, Logger: dm.log.With("component", "lease"), Events: keepEvents}
+	dm.keepHooks(&keep)
+	dm.wg.Go(func() { fatal <- wrapNonNil("keep the lease", store.KeepLease(ctx, dm.d.Store, dm.own, keep, owns)) })
 	if dm.rules != nil {
 		dm.wg.Go(func() { fatal <- wrapNonNil("masquerade rules", dm.rules.Run(ctx)) })
 	}
@@ -286,14 +296,17 @@ func (dm *Daemon) onNotice(ctx context.Context, n netlinkx.Notice) bool {
 	case netlinkx.RouteGone:
 		if dm.rec.ForgetRoute(n.Dst) {
 			dm.log.Info("route removed by someone else; restoring", "dst", n.Dst)
+			dm.m.Repairs.WithLabelValues("route").Inc()
 		}
 	case netlinkx.NeighGone:
 		if slices.Contains(dm.be.Links(), n.LinkIndex) && dm.rec.ForgetNeigh(n.LinkIndex, n.IP) {
 			dm.log.Info("neighbour removed by someone else; restoring", "ip", n.IP)
+			dm.m.Repairs.WithLabelValues("neigh").Inc()
 		}
 	case netlinkx.FDBGone:
 		if slices.Contains(dm.be.Links(), n.LinkIndex) && dm.rec.ForgetFDB(n.LinkIndex, n.MAC) {
 			dm.log.Info("fdb entry removed by someone else; restoring", "mac", n.MAC)
+			dm.m.Repairs.WithLabelValues("fdb").Inc()
 		}
 	case netlinkx.LinkGone:
 		if slices.Contains(dm.be.Devices(), n.LinkName) {
@@ -315,6 +328,8 @@ func (dm *Daemon) recreate(ctx context.Context) bool {
 		dm.scheduleRetry()
 		return false
 	}
+	dm.m.Repairs.WithLabelValues("link").Inc()
+	dm.m.Writes.WithLabelValues("link", "add").Inc()
 	dm.rec.SetScope(dm.scope())
 	dm.replayPeers()
 	return true
@@ -336,7 +351,9 @@ func (dm *Daemon) checkDevices(ctx context.Context) bool {
 }
 
 func (dm *Daemon) apply(ctx context.Context) {
-	if _, err := dm.rec.Apply(ctx); err != nil && ctx.Err() == nil {
+	st, err := dm.rec.Apply(ctx)
+	dm.observe(st, false)
+	if err != nil && ctx.Err() == nil {
 		dm.log.Warn("kernel writes failed; retrying", "err", err)
 		dm.scheduleRetry()
 	}
@@ -344,6 +361,7 @@ func (dm *Daemon) apply(ctx context.Context) {
 
 func (dm *Daemon) sync(ctx context.Context) {
 	st, err := dm.rec.Sync(ctx)
+	dm.observe(st, true)
 	if err != nil && ctx.Err() == nil {
 		dm.log.Warn("resync failed; retrying", "err", err)
 		dm.scheduleRetry()
@@ -364,6 +382,7 @@ func (dm *Daemon) scheduleRetry() {
 func (dm *Daemon) onOwnLease(ctx context.Context, l lease.Lease) error {
 	changed := l.Key() != dm.own.Key()
 	dm.own = l
+	dm.ownLease(l)
 	dm.snapshotChanged()
 	if !changed {
 		return nil

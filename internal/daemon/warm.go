@@ -65,6 +65,7 @@ func (dm *Daemon) warmStart(ctx context.Context) bool {
 		return false
 	}
 	dm.nc, dm.ext, dm.be, dm.own = sn.nc, ext, be, sn.own
+	dm.publishBackend()
 	dm.rec = reconcile.New(dm.nl, dm.log.With("component", "reconciler"))
 	dm.rec.SetScope(dm.scope())
 	for _, p := range sn.peers {
@@ -81,6 +82,7 @@ func (dm *Daemon) warmStart(ctx context.Context) bool {
 func (dm *Daemon) dropWarm() {
 	closeBackend(dm.be)
 	dm.be, dm.rec = nil, nil
+	dm.publishBackend()
 	clear(dm.peers)
 	clear(dm.bad)
 }

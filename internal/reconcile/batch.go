@@ -15,8 +15,16 @@ const (
 	OpDeleteFDB
 )
 
+// numOps is how many WriteOps there are.
+const numOps = int(OpDeleteFDB) + 1
+
 // IsDelete reports whether op removes an object.
 func (op WriteOp) IsDelete() bool { return op >= OpDeleteRoute }
+
+// Object names the kind of object op writes: route, neigh or fdb.
+func (op WriteOp) Object() string {
+	return [...]string{"fdb", "neigh", "route", "route", "neigh", "fdb"}[op]
+}
 
 func (op WriteOp) String() string {
 	return [...]string{"set fdb", "set neighbour", "replace route", "delete route", "delete neighbour", "delete fdb"}[op]

@@ -63,6 +63,8 @@ func (s Scope) ownsRoute(r Route) bool {
 // Stats counts writes, for logs and benchmarks.
 type Stats struct {
 	Added, Deleted, Failed int
+	// Ops counts the successful writes by WriteOp.
+	Ops [numOps]int
 }
 
 // Reconciler makes the kernel match a desired State, built per peer. Its
@@ -413,6 +415,7 @@ func (r *Reconciler) applyLocked(ctx context.Context) (Stats, error) {
 				continue
 			}
 			r.recordLocked(ws[i])
+			st.Ops[op]++
 			if op.IsDelete() {
 				st.Deleted++
 			} else {

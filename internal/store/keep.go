@@ -39,8 +39,10 @@ type KeepOptions struct {
 	// Clock defaults to RealClock; Logger to a discarding logger.
 	Clock  Clock
 	Logger *slog.Logger
-	// Renewed, when set, is called after each successful renewal.
-	Renewed func(lease.Lease)
+	// Renewed, when set, is called after each successful renewal, and
+	// RenewFailed after each failed one (it is retried).
+	Renewed     func(lease.Lease)
+	RenewFailed func(error)
 	// Events, when set, are the lease changes KeepLease watches (the
 	// caller's own watch, forwarded); otherwise it runs a watch of its own.
 	// A daemon that already watches every lease passes them on instead of
@@ -141,6 +143,9 @@ func (k *keeper) run(ctx context.Context) error {
 					return ctx.Err()
 				}
 				k.log.Warn("renew lease failed, retrying", "lease", k.own.Key(), "err", err, "in", backoff)
+				if k.opts.RenewFailed != nil {
+					k.opts.RenewFailed(err)
+				}
 				retry = k.opts.Clock.After(backoff)
 				backoff = min(2*backoff, k.opts.RetryMax)
 				continue

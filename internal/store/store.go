@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
@@ -108,4 +109,33 @@ type Snapshot struct {
 // Closer is implemented by stores that hold connections.
 type Closer interface {
 	Close() error
+}
+
+// WatchHealth is a store's lease watch as metrics see it: up while the watch
+// runs, and how often it was interrupted and resumed. Safe for concurrent
+// use; reading it takes no lock.
+type WatchHealth struct {
+	up       atomic.Bool
+	restarts atomic.Uint64
+}
+
+// Up reports whether the watch is running.
+func (h *WatchHealth) Up() bool { return h.up.Load() }
+
+// Restarts is how often the watch was interrupted.
+func (h *WatchHealth) Restarts() uint64 { return h.restarts.Load() }
+
+// Running records that the watch delivers again.
+func (h *WatchHealth) Running() { h.up.Store(true) }
+
+// Interrupted records that the watch failed and is being resumed.
+func (h *WatchHealth) Interrupted() {
+	h.up.Store(false)
+	h.restarts.Add(1)
+}
+
+// HealthReporter is an optional capability of a Store that reports its
+// lease watch's health (weft_store_up, weft_store_watch_restarts_total).
+type HealthReporter interface {
+	WatchHealth() *WatchHealth
 }

@@ -67,8 +67,8 @@ func (u *Userspace) Links() []int {
 	return nil
 }
 
-// Stats returns the data path's counters.
-func (u *Userspace) Stats() *tunnel.Stats { return u.eng.Stats() }
+// DataPathStats returns the encapsulation and the data path's counters.
+func (u *Userspace) DataPathStats() (string, *tunnel.Stats) { return Name, u.eng.Stats() }
 
 // Close stops the data path; the TUN, its address and its routes stay.
 func (u *Userspace) Close() error { return u.eng.Close() }

@@ -10,6 +10,9 @@ import (
 // Stats are the data path's counters.
 type Stats struct {
 	TxPackets, RxPackets atomic.Uint64
+	// TxBytes and RxBytes count the inner packets' bytes (TxPackets counts
+	// TUN reads, each up to 64 KiB; RxPackets inner packets).
+	TxBytes, RxBytes atomic.Uint64
 	// UnknownSource counts datagrams from an address and port that is no
 	// peer's; Spoofed counts inner packets whose source is outside the
 	// sending peer's subnet or whose destination is outside this node's.
@@ -78,6 +81,7 @@ func (r *rxPath) packet(snap *snapshot, p *peer, seg []byte) {
 		return
 	}
 	r.stats.RxPackets.Add(1)
+	r.stats.RxBytes.Add(uint64(len(seg)))
 	if err := r.co.add(seg); err != nil {
 		r.stats.SendErrors.Add(1)
 	}
@@ -102,6 +106,7 @@ func (r *rxPath) resegment(ip []byte) {
 	}
 	for off := 0; off < n; off += segLen {
 		r.stats.RxPackets.Add(1)
+		r.stats.RxBytes.Add(uint64(min(off+segLen, n) - off))
 		if err := r.co.add(r.split[off:min(off+segLen, n)]); err != nil {
 			r.stats.SendErrors.Add(1)
 		}
@@ -171,6 +176,7 @@ func (t *txPath) packet(b []byte) {
 		return
 	}
 	t.stats.TxPackets.Add(1)
+	t.stats.TxBytes.Add(uint64(len(ip)))
 }
 
 // unreachable answers a packet for an address no peer holds with ICMP

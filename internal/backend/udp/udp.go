@@ -142,8 +142,8 @@ func (u *UDP) Ensure(ctx context.Context, own lease.Lease) error {
 // Close stops the data path; flannel0, its address and its route stay.
 func (u *UDP) Close() error { return u.eng.Close() }
 
-// Stats returns the data path's counters.
-func (u *UDP) Stats() *tunnel.Stats { return u.eng.Stats() }
+// DataPathStats returns the encapsulation and the data path's counters.
+func (u *UDP) DataPathStats() (string, *tunnel.Stats) { return Name, u.eng.Stats() }
 
 // Links returns flannel0's index.
 func (u *UDP) Links() []int {

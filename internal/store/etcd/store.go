@@ -86,6 +86,7 @@ type Store struct {
 	now    func() time.Time
 	log    *slog.Logger
 	bad    *store.BadKeys
+	health store.WatchHealth
 
 	mu  sync.Mutex // guards rnd and cfg
 	rnd *rand.Rand

@@ -24,6 +24,9 @@ type watcher struct {
 	rev   int64 // last revision whose changes were applied
 }
 
+// WatchHealth implements store.HealthReporter.
+func (s *Store) WatchHealth() *store.WatchHealth { return &s.health }
+
 // WatchLeases implements store.Store.
 func (s *Store) WatchLeases(ctx context.Context, from store.Snapshot, out chan<- []lease.Event) error {
 	cfg, err := s.checkConfig(ctx)
@@ -42,6 +45,7 @@ func (s *Store) WatchLeases(ctx context.Context, from store.Snapshot, out chan<-
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		s.health.Interrupted()
 		if errors.Is(err, rpctypes.ErrCompacted) {
 			s.log.Info("lease watch history compacted, re-listing", "after", w.rev)
 			if err = w.relist(ctx); err == nil {
@@ -75,8 +79,14 @@ func (w *watcher) watchFrom(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	ch := w.s.cli.Watch(wctx, w.s.subnetsKey(), clientv3.WithPrefix(), clientv3.WithRev(w.rev+1),
-		clientv3.WithProgressNotify())
+		clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
 	for resp := range ch {
+		if resp.Err() == nil {
+			w.s.health.Running()
+		}
+		if resp.Created {
+			continue
+		}
 		if resp.CompactRevision != 0 {
 			return rpctypes.ErrCompacted
 		}

@@ -49,11 +49,13 @@ type Options struct {
 
 // Store is the Kubernetes lease store. It is safe for concurrent use.
 type Store struct {
-	o    Options
-	k    keys
-	log  *slog.Logger
-	bad  *store.BadKeys
-	warn onceSet
+	o   Options
+	k   keys
+	log *slog.Logger
+	bad *store.BadKeys
+	// health is the node watch's, for metrics (store.HealthReporter).
+	health store.WatchHealth
+	warn   onceSet
 
 	mu       sync.Mutex
 	nodeName string          // resolved node name; guarded by mu

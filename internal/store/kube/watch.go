@@ -210,6 +210,9 @@ func (w *watcher) relist(ctx context.Context) error {
 	return store.SendBatch(ctx, w.out, evs)
 }
 
+// WatchHealth implements store.HealthReporter.
+func (s *Store) WatchHealth() *store.WatchHealth { return &s.health }
+
 func (w *watcher) run(ctx context.Context) error {
 	backoff := w.s.o.RetryMin
 	for {
@@ -220,6 +223,9 @@ func (w *watcher) run(ctx context.Context) error {
 		}
 		if got {
 			backoff = w.s.o.RetryMin
+		}
+		if err != nil {
+			w.s.health.Interrupted()
 		}
 		switch {
 		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
@@ -249,6 +255,7 @@ func (w *watcher) watch(ctx context.Context) (got bool, _ error) {
 	if err != nil {
 		return false, fmt.Errorf("watch nodes from %q: %w", w.rv, err)
 	}
+	w.s.health.Running()
 	defer wi.Stop()
 	ch := wi.ResultChan()
 	for {
