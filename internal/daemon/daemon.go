@@ -89,6 +89,7 @@ type Daemon struct {
 	bad    map[string]string // peers skipped, with the reason logged
 	health health
 	m      *metrics.Metrics
+	minute minuteSummary // for the once-a-minute summary line
 	// dataPath publishes the backend to the metrics' scrapes, which run on
 	// the health server's goroutines (dm.be is the loop's).
 	dataPath atomic.Pointer[dataPathBox]

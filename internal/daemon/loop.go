@@ -173,6 +173,8 @@ func (dm *Daemon) loop(ctx context.Context) error {
 	dm.startWatchers(ctx, snap, events, keepEvents, owns, fatal)
 	tick := time.NewTicker(dm.d.ResyncEvery)
 	defer tick.Stop()
+	summary := time.NewTicker(time.Minute)
+	defer summary.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -204,6 +206,8 @@ func (dm *Daemon) loop(ctx context.Context) error {
 			}
 		case <-dm.retry.C:
 			dm.apply(ctx)
+		case <-summary.C:
+			dm.summarize()
 		case <-tick.C:
 			dm.checkDevices(ctx)
 			dm.sync(ctx)
@@ -280,9 +284,15 @@ func (dm *Daemon) onLeases(batch []lease.Event) {
 	for _, e := range batch {
 		switch e.Type {
 		case lease.Added:
+			if _, known := dm.peers[e.Lease.Key()]; !known && e.Lease.Key() != dm.own.Key() {
+				dm.minute.added++
+			}
 			dm.putPeer(e.Lease)
 		case lease.Removed:
 			if e.Lease.Key() != dm.own.Key() {
+				if _, known := dm.peers[e.Lease.Key()]; known {
+					dm.minute.removed++
+				}
 				dm.removePeer(e.Lease.Key())
 			}
 		}
@@ -296,17 +306,17 @@ func (dm *Daemon) onNotice(ctx context.Context, n netlinkx.Notice) bool {
 	case netlinkx.RouteGone:
 		if dm.rec.ForgetRoute(n.Dst) {
 			dm.log.Info("route removed by someone else; restoring", "dst", n.Dst)
-			dm.m.Repairs.WithLabelValues("route").Inc()
+			dm.repaired("route", 1)
 		}
 	case netlinkx.NeighGone:
 		if slices.Contains(dm.be.Links(), n.LinkIndex) && dm.rec.ForgetNeigh(n.LinkIndex, n.IP) {
 			dm.log.Info("neighbour removed by someone else; restoring", "ip", n.IP)
-			dm.m.Repairs.WithLabelValues("neigh").Inc()
+			dm.repaired("neigh", 1)
 		}
 	case netlinkx.FDBGone:
 		if slices.Contains(dm.be.Links(), n.LinkIndex) && dm.rec.ForgetFDB(n.LinkIndex, n.MAC) {
 			dm.log.Info("fdb entry removed by someone else; restoring", "mac", n.MAC)
-			dm.m.Repairs.WithLabelValues("fdb").Inc()
+			dm.repaired("fdb", 1)
 		}
 	case netlinkx.LinkGone:
 		if slices.Contains(dm.be.Devices(), n.LinkName) {
@@ -328,7 +338,7 @@ func (dm *Daemon) recreate(ctx context.Context) bool {
 		dm.scheduleRetry()
 		return false
 	}
-	dm.m.Repairs.WithLabelValues("link").Inc()
+	dm.repaired("link", 1)
 	dm.m.Writes.WithLabelValues("link", "add").Inc()
 	dm.rec.SetScope(dm.scope())
 	dm.replayPeers()

@@ -31,12 +31,37 @@ func (dm *Daemon) observe(st reconcile.Stats, repair bool) {
 		}
 		m.Writes.WithLabelValues(op.Object(), verb).Add(float64(n))
 		if repair {
-			m.Repairs.WithLabelValues(op.Object()).Add(float64(n))
+			dm.repaired(op.Object(), n)
 		}
 	}
 	if st.Failed > 0 {
 		m.WriteErrors.Add(float64(st.Failed))
+		dm.minute.writeErrors += st.Failed
 	}
+}
+
+// repaired counts n objects someone else removed or changed that weft put
+// back.
+func (dm *Daemon) repaired(object string, n int) {
+	dm.m.Repairs.WithLabelValues(object).Add(float64(n))
+	dm.minute.repairs += n
+}
+
+// minuteSummary is what changed since the last summary line.
+type minuteSummary struct {
+	added, removed, repairs, writeErrors int
+}
+
+// summarize logs one line at info when anything changed in the last minute
+// (peers added or removed, repairs, write errors), and starts a new minute.
+func (dm *Daemon) summarize() {
+	s := dm.minute
+	if s == (minuteSummary{}) {
+		return
+	}
+	dm.log.Info("last minute", "peers", len(dm.peers)-len(dm.bad), "peers-added", s.added, "peers-removed", s.removed,
+		"repairs", s.repairs, "write-errors", s.writeErrors)
+	dm.minute = minuteSummary{}
 }
 
 // countPeers sets weft_peers: the peers whose objects are programmed.

@@ -1,62 +1,29 @@
 package daemon
 
 import (
-	"bytes"
 	"io"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/metrics/metricstest"
 )
 
 // scrape serves r's /metrics once and parses it as Prometheus does.
-func scrape(t *testing.T, r *running) map[string]*dto.MetricFamily {
+func scrape(t *testing.T, r *running) metricstest.Families {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	r.m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Result().Body)
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	fams, err := metricstest.Parse(body)
 	if err != nil {
-		t.Fatalf("parse /metrics: %v\n%s", err, body)
+		t.Fatal(err)
 	}
 	return fams
-}
-
-// value is the sum of the samples of a family whose labels include want.
-func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	var sum float64
-	f := fams[name]
-	if f == nil {
-		return -1
-	}
-	for _, m := range f.Metric {
-		ok := true
-		for k, v := range want {
-			found := false
-			for _, l := range m.Label {
-				found = found || l.GetName() == k && l.GetValue() == v
-			}
-			ok = ok && found
-		}
-		if !ok {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			sum += m.Counter.GetValue()
-		case m.Gauge != nil:
-			sum += m.Gauge.GetValue()
-		case m.Histogram != nil:
-			sum += float64(m.Histogram.GetSampleCount())
-		}
-	}
-	return sum
 }
 
 // The metrics say what the kernel and the store say: weft_peers is the
@@ -88,15 +55,15 @@ func TestMetrics(t *testing.T) {
 		{"weft_reconcile_errors_total", nil, 0},
 		{"weft_build_info", map[string]string{"version": "test"}, 1},
 	} {
-		if got := value(fams, tc.name, tc.labels); got != tc.want {
+		if got := fams.Value(tc.name, tc.labels); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
 	}
-	eventually(t, 2*time.Second, "the store's watch up", func() bool { return value(scrape(t, d), "weft_store_up", nil) == 1 })
+	eventually(t, 2*time.Second, "the store's watch up", func() bool { return scrape(t, d).Value("weft_store_up", nil) == 1 })
 	if routes != 2 {
 		t.Errorf("%d peer routes in the kernel, want 2", routes)
 	}
-	if exp := value(fams, "weft_lease_expiry_timestamp_seconds", nil); exp < float64(time.Now().Add(time.Hour).Unix()) {
+	if exp := fams.Value("weft_lease_expiry_timestamp_seconds", nil); exp < float64(time.Now().Add(time.Hour).Unix()) {
 		t.Errorf("weft_lease_expiry_timestamp_seconds = %v, want the own lease's expiry, hours ahead", exp)
 	}
 	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "weft_lease_renewals_total",
@@ -107,11 +74,11 @@ func TestMetrics(t *testing.T) {
 	}
 
 	// A new lease: one more observation, and a third peer.
-	h0 := value(fams, "weft_lease_to_kernel_seconds", nil)
+	h0 := fams.Value("weft_lease_to_kernel_seconds", nil)
 	c.peerLease(t, "10.244.3.0/24", "192.168.100.13", "0a:00:00:00:00:03", "vxlan")
 	eventually(t, time.Second, "the new lease observed", func() bool {
 		f := scrape(t, d)
-		return value(f, "weft_lease_to_kernel_seconds", nil) == h0+1 && value(f, "weft_peers", nil) == 3
+		return f.Value("weft_lease_to_kernel_seconds", nil) == h0+1 && f.Value("weft_peers", nil) == 3
 	})
 	// A route deleted by hand: repaired, and counted.
 	sh(t, "ip", "-n", n.name, "route", "del", "10.244.5.0/24")
@@ -119,4 +86,26 @@ func TestMetrics(t *testing.T) {
 		return testutil.ToFloat64(d.m.Repairs.WithLabelValues("route")) == 1 &&
 			strings.Contains(n.kernel(t), "10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink")
 	})
+}
+
+// The minute's summary is one info line when anything changed, and none
+// when nothing did.
+func TestMinuteSummary(t *testing.T) {
+	logs := &logBuffer{}
+	dm := &Daemon{log: slog.New(slog.NewTextHandler(logs, nil)), peers: map[string]lease.Lease{"a": {}, "b": {}}, bad: map[string]string{}}
+	dm.summarize()
+	if logs.String() != "" {
+		t.Fatalf("a quiet minute logged %q", logs.String())
+	}
+	dm.minute = minuteSummary{added: 2, removed: 1, repairs: 3}
+	dm.summarize()
+	want := `msg="last minute" peers=2 peers-added=2 peers-removed=1 repairs=3 write-errors=0`
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("summary %q, want %q", logs.String(), want)
+	}
+	n := len(logs.String())
+	dm.summarize()
+	if len(logs.String()) != n {
+		t.Error("the next minute repeated the summary")
+	}
 }

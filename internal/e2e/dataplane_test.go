@@ -119,6 +119,9 @@ func TestPingMatrix(t *testing.T) {
 					t.Errorf("far peer route %q, want ipip", far)
 				}
 			}
+			if v := scrapeNode(t, c, 1).Value("weft_peers", map[string]string{"backend": tc.backend}); v != 2 {
+				t.Errorf("weft_peers{backend=%s} = %v on node 1, want its 2 peers", tc.backend, v)
+			}
 			if tc.backend == "ipip" { // MTU: external - 20, in subnet.env and on the device
 				env, _ := c.SubnetEnv(1)
 				link := run(t, c.NodeNS(1), "ip", "link", "show", "flannel.ipip")

@@ -65,6 +65,16 @@ func TestUDPPingMatrix(t *testing.T) {
 	} else {
 		t.Logf("after the network route's deletion: pods ping again after %v", time.Since(start).Round(time.Millisecond))
 	}
+	m := scrapeNode(t, c, 1)
+	if v := m.Value("weft_reconcile_repairs_total", map[string]string{"object": "route"}); v < 1 {
+		t.Errorf("weft_reconcile_repairs_total{object=route} = %v after the route was put back, want at least 1", v)
+	}
+	if v := m.Value("weft_peers", map[string]string{"backend": "udp"}); v != 2 {
+		t.Errorf("weft_peers{backend=udp} = %v, want the 2 other nodes", v)
+	}
+	if v := m.Value("weft_datapath_packets_total", map[string]string{"encap": "udp", "direction": "in"}); v <= 0 {
+		t.Errorf("weft_datapath_packets_total{encap=udp,direction=in} = %v after the pings, want more than 0", v)
+	}
 }
 
 // A TCP transfer between pods whose bytes are verified end to end: 64 MiB in
@@ -314,6 +324,9 @@ func TestUDPDropsStrangers(t *testing.T) {
 		unknown, _ := lastDrops(t, c, 1)
 		if unknown >= sent {
 			t.Logf("node 1 dropped %d datagrams from unknown sources", unknown)
+			if v := scrapeNode(t, c, 1).Value("weft_datapath_drops_total", map[string]string{"encap": "udp", "reason": "unknown-source"}); v < sent {
+				t.Errorf("weft_datapath_drops_total{encap=udp,reason=unknown-source} = %v, want at least %d", v, sent)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -384,6 +397,7 @@ func peerChurn(t *testing.T, backend string, gone func(c *cluster.Cluster, node3
 	env3, _ := c.SubnetEnv(3)
 	res, _ := floodPing(t, pods[0].NS, pods[1].Addrs[0], 300)
 	time.Sleep(300 * time.Millisecond)
+	observed := scrapeNode(t, c, 1).Value("weft_lease_to_kernel_seconds", nil)
 	if err := c.KillWeftd(3, false); err != nil {
 		t.Fatal(err)
 	}
@@ -406,6 +420,11 @@ func peerChurn(t *testing.T, backend string, gone func(c *cluster.Cluster, node3
 	r := <-res
 	if r[0] != r[1] {
 		t.Errorf("nodes 1-2 lost %d of %d pings while node 3 left and rejoined", r[0]-r[1], r[0])
+	}
+	// Node 1 saw node 3's lease go and come back: two more observations
+	// of lease to kernel at least (the rejoin may write it twice).
+	if now := scrapeNode(t, c, 1).Value("weft_lease_to_kernel_seconds", nil); now < observed+2 {
+		t.Errorf("weft_lease_to_kernel_seconds count %v -> %v across a lease deletion and a new lease, want at least 2 more", observed, now)
 	}
 	assertMatrix(t, c)
 }

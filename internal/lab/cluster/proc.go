@@ -156,27 +156,34 @@ func (c *Cluster) Ready(ctx context.Context, node int) (bool, error) {
 // Readyz asks node's /readyz and returns whether it answered 200 and the
 // body (the reason when not ready).
 func (c *Cluster) Readyz(ctx context.Context, node int) (bool, string, error) {
+	status, body, err := c.Get(ctx, node, "/readyz")
+	return status == http.StatusOK, string(body), err
+}
+
+// Get asks node's health server (/readyz, /metrics) for path and returns the
+// status and up to 4 MiB of the body.
+func (c *Cluster) Get(ctx context.Context, node int, path string) (int, []byte, error) {
 	h, err := c.lab.Node(node)
 	if err != nil {
-		return false, "", err
+		return 0, nil, err
 	}
-	url := "http://" + net.JoinHostPort(h.Addrs()[0].String(), strconv.Itoa(HealthPort)) + "/readyz"
+	url := "http://" + net.JoinHostPort(h.Addrs()[0].String(), strconv.Itoa(HealthPort)) + path
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return false, "", err
+		return 0, nil, err
 	}
 	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return lab.DialContext(ctx, h.NS, network, addr)
 	}}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return false, "", err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode == http.StatusOK, string(body), err
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	return resp.StatusCode, body, err
 }
 
 // WaitReady waits until node's weftd answers /readyz with 200, failing early
