@@ -86,7 +86,9 @@ func New(version string) *Metrics {
 		m.LeasesIgnored.WithLabelValues(r)
 	}
 	for _, o := range []string{"route", "neigh", "fdb", "link", "peer"} {
-		m.Repairs.WithLabelValues(o)
+		if o != "peer" { // userspace peer entries have nobody else to remove them
+			m.Repairs.WithLabelValues(o)
+		}
 		for _, op := range []string{"add", "del"} {
 			m.Writes.WithLabelValues(o, op)
 		}
