@@ -1,8 +1,11 @@
 package metrics
 
 import (
+	"encoding/json"
 	"io"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -177,5 +180,62 @@ func BenchmarkUpdates(b *testing.B) {
 			close(stop)
 			wg.Wait()
 		})
+	}
+}
+
+// The Grafana dashboard in deploy/grafana references only metrics weftd
+// serves: every weft_ name in a panel's query (less a histogram's _bucket,
+// _sum or _count) is a family of a full scrape.
+func TestDashboardMetricsExist(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/grafana/weft-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	m := New("test")
+	m.SetStore(func() (bool, uint64) { return true, 0 })
+	m.SetDataPath(func() *DataPath { return &DataPath{Encap: "udp", Drops: map[string]uint64{"spoofed": 0}} })
+	m.LeaseToKernel.Observe(0.001)
+	m.Peers.WithLabelValues("vxlan").Set(1) // weftd sets it once its backend is known
+	_, fams := gatherText(t, m)
+	name := regexp.MustCompile(`weft_[a-z_]+`)
+	seen := 0
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			for _, n := range name.FindAllString(tg.Expr, -1) {
+				seen++
+				base := n
+				for _, suf := range []string{"_bucket", "_sum", "_count"} {
+					if trimmed, ok := strings.CutSuffix(n, suf); ok && fams[trimmed] != nil {
+						base = trimmed
+					}
+				}
+				if fams[base] == nil {
+					t.Errorf("panel %q queries %s, which weftd does not serve", p.Title, n)
+				}
+			}
+		}
+	}
+	for _, want := range []string{"weft_peers", "weft_lease_to_kernel_seconds_bucket", "weft_reconcile_repairs_total",
+		"weft_datapath_drops_total", "weft_lease_expiry_timestamp_seconds"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("the dashboard has no panel on %s", want)
+		}
+	}
+	if seen == 0 {
+		t.Error("no weft_ metric in the dashboard")
 	}
 }
