@@ -1,5 +1,5 @@
-// Command weft is the operator's tool: the local lab (weft lab ...) and the
-// version.
+// Command weft is the operator's tool: the node's status (weft status), the
+// local lab (weft lab ...) and the version.
 package main
 
 import (
@@ -20,6 +20,7 @@ const usage = `usage: weft <command>
 
 commands:
   lab        a whole weft cluster in network namespaces: weft lab up|status|exec|down|list
+  status     is this node's network right? the kernel against the store (weft status --help)
   version    print weft's version
   help       print this help
 `
@@ -30,6 +31,10 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "weft:", err)
+		var ec exitCode
+		if errors.As(err, &ec) {
+			os.Exit(ec.code)
+		}
 		os.Exit(1)
 	}
 }
@@ -46,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "help", "--help", "-help", "-h":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "status":
+		return status(ctx, args[1:], lookupEnv, stdout)
 	case "lab":
 		self, err := os.Executable()
 		if err != nil {

@@ -14,14 +14,12 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/daemon"
 	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/node"
 	"github.com/weft-net/weft/internal/store"
-	"github.com/weft-net/weft/internal/store/etcd"
-	"github.com/weft-net/weft/internal/store/kube"
 	"github.com/weft-net/weft/internal/version"
 )
 
@@ -60,7 +58,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	log := newLogger(stderr, opts.Verbosity)
 	log.Info("starting weftd", "version", version.String(), "options", &opts)
 	backends := registry.Default()
-	st, err := newStore(log, &opts, backends)
+	st, err := node.NewStore(log, &opts, backends, "weftd/"+version.String())
 	if err != nil {
 		return err
 	}
@@ -76,35 +74,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		Logger:    log,
 		Store:     st,
 		Backends:  backends,
-		NewRules:  newRules(log, &opts),
+		NewRules:  node.NewRules(log, &opts),
 		LookupEnv: lookupEnv,
 		Ready:     markUp(ctx, &bg, log, st),
 	})
-}
-
-// newStore builds the lease store the options select: the Kubernetes API
-// (--kube-subnet-mgr; net-conf.json is read and checked, its Backend
-// section against backends, before anything else) or etcd.
-func newStore(log *slog.Logger, opts *config.Options, backends backend.Registry) (store.Store, error) {
-	if !opts.KubeSubnetMgr {
-		return etcd.New(etcd.Options{Endpoints: opts.EtcdEndpoints, Prefix: opts.EtcdPrefix, KeyFile: opts.EtcdKeyfile,
-			CertFile: opts.EtcdCertfile, CAFile: opts.EtcdCAFile, Username: opts.EtcdUsername, Password: opts.EtcdPassword,
-			Logger: log})
-	}
-	nc, err := kube.ReadNetConf(opts.NetConfigPath, log)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := nc.ConfigureBackend(backends); err != nil { // weftd logs the warnings
-		return nil, err
-	}
-	cli, err := kube.Connect(opts.KubeAPIURL, opts.KubeConfigFile, "weftd/"+version.String())
-	if err != nil {
-		return nil, err
-	}
-	return kube.New(kube.Options{API: cli, NodeName: opts.NodeName, PodName: opts.PodName, PodNamespace: opts.PodNamespace,
-		Prefix: opts.KubeAnnotationPrefix, NetConf: nc, NetConfPath: opts.NetConfigPath,
-		SetNodeNetworkUnavailable: opts.SetNodeNetworkUnavailable, Logger: log})
 }
 
 // markUp is the daemon's Ready hook for stores that publish that the node

@@ -73,6 +73,14 @@ type NodeRouter interface {
 	NodeRoutes() []reconcile.Route
 }
 
+// Observer is an optional capability of a Backend, for weft status: Observe
+// finds the backend's devices as they are, creating and changing nothing, so
+// that Peer and Links then describe what the daemon would want in the
+// kernel. It returns the names of the devices that are missing.
+type Observer interface {
+	Observe(own lease.Lease) (missing []string, err error)
+}
+
 // PeerForgetter is an optional capability of a Backend whose peers live in
 // userspace (udp's peer table), where the kernel-object reconciler cannot
 // remove them: the daemon calls ForgetPeer when a peer's lease is gone.
@@ -90,6 +98,9 @@ type Deps struct {
 	// LookupEnv reads the process environment (os.LookupEnv in weftd); nil
 	// means an empty environment.
 	LookupEnv func(string) (string, bool)
+	// ReadOnly forbids the backend to change the kernel when it is built
+	// (weft status builds one to compute what the daemon would want).
+	ReadOnly bool
 }
 
 // Getenv returns the value of an environment variable, "" when unset.

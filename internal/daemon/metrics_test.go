@@ -10,16 +10,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/weft-net/weft/internal/lease"
-	"github.com/weft-net/weft/internal/metrics/metricstest"
+	"github.com/weft-net/weft/internal/metrics"
 )
 
 // scrape serves r's /metrics once and parses it as Prometheus does.
-func scrape(t *testing.T, r *running) metricstest.Families {
+func scrape(t *testing.T, r *running) metrics.Families {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	r.m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Result().Body)
-	fams, err := metricstest.Parse(body)
+	fams, err := metrics.ParseText(body)
 	if err != nil {
 		t.Fatal(err)
 	}

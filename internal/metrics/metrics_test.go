@@ -11,15 +11,14 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/weft-net/weft/internal/metrics/metricstest"
 )
 
-func gatherText(t testing.TB, m *Metrics) (string, metricstest.Families) {
+func gatherText(t testing.TB, m *Metrics) (string, Families) {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Result().Body)
-	fams, err := metricstest.Parse(body)
+	fams, err := ParseText(body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,12 +114,26 @@ func TestResyncRestores(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			e := newEnv(t, m, time.Hour)
 			e.set(t, testCfg())
+			ctx := context.Background()
+			if d, err := e.syncer.Check(ctx, testCfg()); err != nil || len(d) != 0 {
+				t.Errorf("Check of rules in place = %q, %v; want nothing", d, err)
+			}
 			for name, cmds := range m.breaks {
 				for _, c := range cmds {
 					e.sh(t, c...)
 				}
 				if e.mode.ours(t, e.ns) == e.mode.expect(testCfg()) {
 					t.Fatalf("break %q changed nothing", name)
+				}
+				// weft status: the damage is named, and checking writes nothing.
+				writes := e.runner.Writes()
+				if d, err := e.syncer.Check(ctx, testCfg()); err != nil || len(d) == 0 {
+					t.Errorf("Check after break %q = %q, %v; want the damage named", name, d, err)
+				} else {
+					t.Logf("break %q: %q", name, d)
+				}
+				if e.runner.Writes() != writes {
+					t.Errorf("Check after break %q wrote to the kernel", name)
 				}
 				if err := e.syncer.Resync(context.Background()); err != nil {
 					t.Fatalf("resync after break %q: %v", name, err)
@@ -225,3 +239,27 @@ func TestMissingBinary(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// A weftd that starts where someone emptied weft's chain (flushed it, left
+// the jump) fills it again: a fresh rule manager has no record of its own
+// writes, and an empty listing must not pass for one. weft status, also
+// fresh, names the emptied chain.
+func TestFreshStartRefillsEmptiedChain(t *testing.T) {
+	for _, m := range modes(t) {
+		t.Run(m.name, func(t *testing.T) {
+			e := newEnv(t, m, time.Hour)
+			e.set(t, testCfg())
+			if strings.HasPrefix(m.name, "nft") {
+				e.sh(t, "nft", "flush", "chain", "ip", "flannel-ipv4", "postrtg")
+			} else {
+				e.sh(t, m.name, "-t", "nat", "-F", "FLANNEL-POSTRTG")
+			}
+			fresh := newEnvIn(t, m, time.Hour, e.ns)
+			if d, err := fresh.syncer.Check(context.Background(), testCfg()); err != nil || len(d) == 0 {
+				t.Errorf("a fresh Check of the emptied chain = %q, %v; want it named", d, err)
+			}
+			fresh.set(t, testCfg())
+			fresh.check(t, testCfg())
+		})
+	}
+}

@@ -74,4 +74,11 @@ type Backend interface {
 	Apply(ctx context.Context, want FamilyRules) (changed bool, err error)
 }
 
+// Checker is an optional capability of a Backend: Check describes how weft's
+// rules of want.Family differ from want (nothing when they match), writing
+// nothing (weft status).
+type Checker interface {
+	Check(ctx context.Context, want FamilyRules) ([]string, error)
+}
+
 var _ Manager = (*Syncer)(nil)

@@ -52,6 +52,27 @@ func (s *Syncer) Set(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// Check describes how the kernel's rules differ from what Set(cfg) would
+// make them, writing nothing (weft status).
+func (s *Syncer) Check(ctx context.Context, cfg Config) ([]string, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c, ok := s.backend.(Checker)
+	if !ok {
+		return nil, errors.New("this rule mode cannot be checked")
+	}
+	var out []string
+	for _, want := range Desired(cfg) {
+		d, err := c.Check(ctx, want)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d...)
+	}
+	return out, nil
+}
+
 // Run implements Manager.
 func (s *Syncer) Run(ctx context.Context) error {
 	if s.resync <= 0 {

@@ -506,3 +506,25 @@ func requeue[K, V comparable](dirty, desired, applied, next map[K]V) {
 		}
 	}
 }
+
+// Diff is Sync without the writes: it dumps the kernel objects in scope and
+// returns the writes that would make them match the desired state (objects
+// missing or different, and objects in scope that nobody wants), in the
+// order Sync would make them. It changes nothing in the kernel; the
+// reconciler then holds the dumped state as applied.
+func (r *Reconciler) Diff() ([]Write, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.adoptLocked(); err != nil {
+		return nil, err
+	}
+	dirty := r.desired.clone()
+	maps.Copy(dirty.Routes, r.applied.Routes)
+	maps.Copy(dirty.Neighs, r.applied.Neighs)
+	maps.Copy(dirty.FDB, r.applied.FDB)
+	var out []Write
+	for _, phase := range r.planLocked(dirty) {
+		out = append(out, phase...)
+	}
+	return out, nil
+}

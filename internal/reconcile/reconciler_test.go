@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -441,5 +442,37 @@ func TestOwnSubnetBlackhole(t *testing.T) {
 	k.st.AddRoute(Route{Dst: own, LinkIndex: 5})
 	if st, err := r.Sync(ctx); err != nil || st.Deleted != 0 {
 		t.Errorf("Sync touched the bridge's route: %+v, %v", st, err)
+	}
+}
+
+// Diff names what Sync would write and writes nothing: a peer's missing
+// objects, a route that differs, and a gone node's objects to delete.
+func TestDiff(t *testing.T) {
+	k := newFake()
+	wrong := peer(3, vx)
+	wrong.Routes[0].Gw = netip.MustParseAddr("10.244.33.0")
+	k.st = union(peer(2, vx), wrong, peer(9, vx))
+	r := newRec(k)
+	for _, i := range []int{2, 3, 4} {
+		r.SetPeer(fmt.Sprint(i), peer(i, vx))
+	}
+	ws, err := r.Diff()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.writes != 0 {
+		t.Fatalf("Diff wrote %d objects", k.writes)
+	}
+	var got []string
+	for _, w := range ws {
+		got = append(got, w.Op.String())
+	}
+	slices.Sort(got)
+	want := []string{"delete fdb", "delete neighbour", "delete route", "replace route", "replace route", "set fdb", "set neighbour"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Diff = %v\nwant %v (4's three objects, 3's route, 9's three objects)", ws, want)
+	}
+	if ws, _ := newRec(k).Diff(); len(ws) != 9 {
+		t.Errorf("with no peer wanted, Diff = %v, want the 9 objects in scope deleted", ws)
 	}
 }

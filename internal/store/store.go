@@ -14,6 +14,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
@@ -138,4 +139,11 @@ func (h *WatchHealth) Interrupted() {
 // lease watch's health (weft_store_up, weft_store_watch_restarts_total).
 type HealthReporter interface {
 	WatchHealth() *WatchHealth
+}
+
+// ExpiryReader is an optional capability of a Store whose leases expire:
+// Expiry asks the store when l expires now (weft status). A lease without
+// expiry (a reservation, a Node's podCIDR) returns the zero time.
+type ExpiryReader interface {
+	Expiry(ctx context.Context, l lease.Lease) (time.Time, error)
 }

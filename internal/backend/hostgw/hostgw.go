@@ -63,6 +63,9 @@ func (h *HostGW) Peer(own lease.Lease, p lease.Lease) (reconcile.Objects, error)
 	return st, nil
 }
 
+// Observe: host-gw has no device (backend.Observer).
+func (h *HostGW) Observe(lease.Lease) ([]string, error) { return nil, nil }
+
 // Links: host-gw owns no device.
 func (h *HostGW) Links() []int { return nil }
 

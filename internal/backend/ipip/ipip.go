@@ -125,6 +125,9 @@ func newWith(d backend.Deps, k links) (backend.Backend, error) {
 			" exists (delete it, or set WEFT_IPIP_PATH=kernel, to switch)")
 		return newUserspace(b)
 	}
+	if d.ReadOnly { // weft status: no device yet, and nothing may be made
+		return kern, nil
+	}
 	err = kern.create()
 	if err == nil {
 		log.Info("ipip data path", "path", PathKernel, "reason", "the kernel made an ipip device")

@@ -104,6 +104,16 @@ func (b *Kernel) Ensure(_ context.Context, own lease.Lease) error {
 	return nil
 }
 
+// Observe finds flannel.ipip as it is (backend.Observer).
+func (b *Kernel) Observe(lease.Lease) ([]string, error) {
+	link, err := b.k.LinkByName(DeviceName)
+	if err != nil {
+		return []string{DeviceName}, nil
+	}
+	b.index = link.Attrs().Index
+	return nil, nil
+}
+
 // Peer is the peer's route.
 func (b *Kernel) Peer(own, p lease.Lease) (reconcile.Objects, error) { return b.route(own, p, b.index) }
 

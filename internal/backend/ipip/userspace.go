@@ -56,6 +56,15 @@ func (u *Userspace) Peer(own, p lease.Lease) (reconcile.Objects, error) {
 	return st, nil
 }
 
+// Observe finds the TUN as it is (backend.Observer).
+func (u *Userspace) Observe(lease.Lease) ([]string, error) {
+	found, err := u.eng.Observe()
+	if err != nil || found {
+		return nil, err
+	}
+	return []string{DeviceName}, nil
+}
+
 // ForgetPeer drops a peer whose lease is gone from the engine's table.
 func (u *Userspace) ForgetPeer(key string) { u.eng.ForgetPeer(key) }
 

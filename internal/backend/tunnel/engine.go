@@ -186,6 +186,22 @@ func (e *Engine) Lookup(dst netip.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
+// Observe finds the device as it is, without opening or changing it, and
+// reports whether it exists (weft status).
+func (e *Engine) Observe() (bool, error) {
+	link, err := e.c.Netlink.Raw().LinkByName(e.c.Device)
+	if err != nil {
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
+			return false, nil
+		}
+		return false, fmt.Errorf("find %s: %w", e.c.Device, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.index = link.Attrs().Index
+	return true, nil
+}
+
 // Stats returns the data path's counters.
 func (e *Engine) Stats() *Stats { return &e.stats }
 

@@ -139,6 +139,15 @@ func (u *UDP) Ensure(ctx context.Context, own lease.Lease) error {
 	return u.eng.Ensure(ctx, own.Subnet)
 }
 
+// Observe finds flannel0 as it is (backend.Observer).
+func (u *UDP) Observe(lease.Lease) ([]string, error) {
+	found, err := u.eng.Observe()
+	if err != nil || found {
+		return nil, err
+	}
+	return []string{DeviceName}, nil
+}
+
 // Close stops the data path; flannel0, its address and its route stay.
 func (u *UDP) Close() error { return u.eng.Close() }
 

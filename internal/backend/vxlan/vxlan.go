@@ -139,6 +139,22 @@ func (v *VXLAN) stableMAC(f *family) reconcile.MAC {
 	return m
 }
 
+// Observe finds each device as it is (backend.Observer): its index and MAC,
+// changing nothing.
+func (v *VXLAN) Observe(lease.Lease) ([]string, error) {
+	var missing []string
+	for _, f := range v.enabled() {
+		l, err := v.d.Netlink.Raw().LinkByName(f.name)
+		if err != nil {
+			missing = append(missing, f.name)
+			continue
+		}
+		f.index = l.Attrs().Index
+		f.mac = v.stableMAC(f)
+	}
+	return missing, nil
+}
+
 // Ensure creates or repairs each device.
 func (v *VXLAN) Ensure(ctx context.Context, own lease.Lease) error {
 	for _, f := range v.enabled() {

@@ -125,6 +125,40 @@ func (b *Backend) Apply(ctx context.Context, want netfilter.FamilyRules) (bool, 
 	return true, nil
 }
 
+// Check implements netfilter.Checker: each chain that is missing, differs,
+// or lacks its jump, named.
+func (b *Backend) Check(ctx context.Context, want netfilter.FamilyRules) ([]string, error) {
+	bin := b.binary(want.Family)
+	masq := want.Masq
+	if len(masq) > 0 && !b.fullyRandom(ctx, bin, want.Family) {
+		masq = withoutFullyRandom(masq)
+	}
+	var out []string
+	for _, c := range []struct {
+		chain
+		rules []netfilter.Rule
+	}{{masqChain(), masq}, {forwardChain(), want.Forward}} {
+		p, err := b.plan(ctx, bin, c.chain, c.rules)
+		if err != nil {
+			return nil, err
+		}
+		where := fmt.Sprintf("%s -t %s chain %s", bin, c.table, c.name)
+		for _, l := range p.lines {
+			switch {
+			case len(c.rules) == 0:
+				out = append(out, where+": present, not wanted")
+			case strings.HasPrefix(l, ":"):
+				out = append(out, where+": missing or different rules")
+			case strings.HasPrefix(l, "-I "):
+				out = append(out, where+": no jump from "+c.parent)
+			case strings.HasPrefix(l, "-D "):
+				out = append(out, where+": an extra jump from "+c.parent)
+			}
+		}
+	}
+	return slices.Compact(out), nil
+}
+
 // plan is what one chain needs: the restore lines for its table (empty when
 // it is in place) and, if the chain is rewritten, its rendered rules.
 type plan struct {
@@ -180,7 +214,13 @@ func (b *Backend) plan(ctx context.Context, bin string, c chain, rules []netfilt
 // binary printed right after we wrote them (another version may print a
 // rule differently; that must not make every resync rewrite the chain).
 func (b *Backend) same(bin string, c chain, want, have []string) bool {
-	return slices.Equal(want, have) || slices.Equal(b.settled[settleKey(bin, c, want)], have)
+	if slices.Equal(want, have) {
+		return true
+	}
+	// Only a listing recorded after a write counts: a missing entry is nil,
+	// and so is an emptied chain's listing.
+	settled, ok := b.settled[settleKey(bin, c, want)]
+	return ok && slices.Equal(settled, have)
 }
 
 func settleKey(bin string, c chain, want []string) string {

@@ -89,7 +89,8 @@ func (b *Backend) Apply(ctx context.Context, want netfilter.FamilyRules) (bool, 
 	}
 	rendered := Render(want)
 	wantLines := normalize(rendered)
-	if exists && (slices.Equal(wantLines, have) || slices.Equal(b.settled[rendered], have)) {
+	settled, wrote := b.settled[rendered]
+	if exists && (slices.Equal(wantLines, have) || wrote && slices.Equal(settled, have)) {
 		return false, nil
 	}
 	// "add" makes the "delete" valid when the table is absent; all three
@@ -106,6 +107,27 @@ func (b *Backend) Apply(ctx context.Context, want netfilter.FamilyRules) (bool, 
 		b.settled[rendered] = after
 	}
 	return true, nil
+}
+
+// Check implements netfilter.Checker.
+func (b *Backend) Check(ctx context.Context, want netfilter.FamilyRules) ([]string, error) {
+	fam, table := NFTFamily(want.Family), TableName(want.Family)
+	have, exists, err := b.list(ctx, fam, table)
+	if err != nil {
+		return nil, err
+	}
+	where := "nft table " + fam + " " + table
+	switch {
+	case want.Empty() && exists:
+		return []string{where + ": present, not wanted"}, nil
+	case want.Empty():
+		return nil, nil
+	case !exists:
+		return []string{where + ": missing"}, nil
+	case !slices.Equal(normalize(Render(want)), have):
+		return []string{where + ": different rules"}, nil
+	}
+	return nil, nil
 }
 
 // list returns the normalized listing of table and whether it exists.

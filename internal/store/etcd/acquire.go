@@ -222,3 +222,26 @@ func (s *Store) sleepJitter(ctx context.Context, attempt int) error {
 		return ctx.Err()
 	}
 }
+
+// Expiry implements store.ExpiryReader: the remaining TTL of the etcd lease
+// that holds l's key.
+func (s *Store) Expiry(ctx context.Context, l lease.Lease) (time.Time, error) {
+	resp, err := s.cli.Get(ctx, s.leaseKey(l))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("get %s: %w", s.leaseKey(l), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return time.Time{}, fmt.Errorf("lease %s: %w", l.Key(), store.ErrLeaseNotFound)
+	}
+	if resp.Kvs[0].Lease == 0 {
+		return time.Time{}, nil // a reservation
+	}
+	ttl, err := s.cli.TimeToLive(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("time to live of lease %s: %w", l.Key(), err)
+	}
+	if ttl.TTL < 0 {
+		return time.Time{}, fmt.Errorf("lease %s: %w", l.Key(), store.ErrLeaseNotFound)
+	}
+	return time.Now().Add(time.Duration(ttl.TTL) * time.Second), nil
+}

@@ -1,6 +1,4 @@
-// Package metricstest reads a /metrics scrape as Prometheus does, for
-// tests that compare weftd's metrics with what they measure.
-package metricstest
+package metrics
 
 import (
 	"bytes"
@@ -11,11 +9,12 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// Families is a parsed scrape, by metric name.
+// Families is a parsed scrape, by metric name (weft status reads the local
+// weftd's; tests compare scrapes with what they measure).
 type Families map[string]*dto.MetricFamily
 
-// Parse parses a scrape in the Prometheus text format.
-func Parse(body []byte) (Families, error) {
+// ParseText parses a scrape in the Prometheus text format.
+func ParseText(body []byte) (Families, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
