@@ -144,6 +144,15 @@ func statNS(path string) (nsID, error) {
 	return nsID{dev: st.Dev, ino: st.Ino}, nil
 }
 
+// Processes returns the processes (not this one) in namespace ns.
+func Processes(ns string) ([]int, error) {
+	id, err := statNS(NSPath(ns))
+	if err != nil {
+		return nil, fmt.Errorf("namespace %s: %w", ns, err)
+	}
+	return pidsIn(map[nsID]string{id: ns})
+}
+
 // pidsIn returns the processes (not ours) whose network namespace is one of
 // ids, found by scanning /proc as `ip netns pids` does.
 func pidsIn(ids map[nsID]string) ([]int, error) {

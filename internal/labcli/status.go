@@ -34,7 +34,8 @@ func status(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "\nNODE\tWEFTD /readyz\tLOG")
+	fmt.Fprintln(w, "\nNODE\tWEFTD /readyz\tKERNEL (weft status)\tLOG")
+	var details []string
 	for i := range l.Nodes() {
 		ready, err := cl.Ready(ctx, i+1)
 		state := "200 ready"
@@ -44,9 +45,35 @@ func status(ctx context.Context, args []string, env Env) error {
 		case !ready:
 			state = "503 not ready"
 		}
-		fmt.Fprintf(w, "n%d\t%s\t%s\n", i+1, state, cl.LogFile(i+1))
+		kernel, detail := kernelState(ctx, cl, i+1, env.Self)
+		if detail != "" {
+			details = append(details, fmt.Sprintf("n%d: %s", i+1, detail))
+		}
+		fmt.Fprintf(w, "n%d\t%s\t%s\t%s\n", i+1, state, kernel, cl.LogFile(i+1))
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, d := range details {
+		fmt.Fprintln(env.Stdout, d)
+	}
+	return nil
+}
+
+// kernelState runs weft status on node: a word for the table, and the
+// differences (or why it cannot tell) for below it.
+func kernelState(ctx context.Context, cl *cluster.Cluster, node int, weft string) (string, string) {
+	code, out, err := cl.Status(ctx, node, weft)
+	switch {
+	case err != nil:
+		return "?", err.Error()
+	case code == 0:
+		return "in sync", ""
+	case code == 1:
+		_, diff, _ := strings.Cut(out, "NOT in sync: ")
+		return "NOT in sync", strings.TrimSpace(diff)
+	}
+	return "cannot tell", strings.TrimSpace(out)
 }
 
 // printNodes prints the node table: public IP, subnet, backend, VTEP MAC,

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -207,4 +208,52 @@ func (c *Cluster) WaitReady(ctx context.Context, node int) error {
 		}
 	}
 	return errors.New("weftd on node " + strconv.Itoa(node) + " not ready after 30 s; see " + c.LogFile(node))
+}
+
+// Status runs `weft status` (the binary weft) in node's namespace with its
+// weftd's flags and environment (extra goes first, e.g. "--json"), and
+// returns its exit code (0 in sync, 1 not, 2 cannot tell) and its output.
+func (c *Cluster) Status(ctx context.Context, node int, weft string, extra ...string) (int, string, error) {
+	flags, env := c.WeftdArgs(node)[1:], c.WeftdEnv(node)
+	if pid := c.weftdPid(node); pid > 0 { // the running weftd's own flags and environment
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+			if argv := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"); len(argv) > 0 {
+				flags = argv[1:]
+			}
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid)); err == nil {
+			env = strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		}
+	}
+	cmd := lab.Command(ctx, c.NodeNS(node), append(append([]string{weft, "status"}, extra...), flags...)...)
+	cmd.Env = env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ee.ExitCode() == 2 { // cannot tell: the reason is on stderr
+			out = append(out, stderr.String()...)
+		}
+		return ee.ExitCode(), string(out), nil
+	}
+	if err != nil {
+		return -1, string(out), fmt.Errorf("run weft status on node %d: %w", node, err)
+	}
+	return 0, string(out), nil
+}
+
+// weftdPid is node's weftd: the one this process started, or the weftd
+// process in the node's namespace (a lab another process brought up).
+func (c *Cluster) weftdPid(node int) int {
+	if pid := c.Pid(node); pid > 0 {
+		return pid
+	}
+	pids, _ := lab.Processes(c.NodeNS(node))
+	for _, pid := range pids {
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "weftd" {
+			return pid
+		}
+	}
+	return 0
 }
