@@ -98,7 +98,11 @@ func printReport(w io.Writer, r daemon.Report) {
 			exp = n.Expires.Format(time.RFC3339)
 		}
 		subnets := strings.TrimSpace(n.Subnet + " " + n.IPv6Subnet)
-		fmt.Fprintf(w, "lease    %s (%s), public IP %s, expires %s\n", n.Lease, subnets, n.PublicIP, exp)
+		renewed := ""
+		if n.Renewed != nil {
+			renewed = ", renewed " + n.Renewed.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "lease    %s (%s), public IP %s%s, expires %s\n", n.Lease, subnets, n.PublicIP, renewed, exp)
 	} else {
 		fmt.Fprintln(w, "lease    none")
 	}
@@ -113,13 +117,9 @@ func printReport(w io.Writer, r daemon.Report) {
 	}
 	fmt.Fprintf(w, "peers    %d\n", len(r.Peers))
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "  LEASE\tNODE\tPUBLIC IP\tEXPIRES\tIGNORED")
+	fmt.Fprintln(tw, "  LEASE\tNODE\tPUBLIC IP\tRENEWED\tEXPIRES\tIGNORED")
 	for _, p := range r.Peers {
-		exp := "-"
-		if p.Expires != nil {
-			exp = p.Expires.Format(time.RFC3339)
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Lease, dash(p.Node), p.PublicIP, exp, dash(p.Ignored))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", p.Lease, dash(p.Node), p.PublicIP, when(p.Renewed), when(p.Expires), dash(p.Ignored))
 	}
 	_ = tw.Flush()
 	if r.InSync {
@@ -130,6 +130,13 @@ func printReport(w io.Writer, r daemon.Report) {
 	for _, p := range r.Problems {
 		fmt.Fprintln(w, "  "+p)
 	}
+}
+
+func when(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
 }
 
 func dash(s string) string {

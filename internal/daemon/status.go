@@ -61,6 +61,7 @@ type NodeReport struct {
 	Subnet     string     `json:"subnet,omitempty"`
 	IPv6Subnet string     `json:"ipv6_subnet,omitempty"`
 	PublicIP   string     `json:"public_ip,omitempty"`
+	Renewed    *time.Time `json:"renewed,omitempty"`
 	Expires    *time.Time `json:"expires,omitempty"`
 	Backend    string     `json:"backend"`
 	Interface  string     `json:"interface"`
@@ -70,10 +71,13 @@ type NodeReport struct {
 
 // PeerRow is one peer lease.
 type PeerRow struct {
-	Lease    string     `json:"lease"`
-	Node     string     `json:"node,omitempty"`
-	PublicIP string     `json:"public_ip"`
-	Expires  *time.Time `json:"expires,omitempty"`
+	Lease    string `json:"lease"`
+	Node     string `json:"node,omitempty"`
+	PublicIP string `json:"public_ip"`
+	// Renewed is when the peer's lease was last granted or renewed (etcd;
+	// asked per peer up to maxPeerTimes peers), Expires when it expires.
+	Renewed *time.Time `json:"renewed,omitempty"`
+	Expires *time.Time `json:"expires,omitempty"`
 	// Ignored is why the backend cannot use the lease ("" when it is a
 	// peer).
 	Ignored string `json:"ignored,omitempty"`
@@ -137,12 +141,7 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 		dm.own = own
 		rep.Node.Lease, rep.Node.PublicIP = own.Key(), own.Attrs.PublicIP.String()
 		rep.Node.Subnet, rep.Node.IPv6Subnet = prefixText(own.Subnet), prefixText(own.IPv6Subnet)
-		if er, ok := d.Store.(store.ExpiryReader); ok {
-			if at, err := er.Expiry(ctx, own); err == nil {
-				own.Expiration = at
-			}
-		}
-		rep.Node.Expires = expires(own)
+		rep.Node.Renewed, rep.Node.Expires = leaseTimes(ctx, d.Store, own)
 	}
 	if ob, ok := be.(backend.Observer); ok {
 		missing, err := ob.Observe(own)
@@ -163,8 +162,11 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 			continue
 		}
 		dm.putPeer(l)
-		rep.Peers = append(rep.Peers, PeerRow{Lease: l.Key(), Node: l.Node, PublicIP: l.Attrs.PublicIP.String(),
-			Expires: expires(l), Ignored: dm.bad[l.Key()]})
+		row := PeerRow{Lease: l.Key(), Node: l.Node, PublicIP: l.Attrs.PublicIP.String(), Ignored: dm.bad[l.Key()]}
+		if len(snap.Leases) <= maxPeerTimes {
+			row.Renewed, row.Expires = leaseTimes(ctx, d.Store, l)
+		}
+		rep.Peers = append(rep.Peers, row)
 	}
 	writes, err := dm.rec.Diff()
 	if err != nil {
@@ -263,12 +265,22 @@ func prefixText(p netip.Prefix) string {
 	return p.String()
 }
 
-func expires(l lease.Lease) *time.Time {
-	if l.Expiration.IsZero() {
-		return nil
+// maxPeerTimes bounds the per-peer store requests for lease times.
+const maxPeerTimes = 200
+
+// leaseTimes asks the store when l was renewed and expires; nil where it
+// cannot say (a store without expiry, a reservation).
+func leaseTimes(ctx context.Context, st store.Store, l lease.Lease) (renewed, expires *time.Time) {
+	er, ok := st.(store.ExpiryReader)
+	if !ok {
+		return nil, nil
 	}
-	t := l.Expiration.UTC().Truncate(time.Second)
-	return &t
+	r, e, err := er.Expiry(ctx, l)
+	if err != nil || e.IsZero() {
+		return nil, nil
+	}
+	r, e = r.UTC().Truncate(time.Second), e.UTC().Truncate(time.Second)
+	return &r, &e
 }
 
 // askDaemon reads the local weftd's /readyz and /metrics, when its health

@@ -142,8 +142,9 @@ type HealthReporter interface {
 }
 
 // ExpiryReader is an optional capability of a Store whose leases expire:
-// Expiry asks the store when l expires now (weft status). A lease without
-// expiry (a reservation, a Node's podCIDR) returns the zero time.
+// Expiry asks the store when l was last granted or renewed and when it
+// expires (weft status). A lease without expiry (a reservation, a Node's
+// podCIDR) returns zero times.
 type ExpiryReader interface {
-	Expiry(ctx context.Context, l lease.Lease) (time.Time, error)
+	Expiry(ctx context.Context, l lease.Lease) (renewed, expires time.Time, err error)
 }

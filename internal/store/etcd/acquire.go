@@ -223,25 +223,26 @@ func (s *Store) sleepJitter(ctx context.Context, attempt int) error {
 	}
 }
 
-// Expiry implements store.ExpiryReader: the remaining TTL of the etcd lease
-// that holds l's key.
-func (s *Store) Expiry(ctx context.Context, l lease.Lease) (time.Time, error) {
+// Expiry implements store.ExpiryReader from the etcd lease that holds l's
+// key: granted (or renewed) GrantedTTL - TTL seconds ago, expiring in TTL.
+func (s *Store) Expiry(ctx context.Context, l lease.Lease) (time.Time, time.Time, error) {
 	resp, err := s.cli.Get(ctx, s.leaseKey(l))
 	if err != nil {
-		return time.Time{}, fmt.Errorf("get %s: %w", s.leaseKey(l), err)
+		return time.Time{}, time.Time{}, fmt.Errorf("get %s: %w", s.leaseKey(l), err)
 	}
 	if len(resp.Kvs) == 0 {
-		return time.Time{}, fmt.Errorf("lease %s: %w", l.Key(), store.ErrLeaseNotFound)
+		return time.Time{}, time.Time{}, fmt.Errorf("lease %s: %w", l.Key(), store.ErrLeaseNotFound)
 	}
 	if resp.Kvs[0].Lease == 0 {
-		return time.Time{}, nil // a reservation
+		return time.Time{}, time.Time{}, nil // a reservation
 	}
 	ttl, err := s.cli.TimeToLive(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
 	if err != nil {
-		return time.Time{}, fmt.Errorf("time to live of lease %s: %w", l.Key(), err)
+		return time.Time{}, time.Time{}, fmt.Errorf("time to live of lease %s: %w", l.Key(), err)
 	}
 	if ttl.TTL < 0 {
-		return time.Time{}, fmt.Errorf("lease %s: %w", l.Key(), store.ErrLeaseNotFound)
+		return time.Time{}, time.Time{}, fmt.Errorf("lease %s: %w", l.Key(), store.ErrLeaseNotFound)
 	}
-	return time.Now().Add(time.Duration(ttl.TTL) * time.Second), nil
+	now := time.Now()
+	return now.Add(-time.Duration(ttl.GrantedTTL-ttl.TTL) * time.Second), now.Add(time.Duration(ttl.TTL) * time.Second), nil
 }
