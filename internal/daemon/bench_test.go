@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"net/netip"
 	"sort"
 	"testing"
@@ -127,10 +128,36 @@ func directNetlink(b *testing.B, n int) time.Duration {
 
 func BenchmarkLeaseToRoute(b *testing.B) {
 	needRoot(b)
+	for _, scraping := range []bool{false, true} {
+		b.Run(fmt.Sprintf("scrape=%v", scraping), func(b *testing.B) { leaseToRoute(b, scraping) })
+	}
+}
+
+// leaseToRoute measures lease to route at 1,000 peers; with scraping, a
+// goroutine scrapes /metrics back to back meanwhile, and the figures show
+// whether a scrape delays the daemon's loop.
+func leaseToRoute(b *testing.B, scraping bool) {
 	c := newCluster(b, benchNetConf)
 	c.writePeers(b, 1000)
 	nd := newNode(b, "192.168.100.11")
-	startDaemon(b, nd, c, tempFile(b, "subnet.env"))
+	d := startDaemon(b, nd, c, tempFile(b, "subnet.env"))
+	if scraping {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h, req := d.m.Handler(), httptest.NewRequest("GET", "/metrics", nil)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				h.ServeHTTP(httptest.NewRecorder(), req)
+			}
+		}()
+		b.Cleanup(func() { close(stop); <-done })
+	}
 	routes := subscribeRoutes(b, nd.ns)
 	var add, del, rtt []time.Duration
 	const trials = 100

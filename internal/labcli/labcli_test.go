@@ -104,6 +104,10 @@ func TestLabUpStatusDownTwoLabs(t *testing.T) {
 		if err != nil || strings.Count(out, "200 ready") != 2 {
 			t.Errorf("lab status %s: %v\n%s", n, err, out)
 		}
+		// The KERNEL column is weft status on each node: in sync.
+		if got := regexp.MustCompile(`(?m)^n\d\s+200 ready\s+in sync\s`).FindAllString(out, -1); len(got) != 2 {
+			t.Errorf("lab status %s: weft status is not \"in sync\" on both nodes\n%s", n, out)
+		}
 		if got := regexp.MustCompile(`(?m)^n1 .*/24 \(mtu \d+\)\s+(\S+)`).FindStringSubmatch(out); got == nil || got[1] != backends[i] {
 			t.Errorf("lab status of a %s lab: BACKEND column %q\n%s", backends[i], got, out)
 		}
