@@ -8,18 +8,20 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 	"github.com/weft-net/weft/internal/netlinkx"
 )
 
-// cleanBackend removes every measured backend's devices and weft's routes
-// from a node whose weftd is stopped, so that the next backend starts from a
-// clean kernel state. Most of the objects do not exist: the errors of ip
-// -force are in the output.
+// cleanBackend removes the devices of every backend type of this build
+// (not only the measured ones: the control plane runs vxlan whatever
+// --backends says) and weft's routes from a node whose weftd is stopped, so
+// that the next backend starts from a clean kernel state. Most of the
+// objects do not exist: the errors of ip -force are in the output.
 func (b *bench) cleanBackend(ctx context.Context, node int) ([]byte, error) {
 	var s strings.Builder
-	for _, d := range b.o.Backends.Devices() {
+	for _, d := range registry.Default().Devices() {
 		fmt.Fprintf(&s, "link del %s\n", d)
 	}
 	fmt.Fprintf(&s, "route flush proto %d\n", netlinkx.RouteProtocol)
