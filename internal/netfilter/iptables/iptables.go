@@ -93,19 +93,29 @@ func (b *Backend) binary(f netfilter.Family) string {
 	return b.opts.IPTables
 }
 
-// Apply implements netfilter.Backend.
-func (b *Backend) Apply(ctx context.Context, want netfilter.FamilyRules) (bool, error) {
+// chainRules is one of weft's chains and the rules it should hold.
+type chainRules struct {
+	chain
+	rules []netfilter.Rule
+}
+
+// wanted returns the binary for want's family and weft's two chains with
+// their rules (masquerade without --random-fully where the binary lacks it).
+func (b *Backend) wanted(ctx context.Context, want netfilter.FamilyRules) (string, []chainRules) {
 	bin := b.binary(want.Family)
 	masq := want.Masq
 	if len(masq) > 0 && !b.fullyRandom(ctx, bin, want.Family) {
 		masq = withoutFullyRandom(masq)
 	}
+	return bin, []chainRules{{masqChain(), masq}, {forwardChain(), want.Forward}}
+}
+
+// Apply implements netfilter.Backend.
+func (b *Backend) Apply(ctx context.Context, want netfilter.FamilyRules) (bool, error) {
+	bin, chains := b.wanted(ctx, want)
 	var script strings.Builder
 	var written []plan
-	for _, c := range []struct {
-		chain
-		rules []netfilter.Rule
-	}{{masqChain(), masq}, {forwardChain(), want.Forward}} {
+	for _, c := range chains {
 		p, err := b.plan(ctx, bin, c.chain, c.rules)
 		if err != nil {
 			return false, err
@@ -128,16 +138,9 @@ func (b *Backend) Apply(ctx context.Context, want netfilter.FamilyRules) (bool, 
 // Check implements netfilter.Checker: each chain that is missing, differs,
 // or lacks its jump, named.
 func (b *Backend) Check(ctx context.Context, want netfilter.FamilyRules) ([]string, error) {
-	bin := b.binary(want.Family)
-	masq := want.Masq
-	if len(masq) > 0 && !b.fullyRandom(ctx, bin, want.Family) {
-		masq = withoutFullyRandom(masq)
-	}
+	bin, chains := b.wanted(ctx, want)
 	var out []string
-	for _, c := range []struct {
-		chain
-		rules []netfilter.Rule
-	}{{masqChain(), masq}, {forwardChain(), want.Forward}} {
+	for _, c := range chains {
 		p, err := b.plan(ctx, bin, c.chain, c.rules)
 		if err != nil {
 			return nil, err
