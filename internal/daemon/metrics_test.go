@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -13,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/metrics"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // scrape serves r's /metrics once and parses it as Prometheus does.
@@ -110,42 +107,5 @@ func TestMinuteSummary(t *testing.T) {
 	dm.summarize()
 	if len(logs.String()) != n {
 		t.Error("the next minute repeated the summary")
-	}
-}
-
-// A peer's lease that expires by TTL while its node is gone (nobody renews
-// it): etcd deletes the key and the peer's route, neighbour and FDB entry go
-// from this node (about 0.2 s after the TTL here; the bound allows for etcd's
-// lease checks under load), and the metrics count a peer less.
-func TestPeerLeaseExpires(t *testing.T) {
-	n := newNode(t, "192.168.100.11")
-	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
-	c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
-	d := startDaemon(t, n, c, tempFile(t, "subnet.env"))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	const ttl = 2
-	g, err := c.cli.Grant(ctx, ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, _ := json.Marshal(map[string]any{"PublicIP": "192.168.100.16", "BackendType": "vxlan",
-		"BackendData": map[string]any{"VNI": 1, "VtepMAC": "0a:00:00:00:00:06"}})
-	granted := time.Now()
-	if _, err := c.cli.Put(ctx, prefix+"/subnets/10.244.6.0-24", string(v), clientv3.WithLease(g.ID)); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, time.Second, "the short-lived peer programmed", func() bool {
-		return strings.Contains(n.kernel(t), "10.244.6.0/24 via 10.244.6.0 dev flannel.1 onlink")
-	})
-	eventually(t, ttl*time.Second+5*time.Second, "the expired peer's objects removed", func() bool {
-		return !strings.Contains(n.kernel(t), "10.244.6.0")
-	})
-	t.Logf("expired peer removed %v after its lease was granted with a %d s TTL", time.Since(granted).Round(10*time.Millisecond), ttl)
-	if time.Since(granted) < ttl*time.Second-200*time.Millisecond {
-		t.Errorf("the peer went before its lease could have expired")
-	}
-	if got := scrape(t, d).Value("weft_peers", nil); got != 1 {
-		t.Errorf("weft_peers = %v after the expiry, want 1", got)
 	}
 }
