@@ -118,10 +118,16 @@ type Closer interface {
 type WatchHealth struct {
 	up       atomic.Bool
 	restarts atomic.Uint64
+	probe    func() bool
 }
 
-// Up reports whether the watch is running.
-func (h *WatchHealth) Up() bool { return h.up.Load() }
+// SetProbe adds a check of the store's connection to Up (etcd: the client
+// retries a lost connection inside the watch, which sees nothing until it
+// is back). It must be set before the health is shared.
+func (h *WatchHealth) SetProbe(probe func() bool) { h.probe = probe }
+
+// Up reports whether the watch is running (and the probe, if any, agrees).
+func (h *WatchHealth) Up() bool { return h.up.Load() && (h.probe == nil || h.probe()) }
 
 // Restarts is how often the watch was interrupted.
 func (h *WatchHealth) Restarts() uint64 { return h.restarts.Load() }

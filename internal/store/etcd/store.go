@@ -34,6 +34,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
@@ -134,8 +135,13 @@ func New(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(opts.Endpoints, ","), err)
 	}
 	log := opts.Logger.With("component", "etcd-store")
-	return &Store{cli: cli, prefix: strings.TrimSuffix(opts.Prefix, "/"), ttl: opts.TTL, now: opts.Now,
-		log: log, bad: store.NewBadKeys(log), rnd: opts.Rand}, nil
+	s := &Store{cli: cli, prefix: strings.TrimSuffix(opts.Prefix, "/"), ttl: opts.TTL, now: opts.Now,
+		log: log, bad: store.NewBadKeys(log), rnd: opts.Rand}
+	s.health.SetProbe(func() bool { // a watch waiting on a lost connection is not up
+		st := cli.ActiveConnection().GetState()
+		return st == connectivity.Ready || st == connectivity.Idle
+	})
+	return s, nil
 }
 
 func tlsConfig(opts Options) (*tls.Config, error) {

@@ -50,3 +50,30 @@ func TestExpiry(t *testing.T) {
 		t.Errorf("deleted lease: %v, want ErrLeaseNotFound", err)
 	}
 }
+
+// The watch's health for weft_store_up: up once the watch runs, down when
+// etcd goes away (the client retries inside the watch, which sees nothing;
+// the connection's state tells).
+func TestWatchHealth(t *testing.T) {
+	c := startEmbedded(t, 1)
+	h := newHarness(t, c.Endpoints())
+	h.SetConfig(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	s := h.newStore(t, quiet())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := make(chan []lease.Event, 16)
+	go func() { _ = s.WatchLeases(ctx, store.Snapshot{}, out) }()
+	wait := func(want bool, what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for s.WatchHealth().Up() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: Up() = %v after 20 s", what, !want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	wait(true, "the watch running")
+	c.Close()
+	wait(false, "etcd gone")
+}
