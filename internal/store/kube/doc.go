@@ -79,7 +79,8 @@
 //   - Start-up time: the first list reads at resourceVersion "0", from the
 //     API server's watch cache, as an informer's does, and hands its leases
 //     over in parts (ListLeasesStream) so that the daemon writes the first
-//     peers' routes while the rest are still on the wire.
+//     peers' routes while the rest are still on the wire. ListLeases (weft
+//     status, tests) reads consistently (""): the cache may lag a write.
 //   - Binary size: the client is client-go's REST client over a scheme of
 //     core/v1 alone (api.go), speaking protobuf. client-go's typed core/v1
 //     client would link every API group (kubernetes/scheme), apply

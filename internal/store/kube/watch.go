@@ -38,23 +38,30 @@ const partSize = 256
 // podCIDRs or annotations are malformed are skipped and logged once. It
 // retries API errors with backoff until ctx ends.
 //
-// Like an informer's first list it reads at resourceVersion "0": the API
-// server answers from its watch cache instead of a quorum read of etcd, and
-// the watch that follows from the list's resourceVersion brings anything
-// newer.
+// It is a consistent read (resourceVersion ""): it sees every write made
+// before it, as weft status and the store's tests expect. The daemon's
+// start-up lists through ListLeasesStream instead.
 func (s *Store) ListLeases(ctx context.Context) (store.Snapshot, error) {
-	return s.ListLeasesStream(ctx, nil)
+	return s.listLeases(ctx, "", nil)
 }
 
 // ListLeasesStream is ListLeases, and calls part with the leases in batches
 // of up to partSize as they are read, so that a caller can program the first
-// peers while the rest are still on the wire (store.StreamLister).
+// peers while the rest are still on the wire (store.StreamLister). Like an
+// informer's first list it reads at resourceVersion "0": the API server
+// answers from its watch cache, which may lag a write by milliseconds,
+// instead of reading etcd, and the watch that follows from the list's
+// resourceVersion brings anything newer.
 func (s *Store) ListLeasesStream(ctx context.Context, part func([]lease.Lease)) (store.Snapshot, error) {
+	return s.listLeases(ctx, "0", part)
+}
+
+func (s *Store) listLeases(ctx context.Context, rv string, part func([]lease.Lease)) (store.Snapshot, error) {
 	cfg, err := s.config(ctx)
 	if err != nil {
 		return store.Snapshot{}, err
 	}
-	set, err := s.listRetry(ctx, cfg, "0", part)
+	set, err := s.listRetry(ctx, cfg, rv, part)
 	if err != nil {
 		return store.Snapshot{}, err
 	}

@@ -145,14 +145,23 @@ func TestListPages(t *testing.T) {
 		return true, page, nil
 	})
 	s := newTestStore(t, api, mustNetConf(t, netConfV4), nil, func(o *Options) { o.PageSize = 10 })
-	snap, err := s.ListLeases(tctx(t))
+	snap, err := s.ListLeasesStream(tctx(t), nil)
 	if err != nil || len(snap.Leases) != 25 || snap.Revision != 77 {
 		t.Fatalf("list: %d leases at %d, %v", len(snap.Leases), snap.Revision, err)
 	}
-	// The first page from the API server's cache, as an informer's first
-	// list; a continue token carries its resourceVersion.
+	// The daemon's start-up list: the first page from the API server's
+	// cache, as an informer's first list; a continue token carries its
+	// resourceVersion.
 	if got := strings.Join(calls, "; "); got != `rv="0" limit=10 continue=""; rv="" limit=10 continue="10"; rv="" limit=10 continue="20"` {
 		t.Errorf("requests %s", got)
+	}
+	// ListLeases (weft status, the conformance suite) reads consistently.
+	calls = nil
+	if snap, err := s.ListLeases(tctx(t)); err != nil || len(snap.Leases) != 25 {
+		t.Fatalf("consistent list: %d leases, %v", len(snap.Leases), err)
+	}
+	if got := strings.Join(calls, "; "); got != `rv="" limit=10 continue=""; rv="" limit=10 continue="10"; rv="" limit=10 continue="20"` {
+		t.Errorf("consistent list requests %s", got)
 	}
 }
 
