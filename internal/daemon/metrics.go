@@ -132,9 +132,7 @@ func (dm *Daemon) watchMetrics() {
 		}
 		encap, s := box.s.DataPathStats()
 		return &metrics.DataPath{Encap: encap, RxPackets: s.RxPackets.Load(), TxPackets: s.TxPackets.Load(),
-			RxBytes: s.RxBytes.Load(), TxBytes: s.TxBytes.Load(), Drops: map[string]uint64{
-				"unknown-source": s.UnknownSource.Load(), "spoofed": s.Spoofed.Load(), "malformed": s.Malformed.Load(),
-				"no-route": s.NoRoute.Load(), "send-error": s.SendErrors.Load()}}
+			RxBytes: s.RxBytes.Load(), TxBytes: s.TxBytes.Load(), Drops: s.DropsByReason()}
 	})
 }
 

@@ -317,7 +317,7 @@ func askDaemon(ctx context.Context, cli *http.Client, o config.Options) DaemonRo
 	}
 	row.Answered, row.Ready = true, status == http.StatusOK
 	if !row.Ready {
-		row.Reason = string(trimNewline(body))
+		row.Reason = strings.TrimRight(string(body), "\r\n")
 	}
 	if status, body, err = get("/metrics"); err == nil && status == http.StatusOK {
 		if fams, err := metrics.ParseText(body); err == nil {
@@ -327,11 +327,4 @@ func askDaemon(ctx context.Context, cli *http.Client, o config.Options) DaemonRo
 		}
 	}
 	return row
-}
-
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }

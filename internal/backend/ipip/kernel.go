@@ -16,14 +16,10 @@ import (
 // links is what the kernel path asks of netlink (*netlink.Handle; a fake in
 // the tests).
 type links interface {
+	netlinkx.DeviceConfigurer
 	LinkByName(name string) (netlink.Link, error)
 	LinkAdd(link netlink.Link) error
 	LinkDel(link netlink.Link) error
-	LinkSetMTU(link netlink.Link, mtu int) error
-	LinkSetUp(link netlink.Link) error
-	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
-	AddrReplace(link netlink.Link, addr *netlink.Addr) error
-	AddrDel(link netlink.Link, addr *netlink.Addr) error
 }
 
 // Kernel is the kernel path: flannel.ipip is a kernel ipip device.
@@ -78,27 +74,8 @@ func (b *Kernel) Ensure(_ context.Context, own lease.Lease) error {
 	if err != nil {
 		return fmt.Errorf("find %s: %w", DeviceName, err)
 	}
-	if link.Attrs().MTU != b.MTU() {
-		if err := b.k.LinkSetMTU(link, b.MTU()); err != nil {
-			return fmt.Errorf("set mtu of %s: %w", DeviceName, err)
-		}
-	}
-	have, err := b.k.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", DeviceName, err)
-	}
-	for _, a := range have {
-		if p := netlinkx.PrefixFromIPNetKeepHost(a.IPNet); p != addr && !p.Addr().IsLinkLocalUnicast() {
-			if err := b.k.AddrDel(link, &a); err != nil {
-				return fmt.Errorf("remove stale address %s from %s: %w", p, DeviceName, err)
-			}
-		}
-	}
-	if err := b.k.AddrReplace(link, &netlink.Addr{IPNet: netlinkx.IPNet(addr)}); err != nil {
-		return fmt.Errorf("add %s to %s: %w", addr, DeviceName, err)
-	}
-	if err := b.k.LinkSetUp(link); err != nil {
-		return fmt.Errorf("set %s up: %w", DeviceName, err)
+	if err := netlinkx.ConfigureDevice(b.k, link, b.MTU(), addr); err != nil {
+		return err
 	}
 	b.index = link.Attrs().Index
 	return nil

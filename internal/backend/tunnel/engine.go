@@ -57,24 +57,26 @@ type Encap struct {
 	// external MTU minus it.
 	Overhead int
 	port     int
+	listen   func(local netip.Addr, o Options) (conn, error)
 }
 
 // UDP is flannel's udp encapsulation on port: an IPv4 and a UDP header.
-func UDP(port int) Encap { return Encap{Name: "udp", Overhead: 28, port: port} }
+func UDP(port int) Encap {
+	return Encap{Name: "udp", Overhead: 28, port: port, listen: func(local netip.Addr, o Options) (conn, error) {
+		return listenUDP(local, port, !o.NoGSO, !o.NoGRO)
+	}}
+}
 
 // IPIP is IPv4 in IPv4 (IP protocol 4): an IPv4 header.
-func IPIP() Encap { return Encap{Name: "ipip", Overhead: 20} }
+func IPIP() Encap {
+	return Encap{Name: "ipip", Overhead: 20, listen: func(local netip.Addr, _ Options) (conn, error) {
+		return listenIPIP(local)
+	}}
+}
 
 // Endpoint is where a peer with public address a receives.
 func (e Encap) Endpoint(a netip.Addr) netip.AddrPort {
 	return netip.AddrPortFrom(a.Unmap(), uint16(e.port))
-}
-
-func (e Encap) listen(local netip.Addr, o Options) (conn, error) {
-	if e.Name == "ipip" {
-		return listenIPIP(local)
-	}
-	return listenUDP(local, e.port, !o.NoGSO, !o.NoGRO)
 }
 
 // Options tune the data path (tests and benchmarks turn steps off).
@@ -285,36 +287,11 @@ func (e *Engine) attachLocked(ctx context.Context, own netip.Prefix) error {
 // configureLocked sets the MTU, the single <subnet>.0/32 address and the
 // link up. Routes are the reconciler's.
 func (e *Engine) configureLocked(link netlink.Link, own netip.Prefix) error {
-	h := e.c.Netlink.Raw()
-	dev := e.c.Device
-	if link.Attrs().MTU != e.c.MTU {
-		if err := h.LinkSetMTU(link, e.c.MTU); err != nil {
-			return fmt.Errorf("set mtu of %s: %w", dev, err)
-		}
-	}
-	addr := netip.PrefixFrom(own.Masked().Addr(), 32)
-	have, err := e.c.Netlink.LinkAddrs(link)
-	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", dev, err)
-	}
-	for _, a := range have {
-		if a != addr && !a.Addr().IsLinkLocalUnicast() {
-			if err := h.AddrDel(link, &netlink.Addr{IPNet: netlinkx.IPNet(a)}); err != nil {
-				return fmt.Errorf("remove stale address %s from %s: %w", a, dev, err)
-			}
-		}
-	}
-	if err := h.AddrReplace(link, &netlink.Addr{IPNet: netlinkx.IPNet(addr)}); err != nil {
-		return fmt.Errorf("add %s to %s: %w", addr, dev, err)
-	}
 	// The tunnel carries IPv4 only: without IPv6 on the device the kernel
 	// sends no router solicitations or MLD reports into it (they counted
 	// as malformed). Best effort: a kernel without IPv6 has no such file.
-	_ = os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", dev, "disable_ipv6"), []byte("1"), 0o644)
-	if err := h.LinkSetUp(link); err != nil {
-		return fmt.Errorf("set %s up: %w", dev, err)
-	}
-	return nil
+	_ = os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", e.c.Device, "disable_ipv6"), []byte("1"), 0o644)
+	return netlinkx.ConfigureDevice(e.c.Netlink.Raw(), link, e.c.MTU, netip.PrefixFrom(own.Masked().Addr(), 32))
 }
 
 // report logs changed counters until ctx ends; then it stops the data path

@@ -26,8 +26,11 @@ type Stats struct {
 	SendErrors atomic.Uint64
 }
 
-// Drops is the sum of the receive-side security drops.
-func (s *Stats) Drops() uint64 { return s.UnknownSource.Load() + s.Spoofed.Load() }
+// DropsByReason returns the drop counters by reason, as metrics label them.
+func (s *Stats) DropsByReason() map[string]uint64 {
+	return map[string]uint64{"unknown-source": s.UnknownSource.Load(), "spoofed": s.Spoofed.Load(),
+		"malformed": s.Malformed.Load(), "no-route": s.NoRoute.Load(), "send-error": s.SendErrors.Load()}
+}
 
 // rxPath turns received datagrams into packets for the TUN.
 type rxPath struct {

@@ -212,39 +212,17 @@ func compatible(l netlink.Link, want *netlink.Vxlan) bool {
 		x.GBP == want.GBP && (x.Port == want.Port || want.Port == 0) && netlinkx.AddrFromIP(x.SrcAddr) == netlinkx.AddrFromIP(want.SrcAddr)
 }
 
-// configure sets MTU, MAC, the single .0 address and brings the device up.
+// configure sets the MAC, then the MTU, the single .0 address and the device
+// up (netlinkx.ConfigureDevice).
 func (v *VXLAN) configure(link netlink.Link, f *family, subnet netip.Prefix) error {
 	h := v.d.Netlink.Raw()
 	f.index = link.Attrs().Index
-	if link.Attrs().MTU != v.mtu {
-		if err := h.LinkSetMTU(link, v.mtu); err != nil {
-			return fmt.Errorf("set mtu of %s: %w", f.name, err)
-		}
-	}
 	if reconcile.MAC(link.Attrs().HardwareAddr) != f.mac {
 		if err := h.LinkSetHardwareAddr(link, f.mac.HardwareAddr()); err != nil {
 			return fmt.Errorf("set mac of %s: %w", f.name, err)
 		}
 	}
-	addr := netip.PrefixFrom(subnet.Masked().Addr(), subnet.Addr().BitLen())
-	have, err := v.d.Netlink.LinkAddrs(link)
-	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", f.name, err)
-	}
-	for _, a := range have {
-		if a != addr && !a.Addr().IsLinkLocalUnicast() {
-			if err := h.AddrDel(link, &netlink.Addr{IPNet: netlinkx.IPNet(a)}); err != nil {
-				return fmt.Errorf("remove stale address %s from %s: %w", a, f.name, err)
-			}
-		}
-	}
-	if err := h.AddrReplace(link, &netlink.Addr{IPNet: netlinkx.IPNet(addr)}); err != nil {
-		return fmt.Errorf("add %s to %s: %w", addr, f.name, err)
-	}
-	if err := h.LinkSetUp(link); err != nil {
-		return fmt.Errorf("set %s up: %w", f.name, err)
-	}
-	return nil
+	return netlinkx.ConfigureDevice(h, link, v.mtu, netip.PrefixFrom(subnet.Masked().Addr(), subnet.Addr().BitLen()))
 }
 
 // Peer computes the neighbour, FDB entry and route of one peer.
