@@ -39,7 +39,7 @@ func vxlanPeerState(subnet, zero, mac, public string) string {
 // leaves everything in place and a restart.
 func TestVXLANLifecycle(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
-	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	c := newCluster(t, testNetConf("vxlan"))
 	// A route of a node deleted while weft was down, as flannel left it.
 	sh(t, "ip", "-n", n.name, "route", "add", "10.244.99.0/24", "via", "10.244.99.0", "dev", "eth0", "onlink")
 	p5 := c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
@@ -208,7 +208,7 @@ func TestBadBackendOptionExits(t *testing.T) {
 // shows the monitor reporting deletions after it.
 func TestRepairAfterNotificationBurst(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
-	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	c := newCluster(t, testNetConf("vxlan"))
 	c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	d := startDaemon(t, n, c, tempFile(t, "subnet.env"))
 	eth0, err := n.nl.Raw().LinkByName("eth0")
@@ -249,7 +249,7 @@ func TestRepairAfterNotificationBurst(t *testing.T) {
 // changes, removed when the flag is.
 func TestBlackholeRouteKeepsTheBridgeRoute(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
-	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	c := newCluster(t, testNetConf("vxlan"))
 	file := tempFile(t, "subnet.env")
 	d := startDaemon(t, n, c, file)
 	own := d.own.Subnet.Masked()
@@ -308,7 +308,7 @@ func TestBlackholeRouteKeepsTheBridgeRoute(t *testing.T) {
 // first; here: no backend for the configured type).
 func TestRunLeavesNothingRunning(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
-	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	c := newCluster(t, testNetConf("vxlan"))
 	c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	port := freePort(t)
 	d := startDaemon(t, n, c, tempFile(t, "subnet.env"), "--healthz-ip", "127.0.0.1", "--healthz-port", strconv.Itoa(port))
@@ -370,7 +370,7 @@ func weftGoroutines() string {
 // lease checks under load), and the metrics count a peer less.
 func TestPeerLeaseExpires(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
-	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	c := newCluster(t, testNetConf("vxlan"))
 	c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	d := startDaemon(t, n, c, tempFile(t, "subnet.env"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

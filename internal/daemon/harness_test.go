@@ -132,6 +132,15 @@ func newCluster(t testing.TB, netconf string) *cluster {
 	return cl
 }
 
+// testNetConf is a net-conf.json whose nodes lease subnets from
+// 10.244.100.0 to 10.244.200.0 only, so that the peer leases a test writes
+// below 10.244.100.0 never land on the subnet the daemon picked at random
+// (a fresh-clone make test once saw it pick 10.244.6.0/24, then the test's
+// peer lease overwrote it).
+func testNetConf(backendType string) string {
+	return `{"Network":"10.244.0.0/16","SubnetMin":"10.244.100.0","SubnetMax":"10.244.200.0","Backend":{"Type":"` + backendType + `"}}`
+}
+
 func (c *cluster) put(t testing.TB, key, value string, withLease bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

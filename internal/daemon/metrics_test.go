@@ -34,7 +34,7 @@ func scrape(t *testing.T, r *running) metrics.Families {
 // parses it.
 func TestMetrics(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
-	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	c := newCluster(t, testNetConf("vxlan"))
 	c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	c.peerLease(t, "10.244.6.0/24", "192.168.100.16", "0a:00:00:00:00:06", "vxlan")
 	c.peerLease(t, "10.244.7.0/24", "192.168.100.17", "0a:00:00:00:00:07", "host-gw")

@@ -34,7 +34,7 @@ func warmBackends() backend.Registry {
 // configuration changed in the store meanwhile starts the backend afresh.
 func TestWarmStartFromSnapshot(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
-	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	c := newCluster(t, testNetConf("vxlan"))
 	p5 := c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	c.peerLease(t, "10.244.6.0/24", "192.168.100.16", "0a:00:00:00:00:06", "vxlan")
 	file := tempFile(t, "subnet.env")
@@ -82,7 +82,7 @@ func TestWarmStartFromSnapshot(t *testing.T) {
 
 	// The store's configuration changed while weftd was down: the backend
 	// from the snapshot is dropped and the store's is used.
-	c.put(t, prefix+"/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, false)
+	c.put(t, prefix+"/config", testNetConf("host-gw"), false)
 	c.peerLease(t, "10.244.7.0/24", "192.168.100.17", "", "host-gw")
 	d = startDaemonWith(t, warmBackends(), n, c, file)
 	if logs := d.log.String(); !strings.Contains(logs, "the network configuration changed since the peer snapshot") {
@@ -101,7 +101,7 @@ func TestWarmStartFromSnapshot(t *testing.T) {
 // A kernel backend (vxlan) writes no snapshot: its state outlives weftd.
 func TestNoSnapshotForKernelBackends(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
-	c := newCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	c := newCluster(t, testNetConf("vxlan"))
 	c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	file := tempFile(t, "subnet.env")
 	d := startDaemon(t, n, c, file)
