@@ -89,6 +89,15 @@ type PeerForgetter interface {
 	ForgetPeer(key string)
 }
 
+// PeerPruner is an optional capability of a Backend whose peers live outside
+// the reconciler (WireGuard's peers on its device): PrunePeers is called
+// once the daemon has given the backend every listed lease, after which
+// the backend may remove the peers no lease wants (a restart does not drop
+// its predecessor's peers before their leases are known).
+type PeerPruner interface {
+	PrunePeers()
+}
+
 // Deps are what a backend is built with.
 type Deps struct {
 	Net      *config.NetConf

@@ -130,8 +130,7 @@ func unsupportedBackends() map[string]string {
 		"aws-vpc": "a cloud-provider route backend", "gce": "a cloud-provider route backend",
 		"ali-vpc": "a cloud-provider route backend", "tencent-vpc": "a cloud-provider route backend",
 		"alloc": "an allocation-only backend", "extension": "flannel's external-command backend",
-		"ipsec":     "flannel's strongSwan backend (use wireguard)",
-		"wireguard": "flannel's WireGuard backend, not in this build",
+		"ipsec": "flannel's strongSwan backend (use wireguard)",
 	}
 }
 

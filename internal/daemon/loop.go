@@ -48,6 +48,9 @@ func (dm *Daemon) initialSync(ctx context.Context) (store.Snapshot, error) {
 		}
 	}
 	pst, err := dm.rec.Prune(ctx)
+	if pp, ok := dm.be.(backend.PeerPruner); ok {
+		pp.PrunePeers()
+	}
 	dm.observe(pst, false)
 	dm.countPeers()
 	if err != nil {

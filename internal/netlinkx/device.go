@@ -3,6 +3,7 @@ package netlinkx
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -18,11 +19,12 @@ type DeviceConfigurer interface {
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
 }
 
-// ConfigureDevice gives a backend's device its MTU and the one address it
-// holds (the own subnet's first address, /32 or /128), removes any other
-// address but link-local ones, and sets it up. It writes only what
-// differs, except the address and the up flag (both idempotent).
-func ConfigureDevice(k DeviceConfigurer, link netlink.Link, mtu int, addr netip.Prefix) error {
+// ConfigureDevice gives a backend's device its MTU and the addresses it
+// holds (the own subnets' first addresses, /32 or /128: one, or one per
+// family on a device that carries both), removes any other address but
+// link-local ones, and sets it up. It writes only what differs, except the
+// addresses and the up flag (both idempotent).
+func ConfigureDevice(k DeviceConfigurer, link netlink.Link, mtu int, addrs ...netip.Prefix) error {
 	name := link.Attrs().Name
 	if link.Attrs().MTU != mtu {
 		if err := k.LinkSetMTU(link, mtu); err != nil {
@@ -34,14 +36,16 @@ func ConfigureDevice(k DeviceConfigurer, link netlink.Link, mtu int, addr netip.
 		return fmt.Errorf("list addresses of %s: %w", name, err)
 	}
 	for _, a := range have {
-		if p := PrefixFromIPNetKeepHost(a.IPNet); p != addr && !p.Addr().IsLinkLocalUnicast() {
+		if p := PrefixFromIPNetKeepHost(a.IPNet); !slices.Contains(addrs, p) && !p.Addr().IsLinkLocalUnicast() {
 			if err := k.AddrDel(link, &netlink.Addr{IPNet: IPNet(p)}); err != nil {
 				return fmt.Errorf("remove stale address %s from %s: %w", p, name, err)
 			}
 		}
 	}
-	if err := k.AddrReplace(link, &netlink.Addr{IPNet: IPNet(addr)}); err != nil {
-		return fmt.Errorf("add %s to %s: %w", addr, name, err)
+	for _, addr := range addrs {
+		if err := k.AddrReplace(link, &netlink.Addr{IPNet: IPNet(addr)}); err != nil {
+			return fmt.Errorf("add %s to %s: %w", addr, name, err)
+		}
 	}
 	if err := k.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)

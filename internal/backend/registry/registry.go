@@ -9,6 +9,7 @@ import (
 	"github.com/weft-net/weft/internal/backend/ipip"
 	"github.com/weft-net/weft/internal/backend/udp"
 	"github.com/weft-net/weft/internal/backend/vxlan"
+	"github.com/weft-net/weft/internal/backend/wireguard"
 )
 
 // Default returns the backend types weftd runs with.
@@ -18,5 +19,6 @@ func Default() backend.Registry {
 		hostgw.Type(),
 		udp.Type(),
 		ipip.Type(),
+		wireguard.Type(),
 	}
 }

@@ -27,11 +27,11 @@ func configure(text string) (*config.NetConf, []string, error) {
 // The registry is the one list of backend types, in the order messages
 // show them.
 func TestNames(t *testing.T) {
-	if got := strings.Join(registry.Default().Names(), " "); got != "vxlan host-gw udp ipip" {
+	if got := strings.Join(registry.Default().Names(), " "); got != "vxlan host-gw udp ipip wireguard" {
 		t.Errorf("Names() = %s", got)
 	}
 	devs := registry.Default().Devices()
-	for _, d := range []string{"flannel.1", "flannel-v6.1", "flannel0", "flannel.ipip"} {
+	for _, d := range []string{"flannel.1", "flannel-v6.1", "flannel0", "flannel.ipip", "flannel-wg", "flannel-wg-v6"} {
 		if !slices.Contains(devs, d) {
 			t.Errorf("Devices() = %v, missing %s", devs, d)
 		}
@@ -42,9 +42,15 @@ func TestNames(t *testing.T) {
 // value (never a secret).
 func TestConfigureErrors(t *testing.T) {
 	tests := []struct{ name, json, want string }{
-		{"backend unknown", `{"Network":"10.0.0.0/16","Backend":{"Type":"carrier-pigeon"}}`, `Backend.Type "carrier-pigeon" is unknown; use one of vxlan, host-gw, udp, ipip`},
+		{"backend unknown", `{"Network":"10.0.0.0/16","Backend":{"Type":"carrier-pigeon"}}`, `Backend.Type "carrier-pigeon" is unknown; use one of vxlan, host-gw, udp, ipip, wireguard`},
 		{"backend cloud", `{"Network":"10.0.0.0/16","Backend":{"Type":"aws-vpc"}}`, `Backend.Type "aws-vpc" (a cloud-provider route backend) is not supported by weft; use one of vxlan`},
-		{"wireguard not built", `{"Network":"10.0.0.0/16","Backend":{"Type":"WireGuard"}}`, `Backend.Type "wireguard" (flannel's WireGuard backend, not in this build) is not supported`},
+		{"ipsec", `{"Network":"10.0.0.0/16","Backend":{"Type":"IPsec"}}`, `Backend.Type "ipsec" (flannel's strongSwan backend (use wireguard)) is not supported by weft; use one of vxlan, host-gw, udp, ipip, wireguard`},
+		{"wireguard psk", `{"Network":"10.0.0.0/16","Backend":{"Type":"wireguard","PSK":"c2VjcmV0"}}`, "Backend.PSK is not a base64-encoded 32-byte key"},
+		{"wireguard mode", `{"Network":"10.0.0.0/16","Backend":{"Type":"wireguard","Mode":"mesh"}}`, `Backend.Mode "mesh" is not one of separate, auto, ipv4, ipv6`},
+		{"wireguard port", `{"Network":"10.0.0.0/16","Backend":{"Type":"wireguard","ListenPort":70000}}`, "Backend.ListenPort 70000 is above 65535"},
+		{"wireguard keepalive", `{"Network":"10.0.0.0/16","Backend":{"Type":"wireguard","PersistentKeepaliveInterval":"25s"}}`, "Backend.PersistentKeepaliveInterval must be a number, not a string"},
+		{"wireguard mtu", `{"Network":"10.0.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","Backend":{"Type":"wireguard","MTU":1300}}`, "Backend.MTU 1220 is below the minimum 1280 (Backend.MTU 1300 less WireGuard's 80 bytes)"},
+		{"wireguard same ports", `{"Network":"10.0.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","Backend":{"Type":"wireguard","ListenPort":5000,"ListenPortV6":5000}}`, "Backend.ListenPort and ListenPortV6 are both 5000"},
 		{"vni string", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":"one"}}`, "Backend.VNI must be a number, not a string"},
 		{"vni big", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}`, "Backend.VNI 16777216 is above 16777215"},
 		{"vxlan port big", `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","Port":65536}}`, "Backend.Port 65536 is above 65535"},

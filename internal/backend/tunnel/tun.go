@@ -126,3 +126,15 @@ func (d *tunDevice) Close() {
 		}
 	})
 }
+
+// OpenPersistentTUN opens (creating or attaching to) the TUN device name
+// with one queue and the vnet header with TSO and USO offloads, marked
+// persistent, for a data path of another package (wireguard-go): the
+// device, its addresses and its routes outlive the process.
+func OpenPersistentTUN(name string) (*os.File, error) {
+	d, err := openTUN(name, tunOptions{queues: 1, offload: true})
+	if err != nil {
+		return nil, err
+	}
+	return d.queues[0], nil
+}
