@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 declare -A pkgs=(
   [ip]=iproute2 [ping]=iputils-ping [iptables]=iptables [nft]=nftables
   [etcd]=etcd-server [pkill]=procps [make]=make [iperf3]=iperf3
-  [buildah]=buildah [runc]=runc [busybox]=busybox-static
+  [buildah]=buildah [runc]=runc [busybox]=busybox-static [wg]=wireguard-tools [tcpdump]=tcpdump
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do

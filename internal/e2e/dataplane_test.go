@@ -77,6 +77,7 @@ func TestPingMatrix(t *testing.T) {
 		{"host-gw", "host-gw", false, nil},
 		{"ipip", "ipip", false, []int{3}},
 		{"ipip-directrouting", "ipip", true, []int{3}},
+		{"wireguard", "wireguard", false, []int{3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := up(t, cluster.Options{Lab: lab.Options{Nodes: 3, Far: tc.far}, Backend: tc.backend, DirectRouting: tc.dr, Pods: 2})
@@ -111,6 +112,15 @@ func TestPingMatrix(t *testing.T) {
 				if !isIPIP(near, 2) || !isIPIP(far, 3) {
 					t.Errorf("ipip routes: near %q far %q", near, far)
 				}
+			case "wireguard": // one route to the whole network on flannel-wg
+				for _, r := range []string{near, far} {
+					if r != "" {
+						t.Errorf("wireguard: a route per peer subnet %q; want only 10.244.0.0/16 dev flannel-wg", r)
+					}
+				}
+				if r := run(t, c.NodeNS(1), "ip", "route", "show", "10.244.0.0/16"); !strings.Contains(r, "dev flannel-wg") {
+					t.Errorf("wireguard network route %q", r)
+				}
 			case "ipip-directrouting":
 				if !strings.Contains(near, "via 192.168.100.12 dev eth0") {
 					t.Errorf("same-subnet peer route %q, want a plain route via 192.168.100.12", near)
@@ -121,6 +131,13 @@ func TestPingMatrix(t *testing.T) {
 			}
 			if v := scrapeNode(t, c, 1).Value("weft_peers", map[string]string{"backend": tc.backend}); v != 2 {
 				t.Errorf("weft_peers{backend=%s} = %v on node 1, want its 2 peers", tc.backend, v)
+			}
+			if tc.backend == "wireguard" { // MTU: external - 80, in subnet.env and on the device
+				env, _ := c.SubnetEnv(1)
+				link := run(t, c.NodeNS(1), "ip", "link", "show", "flannel-wg")
+				if env.MTU != 1420 || !strings.Contains(link, "mtu 1420") {
+					t.Errorf("subnet.env MTU %d, flannel-wg %q; want 1420 (1500 - 80)", env.MTU, link)
+				}
 			}
 			if tc.backend == "ipip" { // MTU: external - 20, in subnet.env and on the device
 				env, _ := c.SubnetEnv(1)

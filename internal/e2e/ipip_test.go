@@ -213,7 +213,7 @@ func TestIPIPTransferVerified(t *testing.T) {
 // kernel ipip device with local = the public address, and pods ping across.
 func TestIPIPKernelPath(t *testing.T) {
 	needRoot(t)
-	if err := kernelHasIPIP(t); err != nil {
+	if err := kernelCanMake(t, "ipip"); err != nil {
 		t.Skipf("the kernel has no ipip module (%v): the kernel path is tested where it has one; "+
 			"here the userspace path's tests run (TestIPIPKernelShapedPeer talks to a kernel-shaped ipip node)", err)
 	}
@@ -232,9 +232,9 @@ func TestIPIPKernelPath(t *testing.T) {
 	assertMatrix(t, c)
 }
 
-// kernelHasIPIP creates an ipip device in a namespace of its own, named
+// kernelCanMake creates a device of kind in a namespace of its own, named
 // uniquely for this run and removed after.
-func kernelHasIPIP(t *testing.T) error {
+func kernelCanMake(t *testing.T, kind string) error {
 	name, err := lab.RandomName("k")
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func kernelHasIPIP(t *testing.T) error {
 		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
 	}
 	defer func() { _ = exec.Command("ip", "netns", "del", ns).Run() }()
-	if _, err := lab.Exec(context.Background(), ns, "ip", "link", "add", "probe", "type", "ipip"); err != nil {
+	if _, err := lab.Exec(context.Background(), ns, "ip", "link", "add", "probe", "type", kind); err != nil {
 		return err
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -228,7 +229,13 @@ func execIn(ctx context.Context, args []string, env Env) error {
 	if _, err := os.Stat(lab.NSPath(ns)); err != nil {
 		return fmt.Errorf("no namespace %s in lab %s", ns, c.name)
 	}
-	cmd := lab.Command(ctx, ns, rest[2:]...)
+	argv := rest[2:]
+	// In a node with a WireGuard socket directory, wg(8) finds that node's
+	// userspace devices.
+	if wg := cluster.WireGuardSocketDir(filepath.Join(c.dir(), rest[0])); dirExists(wg) {
+		argv = cluster.WithWireGuardSockets(wg, argv...)
+	}
+	cmd := lab.Command(ctx, ns, argv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, env.Stdout, env.Stderr
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
@@ -269,4 +276,9 @@ func serveEtcd(ctx context.Context, args []string, env Env) error {
 	defer stop()
 	<-ctx.Done()
 	return nil
+}
+
+func dirExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
 }

@@ -255,8 +255,11 @@ func (ps *peerSync) syncDevice(dev string, st *syncStats) error {
 	for _, k := range removed {
 		ps.log.Debug("wireguard peer removed", "device", dev, "peer", k.String())
 	}
-	if cfg.PrivateKey != nil || cfg.ListenPort != nil {
-		ps.log.Warn("restored the device's private key and listen port", "device", dev)
+	switch {
+	case cfg.PrivateKey != nil && have.PrivateKey == (wgtypes.Key{}):
+		ps.log.Info("configured the device's private key and listen port", "device", dev, "port", ps.ports[dev])
+	case cfg.PrivateKey != nil || cfg.ListenPort != nil:
+		ps.log.Warn("restored the device's private key and listen port, changed by someone else", "device", dev, "port", ps.ports[dev])
 	}
 	st.added += len(added)
 	st.updated += len(updated)

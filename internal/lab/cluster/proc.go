@@ -42,7 +42,12 @@ func (c *Cluster) WeftdArgs(node int) []string {
 // WeftdEnv returns the environment of node's weftd: this process's, plus
 // Options.WeftdEnv, plus NODE_NAME in kube mode.
 func (c *Cluster) WeftdEnv(node int) []string {
-	env := append(os.Environ(), c.o.WeftdEnv...)
+	// Each node has a WireGuard key and control socket directory of its
+	// own (the defaults, /run/flannel/wgkey and /var/run/wireguard, would
+	// be shared by every node of the lab).
+	env := append(os.Environ(), "WIREGUARD_KEY_FILE="+filepath.Join(c.NodeDir(node), "wgkey"),
+		"WEFT_WIREGUARD_SOCKET_DIR="+WireGuardSocketDir(c.NodeDir(node)))
+	env = append(env, c.o.WeftdEnv...)
 	if c.kube != nil {
 		env = append(env, "NODE_NAME="+NodeName(node))
 	}
