@@ -316,3 +316,36 @@ func FuzzPeerLease(f *testing.F) {
 		}
 	})
 }
+
+// The kernel path creates flannel-wg as a kernel wireguard link with the
+// MTU, keeps one that exists, and refuses a device of another kind with
+// how to fix it; its peers go through the same peerSync as userspace's.
+func TestKernelPathDevice(t *testing.T) {
+	k := newFakeLinks()
+	var added []netlink.Link
+	kp := &kernel{k: recordAdds{k, &added}, ctl: newFakeControl(DeviceName)}
+	if err := kp.ensure(DeviceName, 1420); err != nil {
+		t.Fatal(err)
+	}
+	if len(added) != 1 || added[0].Type() != "wireguard" || added[0].Attrs().MTU != 1420 || added[0].Attrs().Name != DeviceName {
+		t.Fatalf("added %+v, want one wireguard link flannel-wg mtu 1420", added)
+	}
+	if err := kp.ensure(DeviceName, 1420); err != nil || len(added) != 1 {
+		t.Errorf("an existing device: err %v, %d adds", err, len(added))
+	}
+	k.links[DeviceNameV6] = &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: DeviceNameV6}}
+	if err := kp.ensure(DeviceNameV6, 1420); err == nil || !strings.Contains(err.Error(), "exists as a tuntap device") ||
+		!strings.Contains(err.Error(), "WEFT_WIREGUARD_PATH=userspace") {
+		t.Errorf("a TUN where a kernel device should be: %v", err)
+	}
+}
+
+type recordAdds struct {
+	*fakeLinks
+	added *[]netlink.Link
+}
+
+func (r recordAdds) LinkAdd(l netlink.Link) error {
+	*r.added = append(*r.added, l)
+	return r.fakeLinks.LinkAdd(l)
+}
