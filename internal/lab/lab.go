@@ -7,6 +7,11 @@
 // another process wrote, and Command, Exec, Do and Ping run things inside a
 // namespace.
 //
+// The rest of the lab sits under this package: cluster runs etcd (or a
+// Kubernetes control plane), weftd and CNI-attached pods on a topology; cli is
+// `weft lab`; bench is `weft lab bench`; labetcd is the embedded etcd of the
+// lab and the tests; labtest gives a test a lab of its own.
+//
 // # Design notes
 //
 //   - The root namespace is never touched. Every namespace is named

@@ -1,4 +1,4 @@
-package labbench
+package bench
 
 import (
 	"context"
