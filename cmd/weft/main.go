@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command weft is the operator's tool: the node's status (weft status), the
 // local lab (weft lab ...) and the version.
 package main

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package lab builds a whole weft cluster on one machine out of network
 // namespaces: an underlay switch, N node namespaces, an optional router with a
 // second ("far") underlay subnet, an optional outside-world namespace, and pod

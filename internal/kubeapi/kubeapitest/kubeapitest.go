@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package kubeapitest gives a test a Kubernetes control plane of its own
 // (internal/kubeapi) on an in-process etcd, stopped when the test ends. Only
 // tests import it.

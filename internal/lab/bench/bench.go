@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package bench is `weft lab bench`: the data plane, the control plane and
 // the CNI plugin measured in one invocation on one lab, every figure next to a
 // baseline taken in the same run on the same machine.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package bench
 
 // The Kubernetes store's control plane: the same join and latency figures as

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package cli is `weft lab`: up, down, status, exec, and the internal
 // etcd command the lab runs in its switch namespace. It drives the same
 // internal/lab and internal/lab/cluster code the end-to-end tests use.

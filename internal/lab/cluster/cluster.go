@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package cluster runs a whole weft cluster on a lab topology: an embedded
 // etcd listening on the lab switch's own address, a real weftd process in
 // every node namespace with its own subnet file, health port and log file,
