@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command weft is the operator's tool: the node's status (weft status), the
 // local lab (weft lab ...) and the version.
 package main
@@ -12,7 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/weft-net/weft/internal/labcli"
+	"github.com/weft-net/weft/internal/lab/cli"
 	"github.com/weft-net/weft/internal/version"
 )
 
@@ -59,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("find the weft binary: %w", err)
 		}
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		return labcli.Run(ctx, args[1:], labcli.Env{Stdout: stdout, Stderr: stderr, Logger: log, Self: self})
+		return cli.Run(ctx, args[1:], cli.Env{Stdout: stdout, Stderr: stderr, Logger: log, Self: self})
 	}
 	return fmt.Errorf("unknown command %q (see weft help)", args[0])
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command weftd is weft's node daemon, the flanneld replacement. main holds
 // the only os.Exit; run does the work.
 package main

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package backend defines the data-plane backends' interface, the external
 // interface they run over, and the registry the daemon picks a backend from.
 // A backend owns its devices; the routes, neighbours and FDB entries of its

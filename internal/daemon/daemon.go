@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package daemon is weftd: it takes a lease from the store, sets up the
 // backend, masquerade rules and subnet.env, and keeps the kernel reconciled to
 // the leases of every other node until it is stopped.

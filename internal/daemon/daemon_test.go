@@ -1,3 +1,5 @@
+//go:build linux
+
 package daemon
 
 import (
@@ -354,7 +356,7 @@ func weftGoroutines() string {
 		left = left[:0]
 		for _, g := range strings.Split(string(buf), "\n\n") {
 			if strings.Contains(g, "weft-net/weft/internal/") && !strings.Contains(g, "testing.tRunner") &&
-				!strings.Contains(g, "internal/etcdembed") {
+				!strings.Contains(g, "internal/lab/labetcd") {
 				left = append(left, g)
 			}
 		}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package daemon
 
 import (
@@ -23,7 +25,7 @@ import (
 	"github.com/weft-net/weft/internal/backend/hostgw"
 	"github.com/weft-net/weft/internal/backend/vxlan"
 	"github.com/weft-net/weft/internal/config"
-	"github.com/weft-net/weft/internal/etcdembed"
+	"github.com/weft-net/weft/internal/lab/labetcd"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/metrics"
 	"github.com/weft-net/weft/internal/netlinkx"
@@ -117,7 +119,7 @@ type cluster struct {
 
 func newCluster(t testing.TB, netconf string) *cluster {
 	t.Helper()
-	c, err := etcdembed.Start(etcdembed.Options{Dir: t.TempDir()})
+	c, err := labetcd.Start(labetcd.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // Kube mode end to end: weftd --kube-subnet-mgr on every node of a lab whose

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package kubeapi runs a real Kubernetes control plane: kube-apiserver (RBAC
 // and Node authorization on, secure port only) and kube-controller-manager
 // (allocating podCIDRs to Nodes), built from k8s.io/kubernetes by `make

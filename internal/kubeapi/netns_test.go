@@ -1,3 +1,5 @@
+//go:build linux
+
 package kubeapi_test
 
 import (
@@ -16,10 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weft-net/weft/internal/etcdembed"
 	"github.com/weft-net/weft/internal/kubeapi"
 	"github.com/weft-net/weft/internal/kubeapi/kubeapitest"
 	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/labetcd"
 	"github.com/weft-net/weft/internal/lab/labtest"
 )
 
@@ -33,7 +35,7 @@ func TestInNetworkNamespace(t *testing.T) {
 	labtest.RequireRoot(t)
 	bins := kubeapitest.Bins(t)
 	ns := newNS(t)
-	etcd, err := etcdembed.Start(etcdembed.Options{Dir: t.TempDir(),
+	etcd, err := labetcd.Start(labetcd.Options{Dir: t.TempDir(),
 		Enter: func(fn func() error) error { return lab.Do(ns, fn) }})
 	if err != nil {
 		t.Fatal(err)

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package lab builds a whole weft cluster on one machine out of network
 // namespaces: an underlay switch, N node namespaces, an optional router with a
 // second ("far") underlay subnet, an optional outside-world namespace, and pod
@@ -6,6 +8,11 @@
 // from Options, Down(name) removes one by name, LoadState reads the state file
 // another process wrote, and Command, Exec, Do and Ping run things inside a
 // namespace.
+//
+// The rest of the lab sits under this package: cluster runs etcd (or a
+// Kubernetes control plane), weftd and CNI-attached pods on a topology; cli is
+// `weft lab`; bench is `weft lab bench`; labetcd is the embedded etcd of the
+// lab and the tests; labtest gives a test a lab of its own.
 //
 // # Design notes
 //

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netlinkx is weft's one wrapper over the netlink library: the only
 // place that lists kernel objects. It retries dumps the kernel interrupted
 // (a table changed mid-dump), sizes socket buffers for thousands of entries,

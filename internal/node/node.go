@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package node builds what a node's daemon runs with from weftd's options:
 // the lease store and the masquerade rule manager. weftd and weft status
 // share it, so that status reads the same store and rules the daemon uses.

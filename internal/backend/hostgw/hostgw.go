@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package hostgw is the host-gw backend: a route to each peer's subnet via
 // the peer's public address on the external interface. It needs every peer on
 // a directly connected subnet; a peer that is not is reported, never given a

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package ipip is the ipip backend (seed 004): IPv4 in IPv4, IP protocol 4,
 // the inner packet right after the outer IPv4 header. flannel's kernel state:
 // a device flannel.ipip holding <own subnet>.0/32, MTU external - 20, up, and

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package registry lists the backend types of this build: the one list that
 // net-conf.json validation, weftd, weft lab and weft lab bench read. Adding a
 // backend is its own package and one line here.

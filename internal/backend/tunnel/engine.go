@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package tunnel is weft's userspace tunnel engine: a persistent multi-queue
 // TUN device with virtio-net offloads, a peer table, and one socket of an
 // encapsulation (Encap): udp (flannel's udp backend: each packet the payload

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package udp is the udp backend: flannel's wire format (every IPv4 packet
 // whole as the payload of one UDP datagram to the peer's PublicIP, port 8285
 // by default) through a TUN device flannel0 holding <subnet>.0/32, with the

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package vxlan is the vxlan backend (seed 000 shows its kernel state on real
 // nodes). Per address family it owns a device flannel.<VNI> (flannel-v6.<VNI>)
 // with the own subnet's .0 address, a stable locally administered MAC,

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package e2e holds the root-only tests of weft's CNI plugin: they drive the
 // built plugin binary (bin/cni/flannel) and the reference bridge, host-local,
 // portmap and loopback plugins through libcni, as a container runtime does,

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package kubeapitest gives a test a Kubernetes control plane of its own
 // (internal/kubeapi) on an in-process etcd, stopped when the test ends. Only
 // tests import it.
@@ -10,8 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/weft-net/weft/internal/etcdembed"
 	"github.com/weft-net/weft/internal/kubeapi"
+	"github.com/weft-net/weft/internal/lab/labetcd"
 )
 
 // Bins returns the control-plane binaries, kubeapi.Binaries(""). When they
@@ -71,7 +73,7 @@ func Start(t testing.TB, opts kubeapi.Options) *kubeapi.ControlPlane {
 // closed with t.Cleanup, and returns its client URL.
 func Etcd(t testing.TB) string {
 	t.Helper()
-	etcd, err := etcdembed.Start(etcdembed.Options{Dir: t.TempDir()})
+	etcd, err := labetcd.Start(labetcd.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("start embedded etcd: %v", err)
 	}

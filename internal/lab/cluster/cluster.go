@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package cluster runs a whole weft cluster on a lab topology: an embedded
 // etcd listening on the lab switch's own address, a real weftd process in
 // every node namespace with its own subnet file, health port and log file,
@@ -30,9 +32,9 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/weft-net/weft/internal/etcdembed"
 	"github.com/weft-net/weft/internal/kubeapi"
 	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/labetcd"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/subnetfile"
 )
@@ -121,7 +123,7 @@ type Cluster struct {
 	o        Options
 	log      *slog.Logger
 	lab      *lab.Lab
-	etcd     *etcdembed.Cluster
+	etcd     *labetcd.Cluster
 	endpoint string
 	swNS     string // the switch namespace etcd listens in
 	kube     *kubeMode
@@ -262,7 +264,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 		return c.startEtcdProcess(ctx, swNS, dir, addr)
 	}
 	var err error
-	c.etcd, err = etcdembed.Start(etcdembed.Options{Dir: dir, Host: addr.String(), Logger: c.log,
+	c.etcd, err = labetcd.Start(labetcd.Options{Dir: dir, Host: addr.String(), Logger: c.log,
 		Enter: func(fn func() error) error { return lab.Do(swNS, fn) }})
 	if err != nil {
 		return fmt.Errorf("start etcd on %s: %w", addr, err)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package cluster
 
 // Kube mode (Options.Store == StoreKube): the nodes keep their leases in a

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package labtest gives a test a lab of its own: New skips the test when not
 // root (or under -short), builds the lab under a random name (so two test binaries, or -count=2,
 // never collide) and registers its removal with t.Cleanup, which also runs when

@@ -14,7 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/weft-net/weft/internal/etcdembed"
+	"github.com/weft-net/weft/internal/lab/labetcd"
 	"github.com/weft-net/weft/internal/store"
 	"github.com/weft-net/weft/internal/store/storetest"
 )
@@ -121,9 +121,9 @@ func (h *harness) Compact(t *testing.T) {
 }
 
 // startEmbedded starts an embedded cluster for the test.
-func startEmbedded(t testing.TB, members int) *etcdembed.Cluster {
+func startEmbedded(t testing.TB, members int) *labetcd.Cluster {
 	t.Helper()
-	c, err := etcdembed.Start(etcdembed.Options{Dir: t.TempDir(), Members: members})
+	c, err := labetcd.Start(labetcd.Options{Dir: t.TempDir(), Members: members})
 	if err != nil {
 		t.Fatal(err)
 	}

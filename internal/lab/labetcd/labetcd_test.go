@@ -1,4 +1,4 @@
-package etcdembed
+package labetcd
 
 import (
 	"context"

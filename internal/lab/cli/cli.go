@@ -1,4 +1,6 @@
-// Package labcli is `weft lab`: up, down, status, exec, and the internal
+//go:build linux
+
+// Package cli is `weft lab`: up, down, status, exec, and the internal
 // etcd command the lab runs in its switch namespace. It drives the same
 // internal/lab and internal/lab/cluster code the end-to-end tests use.
 //
@@ -8,7 +10,7 @@
 // weftd.log. `weft lab up` leaves etcd and the weftd processes running and
 // returns; `weft lab down` finds everything by the lab's name, so it also
 // cleans up after a crashed `up`.
-package labcli
+package cli
 
 import (
 	"context"
@@ -64,7 +66,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 	}
 	cmds := map[string]func(context.Context, []string, Env) error{
 		"up": up, "down": down, "status": status, "exec": execIn, "list": list, "etcd": serveEtcd,
-		"bench": bench,
+		"bench": runBench,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

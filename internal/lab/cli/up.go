@@ -1,4 +1,6 @@
-package labcli
+//go:build linux
+
+package cli
 
 import (
 	"context"

@@ -3,7 +3,6 @@ package netfilter_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -237,8 +236,6 @@ func TestMissingBinary(t *testing.T) {
 		}
 	}
 }
-
-func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // A weftd that starts where someone emptied weft's chain (flushed it, left
 // the jump) fills it again: a fresh rule manager has no record of its own

@@ -1,4 +1,6 @@
-package labbench
+//go:build linux
+
+package bench
 
 // The Kubernetes store's control plane: the same join and latency figures as
 // the etcd part, with weftd --kube-subnet-mgr reading N Node objects from a

@@ -1,4 +1,6 @@
-// Package labbench is `weft lab bench`: the data plane, the control plane and
+//go:build linux
+
+// Package bench is `weft lab bench`: the data plane, the control plane and
 // the CNI plugin measured in one invocation on one lab, every figure next to a
 // baseline taken in the same run on the same machine.
 //
@@ -29,7 +31,7 @@
 //     build.
 //   - The lab has a random name and is removed when the bench ends, whether
 //     it succeeded or not; the working directory (logs) is kept on failure.
-package labbench
+package bench
 
 import (
 	"context"

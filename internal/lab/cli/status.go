@@ -1,4 +1,6 @@
-package labcli
+//go:build linux
+
+package cli
 
 import (
 	"context"
@@ -14,9 +16,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/weft-net/weft/internal/etcdembed"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+	"github.com/weft-net/weft/internal/lab/labetcd"
 )
 
 func status(ctx context.Context, args []string, env Env) error {
@@ -267,7 +269,7 @@ func serveEtcd(ctx context.Context, args []string, env Env) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	e, err := etcdembed.Start(etcdembed.Options{Dir: *dir, Host: *host, Logger: env.Logger, ReadyTimeout: time.Minute})
+	e, err := labetcd.Start(labetcd.Options{Dir: *dir, Host: *host, Logger: env.Logger, ReadyTimeout: time.Minute})
 	if err != nil {
 		return err
 	}

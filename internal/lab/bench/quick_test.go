@@ -1,4 +1,6 @@
-package labbench_test
+//go:build linux
+
+package bench_test
 
 import (
 	"bytes"
@@ -12,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/weft-net/weft/internal/lab"
-	"github.com/weft-net/weft/internal/labbench"
+	"github.com/weft-net/weft/internal/lab/bench"
 	"github.com/weft-net/weft/internal/testbin"
 )
 
@@ -54,7 +56,7 @@ func TestBenchQuick(t *testing.T) {
 	if !strings.Contains(stderr.String(), "left)") {
 		t.Errorf("no progress lines with the time left on stderr:\n%s", stderr.String())
 	}
-	var r labbench.Result
+	var r bench.Result
 	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
 		t.Fatalf("--json output: %v\n%s", err, stdout.String())
 	}
@@ -62,7 +64,7 @@ func TestBenchQuick(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "results.json")); err != nil {
 		t.Error(err)
 	}
-	if png, err := os.ReadFile(filepath.Join(out, labbench.ChartFile)); err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+	if png, err := os.ReadFile(filepath.Join(out, bench.ChartFile)); err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
 		t.Errorf("chart: %v", err)
 	}
 	after, err := lab.List()
@@ -78,7 +80,7 @@ func TestBenchQuick(t *testing.T) {
 	}
 }
 
-func checkResult(t *testing.T, r *labbench.Result) {
+func checkResult(t *testing.T, r *bench.Result) {
 	t.Helper()
 	if r.Date.IsZero() || !r.Quick || r.Machine.CPUs < 1 || r.Machine.Kernel == "" {
 		t.Errorf("header: date %v quick %v machine %+v", r.Date, r.Quick, r.Machine)
@@ -86,12 +88,12 @@ func checkResult(t *testing.T, r *labbench.Result) {
 	var backends []string
 	for _, d := range r.DataPlane {
 		backends = append(backends, d.Backend)
-		for _, f := range []labbench.Figure{d.TCP1, d.TCP4} {
+		for _, f := range []bench.Figure{d.TCP1, d.TCP4} {
 			if f.Value.Median <= 0 || f.Baseline.Median <= 0 || f.Ratio <= 0 || f.Ratio >= 2 {
 				t.Errorf("%s %s: %+v, want throughput above zero and a ratio in (0, 2)", d.Backend, f.Name, f)
 			}
 		}
-		for _, f := range []labbench.Figure{d.RTT, d.CPU1, d.CPU4} {
+		for _, f := range []bench.Figure{d.RTT, d.CPU1, d.CPU4} {
 			checkPositive(t, d.Backend, f)
 		}
 		if f := d.Retransmits1; f.Value.N == 0 || f.Value.Median < 0 || f.Baseline.N == 0 {
@@ -134,7 +136,7 @@ func checkResult(t *testing.T, r *labbench.Result) {
 	}
 }
 
-func checkPositive(t *testing.T, part string, f labbench.Figure) {
+func checkPositive(t *testing.T, part string, f bench.Figure) {
 	t.Helper()
 	if f.Name == "" || f.Unit == "" || f.BaselineIs == "" || f.Value.N == 0 || f.Baseline.N == 0 || !(f.Value.Median > 0) || !(f.Baseline.Median > 0) ||
 		!(f.Ratio > 0) || math.IsInf(f.Ratio, 0) || f.Value.Min > f.Value.Median || f.Value.Median > f.Value.Max {

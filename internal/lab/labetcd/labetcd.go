@@ -1,4 +1,4 @@
-// Package etcdembed runs etcd in-process: a single member or an N-member
+// Package labetcd runs etcd in-process: a single member or an N-member
 // cluster on loopback, with free ports and data directories under a directory
 // the caller gives. The lab and the store tests use it instead of an external
 // etcd; the fault tests stop and restart members through it.
@@ -6,7 +6,7 @@
 // Ports are chosen by binding 127.0.0.1:0 and releasing the port just before
 // etcd binds it, so two test processes get different ports; a member keeps its
 // ports across Stop and Restart so its peers find it again.
-package etcdembed
+package labetcd
 
 import (
 	"errors"

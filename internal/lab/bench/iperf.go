@@ -1,4 +1,6 @@
-package labbench
+//go:build linux
+
+package bench
 
 import (
 	"context"

@@ -1,11 +1,9 @@
 package netfilter_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -18,26 +16,6 @@ import (
 	"github.com/weft-net/weft/internal/netfilter/netfiltertest"
 	"github.com/weft-net/weft/internal/netfilter/nftables"
 )
-
-// The test network: C and P per family.
-const (
-	c4 = "10.244.0.0/16"
-	p4 = "10.244.1.0/24"
-	c6 = "fd00:10:244::/56"
-	p6 = "fd00:10:244:1::/64"
-)
-
-// testCfg is the dual-stack config the kernel tests start from.
-func testCfg() netfilter.Config {
-	return netfilter.Config{
-		Masquerade: true,
-		Forward:    true,
-		Networks: []netfilter.Network{
-			{Cluster: netip.MustParsePrefix(c4), Subnet: netip.MustParsePrefix(p4)},
-			{Cluster: netip.MustParsePrefix(c6), Subnet: netip.MustParsePrefix(p6)},
-		},
-	}
-}
 
 // mode is one way of installing the rules, with its listing and breakers.
 type mode struct {
@@ -175,24 +153,6 @@ func (c *countingRunner) Writes() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.writes
-}
-
-// syncBuffer is a log sink safe for the resync goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // saveTable returns `<bin>-save -t table` without comments and counters.

@@ -1,4 +1,6 @@
-package labcli
+//go:build linux
+
+package cli
 
 import (
 	"context"
@@ -12,7 +14,7 @@ import (
 
 	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/lab"
-	"github.com/weft-net/weft/internal/labbench"
+	"github.com/weft-net/weft/internal/lab/bench"
 )
 
 type benchFlags struct {
@@ -23,18 +25,18 @@ type benchFlags struct {
 	joins, seconds             int
 }
 
-// bench is `weft lab bench`: data plane, control plane and CNI measured on a
+// runBench is `weft lab bench`: data plane, control plane and CNI measured on a
 // lab of its own (random name, removed at the end), every figure next to a
 // baseline from the same run.
-func bench(ctx context.Context, args []string, env Env) error {
+func runBench(ctx context.Context, args []string, env Env) error {
 	var f benchFlags
 	fs := newFlags("bench", env)
 	fs.StringVar(&f.root, "state-root", DefaultStateRoot, "directory holding one directory per lab")
 	fs.BoolVar(&f.quick, "quick", false, "a sub-minute smoke run (1 short run per figure, 200 peers, 20 pods): checks the bench, not figures to quote")
 	fs.BoolVar(&f.json, "json", false, "print the results as JSON on stdout (progress goes to stderr)")
-	fs.StringVar(&f.out, "out", "", "write results.json and "+labbench.ChartFile+" (throughput ratio per backend) into this directory")
+	fs.StringVar(&f.out, "out", "", "write results.json and "+bench.ChartFile+" (throughput ratio per backend) into this directory")
 	var variants []string
-	for _, v := range labbench.Variants(registry.Default()) {
+	for _, v := range bench.Variants(registry.Default()) {
 		variants = append(variants, v.String())
 	}
 	fs.StringVar(&f.backends, "backends", "", "comma-separated backends to measure (default: every backend this build runs, "+
@@ -55,15 +57,15 @@ func bench(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	res, err := labbench.Run(ctx, o)
+	res, err := bench.Run(ctx, o)
 	if err != nil {
 		return err
 	}
 	return f.report(env, res)
 }
 
-func (f benchFlags) options(env Env) (labbench.Options, error) {
-	o := labbench.Options{Quick: f.quick, Runs: f.runs, Pings: f.pings, JoinRuns: f.joins, Trials: f.trials, CNIPods: f.pods,
+func (f benchFlags) options(env Env) (bench.Options, error) {
+	o := bench.Options{Quick: f.quick, Runs: f.runs, Pings: f.pings, JoinRuns: f.joins, Trials: f.trials, CNIPods: f.pods,
 		Duration: time.Duration(f.seconds) * time.Second, BinDir: env.BinDir, Logger: env.Logger, Progress: env.Stdout, Backends: registry.Default()}
 	if f.json {
 		o.Progress = env.Stderr
@@ -106,21 +108,21 @@ func (f benchFlags) options(env Env) (labbench.Options, error) {
 	return o, nil
 }
 
-func (f benchFlags) report(env Env, res *labbench.Result) error {
+func (f benchFlags) report(env Env, res *bench.Result) error {
 	if f.out != "" {
-		if err := labbench.WriteDir(f.out, res); err != nil {
+		if err := bench.WriteDir(f.out, res); err != nil {
 			return err
 		}
 	}
 	if f.json {
-		return labbench.WriteJSON(env.Stdout, res)
+		return bench.WriteJSON(env.Stdout, res)
 	}
 	fmt.Fprintln(env.Stdout)
-	if err := labbench.WriteTable(env.Stdout, res); err != nil {
+	if err := bench.WriteTable(env.Stdout, res); err != nil {
 		return err
 	}
 	if f.out != "" {
-		fmt.Fprintf(env.Stdout, "\nwrote %s and %s\n", filepath.Join(f.out, "results.json"), filepath.Join(f.out, labbench.ChartFile))
+		fmt.Fprintf(env.Stdout, "\nwrote %s and %s\n", filepath.Join(f.out, "results.json"), filepath.Join(f.out, bench.ChartFile))
 	}
 	return nil
 }
