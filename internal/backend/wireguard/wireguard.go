@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package wireguard is the wireguard backend, wire-compatible with
 // flannel's: every node's pods reach the others' through WireGuard tunnels,
 // one peer per node, on flannel-wg (and flannel-wg-v6 in Mode separate).
