@@ -101,6 +101,21 @@ func TestWireGuardPeersDesiredState(t *testing.T) {
 	took = waitWG(t, c, 1, time.Second, "peer added by hand removed", func(p string) bool { return !strings.Contains(p, sk) })
 	t.Logf("a peer added by hand was gone after %v", took.Round(time.Millisecond))
 
+	// The device deleted: wireguard-go starts again on a new TUN, with the
+	// address, the route and the peers.
+	ifindex := func() string {
+		out, _ := lab.Exec(context.Background(), c.NodeNS(1), "cat", "/sys/class/net/flannel-wg/ifindex")
+		return strings.TrimSpace(out)
+	}
+	old := ifindex()
+	run(t, c.NodeNS(1), "ip", "link", "del", "flannel-wg")
+	took = waitWG(t, c, 1, 2*time.Second, "device deleted: recreated with its peers", func(p string) bool {
+		now := ifindex()
+		return now != "" && now != old && strings.Contains(p, k2) && strings.Contains(p, k3)
+	})
+	t.Logf("flannel-wg deleted: back with its peers after %v", took.Round(time.Millisecond))
+	assertPing(t, c.Pods()[0].NS, c.Pods()[1].Addrs[0], true)
+
 	// Node 3 leaves: its weftd stops and its lease is deleted.
 	if err := c.KillWeftd(3, false); err != nil {
 		t.Fatal(err)
