@@ -100,6 +100,14 @@ type PeerPruner interface {
 	PrunePeers()
 }
 
+// PeerDiffer is an optional capability of a Backend whose peers live outside
+// the reconciler, for weft status: after Peer was called for every lease,
+// DiffPeers names each way the peers in the kernel (or the userspace data
+// path) differ from what the leases want, changing nothing.
+type PeerDiffer interface {
+	DiffPeers() ([]string, error)
+}
+
 // Deps are what a backend is built with.
 type Deps struct {
 	Net      *config.NetConf

@@ -178,6 +178,13 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 	for _, w := range writes {
 		rep.Problems = append(rep.Problems, names(describe(w)))
 	}
+	if pd, ok := be.(backend.PeerDiffer); ok && found {
+		diffs, err := pd.DiffPeers()
+		if err != nil {
+			return rep, fmt.Errorf("%w: %w", ErrCannotTell, err)
+		}
+		rep.Problems = append(rep.Problems, diffs...)
+	}
 	if d.CheckRules != nil && found && (o.IPMasq || o.IPTablesForwardRules) {
 		diffs, err := d.CheckRules(ctx, nc, dm.rulesConfig())
 		if err != nil {

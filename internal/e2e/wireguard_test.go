@@ -436,3 +436,30 @@ func TestWireGuardKernelPath(t *testing.T) {
 	}
 	waitWG(t, c, 1, time.Second, "stale peer removed after the list", func(p string) bool { return !strings.Contains(p, sk) })
 }
+
+// weft status reads the userspace devices' peers through their control
+// sockets: in sync on a healthy node; with weftd stopped (SIGSTOP, so its
+// wireguard-go answers nobody) it cannot tell, and says which device.
+func TestWireGuardStatus(t *testing.T) {
+	c := upWG(t, 2, "")
+	weft := filepath.Join(bins.get(t), "weft")
+	code, out, err := c.Status(context.Background(), 1, weft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 || !strings.Contains(out, "kernel   in sync with the store") {
+		t.Fatalf("healthy wireguard node: exit %d\n%s", code, out)
+	}
+	pid := c.Pid(1)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+	code, out, err = c.Status(context.Background(), 1, weft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 2 || !strings.Contains(out, "read the wireguard peers of flannel-wg") {
+		t.Errorf("weftd stopped: exit %d, want 2 naming flannel-wg\n%s", code, out)
+	}
+}

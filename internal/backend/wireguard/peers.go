@@ -293,11 +293,44 @@ func (ps *peerSync) peerConfig(w peerSpec) wgtypes.PeerConfig {
 		Endpoint: net.UDPAddrFromAddrPort(w.endpoint), ReplaceAllowedIPs: true, AllowedIPs: allowed}
 }
 
-// peers returns the device's peers by lease key (for weft status).
-func (ps *peerSync) peers(dev string) map[string]peerSpec {
+// diff names how every device differs from the desired state, writing
+// nothing (weft status). Like sync, it leaves the endpoint to WireGuard: a
+// peer behind a NAT is reached where its packets come from, not where its
+// lease says.
+func (ps *peerSync) diff() ([]string, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	return maps.Clone(ps.want[dev])
+	var out []string
+	for _, dev := range slices.Sorted(maps.Keys(ps.want)) {
+		have, err := ps.ctl.Device(dev)
+		if err != nil {
+			return nil, fmt.Errorf("read the wireguard peers of %s: %w", dev, err)
+		}
+		if !ps.priv.isZero() && have.PrivateKey != ps.priv.key() {
+			out = append(out, fmt.Sprintf("%s's private key is not the key file's", dev))
+		}
+		if port := ps.ports[dev]; have.ListenPort != port {
+			out = append(out, fmt.Sprintf("%s listens on port %d, not %d", dev, have.ListenPort, port))
+		}
+		want := ps.wanted(dev)
+		onDevice := map[wgtypes.Key]bool{}
+		for _, p := range have.Peers {
+			onDevice[p.PublicKey] = true
+			w, ok := want[p.PublicKey]
+			switch {
+			case !ok:
+				out = append(out, fmt.Sprintf("extra wireguard peer %s on %s", p.PublicKey, dev))
+			case !ps.sameSettings(p, w):
+				out = append(out, fmt.Sprintf("different wireguard peer %s on %s: allowed IPs, pre-shared key or keepalive not as configured", p.PublicKey, dev))
+			}
+		}
+		for _, k := range slices.SortedFunc(maps.Keys(want), compareKeys) {
+			if !onDevice[k] {
+				out = append(out, fmt.Sprintf("missing wireguard peer %s on %s (endpoint %s, allowed IPs %v)", k, dev, want[k].endpoint, want[k].allowed))
+			}
+		}
+	}
+	return out, nil
 }
 
 func prefixOf(n net.IPNet) (netip.Prefix, bool) {

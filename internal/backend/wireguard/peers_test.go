@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -187,5 +188,46 @@ func TestPeerSyncRetries(t *testing.T) {
 	mustSync(t, ps)
 	if _, ok := ctl.peer(DeviceName, k); !ok {
 		t.Error("the peer was not written after the failure")
+	}
+}
+
+// weft status' view: every difference named, nothing written.
+func TestPeerSyncDiff(t *testing.T) {
+	ctl := newFakeControl(DeviceName)
+	ps, _, _ := newTestSync(t, ctl)
+	a, b, extra := genKey(t).PublicKey(), genKey(t).PublicKey(), genKey(t).PublicKey()
+	ps.set("l1", map[string]peerSpec{DeviceName: spec(a, "192.168.1.2:51820", "10.244.1.0/24")})
+	ps.set("l2", map[string]peerSpec{DeviceName: spec(b, "192.168.1.3:51820", "10.244.2.0/24")})
+	mustSync(t, ps)
+	if d, err := ps.diff(); err != nil || len(d) != 0 {
+		t.Fatalf("in sync: %q %v", d, err)
+	}
+	ctl.edit(DeviceName, func(d *wgtypes.Device) {
+		if d.Peers[0].PublicKey == a {
+			d.Peers = d.Peers[1:]
+		} else {
+			d.Peers = d.Peers[:1]
+		}
+		d.Peers[0].AllowedIPs = []net.IPNet{ipnet("10.0.0.0/8")}
+		d.Peers[0].Endpoint = &net.UDPAddr{IP: net.IPv4(203, 0, 113, 9), Port: 40000} // roamed: not a difference
+		d.Peers = append(d.Peers, wgtypes.Peer{PublicKey: extra})
+		d.ListenPort = 9
+	})
+	configs := ctl.configs
+	got, err := ps.diff()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"flannel-wg listens on port 9, not 51820",
+		"different wireguard peer " + b.String() + " on flannel-wg: allowed IPs, pre-shared key or keepalive not as configured",
+		"extra wireguard peer " + extra.String() + " on flannel-wg",
+		"missing wireguard peer " + a.String() + " on flannel-wg (endpoint 192.168.1.2:51820, allowed IPs [10.244.1.0/24])",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("diff:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if ctl.configs != configs {
+		t.Error("diff wrote to the device")
 	}
 }

@@ -3,6 +3,7 @@
 package wireguard
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -194,17 +197,50 @@ func (u *userspace) device(name string) (*goDevice, error) {
 	return g, nil
 }
 
-// Device implements control.
+// Device implements control. A device this process does not run (weft
+// status) is read through its control socket.
 func (u *userspace) Device(name string) (*wgtypes.Device, error) {
 	g, err := u.device(name)
 	if err != nil {
-		return nil, err
+		return u.socketDevice(name)
 	}
 	text, err := g.dev.IpcGet()
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	return parseDevice(name, text)
+}
+
+// socketTimeout bounds a read through the control socket (a stopped weftd
+// accepts the connection and never answers).
+const socketTimeout = 2 * time.Second
+
+// socketDevice reads the device name through its control socket, as wg
+// show does.
+func (u *userspace) socketDevice(name string) (*wgtypes.Device, error) {
+	path := u.socketPath(name)
+	c, err := net.DialTimeout("unix", path, socketTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("read %s through %s: %w", name, path, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(socketTimeout))
+	if _, err := c.Write([]byte("get=1\n\n")); err != nil {
+		return nil, fmt.Errorf("read %s through %s: %w", name, path, err)
+	}
+	var text strings.Builder
+	sc := bufio.NewScanner(c)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		if sc.Text() == "" {
+			return parseDevice(name, text.String())
+		}
+		text.WriteString(sc.Text() + "\n")
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s through %s: %w", name, path, err)
+	}
+	return nil, fmt.Errorf("read %s through %s: the reply ended early", name, path)
 }
 
 // ConfigureDevice implements control.

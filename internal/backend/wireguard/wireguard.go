@@ -101,6 +101,7 @@ var (
 	_ backend.PeerPruner    = (*WireGuard)(nil)
 	_ backend.NodeRouter    = (*WireGuard)(nil)
 	_ backend.Observer      = (*WireGuard)(nil)
+	_ backend.PeerDiffer    = (*WireGuard)(nil)
 )
 
 // New is the backend.Factory.
@@ -512,6 +513,10 @@ func (b *WireGuard) Observe(lease.Lease) ([]string, error) {
 	}
 	return missing, nil
 }
+
+// DiffPeers names how the devices' peers differ from the leases
+// (backend.PeerDiffer).
+func (b *WireGuard) DiffPeers() ([]string, error) { return b.ps.diff() }
 
 // Close stops keeping the peers and, on the userspace path, wireguard-go;
 // the devices, their addresses and routes stay.
