@@ -307,6 +307,13 @@ func (b *WireGuard) Ensure(ctx context.Context, own lease.Lease) error {
 			defer b.done.Done()
 			b.ps.run(runCtx, syncInterval)
 		}()
+		if _, ok := b.path.(*userspace); ok {
+			b.done.Add(1)
+			go func() {
+				defer b.done.Done()
+				trimMemory(runCtx, b.d.Logger)
+			}()
+		}
 	}
 	b.mu.Unlock()
 	b.ps.poke()
