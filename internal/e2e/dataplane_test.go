@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +29,17 @@ func assertMatrix(t *testing.T, c *cluster.Cluster) {
 		t.Fatal("no pings: no pods")
 	}
 	t.Logf("%d pod-to-pod pings", n)
+}
+
+// podsWithIPv6 counts the lab's pods that have an IPv6 address.
+func podsWithIPv6(c *cluster.Cluster) int {
+	n := 0
+	for _, p := range c.Pods() {
+		if slices.ContainsFunc(p.Addrs, netip.Addr.Is6) {
+			n++
+		}
+	}
+	return n
 }
 
 // freeSubnet returns a /24 of the lab's network that none of the first

@@ -683,16 +683,8 @@ func TestKubeDualStack(t *testing.T) {
 			t.Errorf("node %d: IPv6 half of the lease missing: %+v", n, l)
 		}
 	}
-	v6 := 0
-	for _, p := range c.Pods() {
-		for _, a := range p.Addrs {
-			if a.Is6() {
-				v6++
-			}
-		}
-	}
-	if v6 != 2 {
-		t.Fatalf("pods have %d IPv6 addresses, want 2: %+v", v6, c.Pods())
+	if n := podsWithIPv6(c); n != 2 {
+		t.Fatalf("%d pods have an IPv6 address, want 2: %+v", n, c.Pods())
 	}
 	assertMatrix(t, c)
 }

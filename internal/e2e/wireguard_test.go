@@ -391,16 +391,8 @@ func TestWireGuardDualStack(t *testing.T) {
 		t.Run(tc.mode, func(t *testing.T) {
 			conf := `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"wireguard","Mode":"` + tc.mode + `"}}`
 			c := up(t, cluster.Options{Lab: lab.Options{Nodes: 2, IPv6: true}, Backend: "wireguard", NetConf: conf, Pods: 1})
-			v6 := 0
-			for _, p := range c.Pods() {
-				for _, a := range p.Addrs {
-					if a.Is6() {
-						v6++
-					}
-				}
-			}
-			if v6 != 2 {
-				t.Fatalf("pods have %d IPv6 addresses, want 2", v6)
+			if n := podsWithIPv6(c); n != 2 {
+				t.Fatalf("%d pods have an IPv6 address, want 2: %+v", n, c.Pods())
 			}
 			assertMatrix(t, c)
 			var ports []string

@@ -15,81 +15,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/backend/backendtest"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/reconcile"
 	"github.com/weft-net/weft/internal/store"
 )
-
-// fakeLinks is the kernel as the kernel path sees it: links by name with
-// their addresses, and a log of the calls that changed something.
-type fakeLinks struct {
-	links  map[string]netlink.Link
-	addrs  map[string][]netlink.Addr
-	calls  []string
-	addErr error // LinkAdd fails with it
-	next   int
-}
-
-func newFake() *fakeLinks {
-	return &fakeLinks{links: map[string]netlink.Link{}, addrs: map[string][]netlink.Addr{}, next: 10}
-}
-
-func (f *fakeLinks) LinkByName(name string) (netlink.Link, error) {
-	if l, ok := f.links[name]; ok {
-		return l, nil
-	}
-	return nil, netlink.LinkNotFoundError{}
-}
-
-func (f *fakeLinks) LinkAdd(l netlink.Link) error {
-	f.calls = append(f.calls, "add "+l.Type())
-	if f.addErr != nil {
-		return f.addErr
-	}
-	f.next++
-	l.Attrs().Index = f.next
-	f.links[l.Attrs().Name] = l
-	return nil
-}
-
-func (f *fakeLinks) LinkDel(l netlink.Link) error {
-	f.calls = append(f.calls, "del "+l.Type())
-	delete(f.links, l.Attrs().Name)
-	delete(f.addrs, l.Attrs().Name)
-	return nil
-}
-
-func (f *fakeLinks) LinkSetMTU(l netlink.Link, mtu int) error {
-	f.calls = append(f.calls, fmt.Sprintf("mtu %d", mtu))
-	l.Attrs().MTU = mtu
-	return nil
-}
-
-func (f *fakeLinks) LinkSetUp(l netlink.Link) error {
-	f.calls = append(f.calls, "up")
-	l.Attrs().Flags |= net.FlagUp
-	return nil
-}
-
-func (f *fakeLinks) AddrList(l netlink.Link, _ int) ([]netlink.Addr, error) {
-	return slices.Clone(f.addrs[l.Attrs().Name]), nil
-}
-
-func (f *fakeLinks) AddrReplace(l netlink.Link, a *netlink.Addr) error {
-	f.calls = append(f.calls, "addr "+a.IPNet.String())
-	name := l.Attrs().Name
-	f.addrs[name] = slices.DeleteFunc(f.addrs[name], func(b netlink.Addr) bool { return b.IPNet.String() == a.IPNet.String() })
-	f.addrs[name] = append(f.addrs[name], *a)
-	return nil
-}
-
-func (f *fakeLinks) AddrDel(l netlink.Link, a *netlink.Addr) error {
-	f.calls = append(f.calls, "deladdr "+a.IPNet.String())
-	name := l.Attrs().Name
-	f.addrs[name] = slices.DeleteFunc(f.addrs[name], func(b netlink.Addr) bool { return b.IPNet.String() == a.IPNet.String() })
-	return nil
-}
 
 var public = netip.MustParseAddr("192.168.100.11")
 
@@ -119,7 +50,7 @@ func mustLease(t *testing.T, key, value string) lease.Lease {
 // address, no remote, MTU external - 20, <own subnet>.0/32, up; a stale
 // address goes.
 func TestKernelEnsure(t *testing.T) {
-	f := newFake()
+	f := backendtest.NewLinks()
 	b, err := newWith(deps(t, netconf, nil), f)
 	if err != nil {
 		t.Fatal(err)
@@ -129,18 +60,18 @@ func TestKernelEnsure(t *testing.T) {
 		t.Fatalf("auto with a kernel that makes ipip devices chose %T", b)
 	}
 	own := mustLease(t, "10.244.7.0-24", `{"PublicIP":"192.168.100.11","BackendType":"ipip"}`)
-	f.addrs[DeviceName] = []netlink.Addr{{IPNet: &net.IPNet{IP: net.IPv4(10, 244, 9, 0), Mask: net.CIDRMask(32, 32)}}}
+	f.Addrs[DeviceName] = []netlink.Addr{{IPNet: &net.IPNet{IP: net.IPv4(10, 244, 9, 0), Mask: net.CIDRMask(32, 32)}}}
 	if err := k.Ensure(t.Context(), own); err != nil {
 		t.Fatal(err)
 	}
-	l, ok := f.links[DeviceName].(*netlink.Iptun)
+	l, ok := f.ByName[DeviceName].(*netlink.Iptun)
 	if !ok {
-		t.Fatalf("device is %T, want *netlink.Iptun", f.links[DeviceName])
+		t.Fatalf("device is %T, want *netlink.Iptun", f.ByName[DeviceName])
 	}
 	if !l.Local.Equal(net.IP(public.AsSlice())) || l.Remote != nil || l.MTU != 1480 || l.PMtuDisc != 1 {
 		t.Errorf("device local %v remote %v mtu %d pmtudisc %d; want local %s, no remote, mtu 1480, pmtudisc 1", l.Local, l.Remote, l.MTU, l.PMtuDisc, public)
 	}
-	if got := fmt.Sprint(f.addrs[DeviceName]); !strings.Contains(got, "10.244.7.0/32") || strings.Contains(got, "10.244.9.0") {
+	if got := fmt.Sprint(f.Addrs[DeviceName]); !strings.Contains(got, "10.244.7.0/32") || strings.Contains(got, "10.244.9.0") {
 		t.Errorf("addresses %s, want only 10.244.7.0/32", got)
 	}
 	if l.Flags&net.FlagUp == 0 {
@@ -150,12 +81,12 @@ func TestKernelEnsure(t *testing.T) {
 		t.Errorf("Links %v MTU %d Devices %v", k.Links(), k.MTU(), k.Devices())
 	}
 	// Idempotent: a second Ensure keeps the device and changes nothing.
-	f.calls = nil
+	f.Calls = nil
 	if err := k.Ensure(t.Context(), own); err != nil {
 		t.Fatal(err)
 	}
-	if slices.ContainsFunc(f.calls, func(c string) bool { return strings.HasPrefix(c, "add ") || strings.HasPrefix(c, "del") }) {
-		t.Errorf("second Ensure changed the device: %v", f.calls)
+	if slices.ContainsFunc(f.Calls, func(c string) bool { return strings.HasPrefix(c, "add ") || strings.HasPrefix(c, "del") }) {
+		t.Errorf("second Ensure changed the device: %v", f.Calls)
 	}
 }
 
@@ -167,8 +98,8 @@ func TestKernelReplacesForeignDevice(t *testing.T) {
 		&netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: DeviceName, Index: 3}, Local: net.IPv4(192, 168, 100, 99)},
 		&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: DeviceName, Index: 3}, Mode: netlink.TUNTAP_MODE_TUN},
 	} {
-		f := newFake()
-		f.links[DeviceName] = old
+		f := backendtest.NewLinks()
+		f.ByName[DeviceName] = old
 		b, err := newWith(deps(t, netconf, map[string]string{"WEFT_IPIP_PATH": "kernel"}), f)
 		if err != nil {
 			t.Fatal(err)
@@ -176,8 +107,8 @@ func TestKernelReplacesForeignDevice(t *testing.T) {
 		if err := b.Ensure(t.Context(), mustLease(t, "10.244.7.0-24", `{"PublicIP":"192.168.100.11"}`)); err != nil {
 			t.Fatal(err)
 		}
-		if want := []string{"del " + old.Type(), "add ipip"}; !slices.Equal(f.calls[:2], want) {
-			t.Errorf("over a %s: calls %v, want %v first", old.Type(), f.calls, want)
+		if want := []string{"del " + old.Type(), "add ipip"}; !slices.Equal(f.Calls[:2], want) {
+			t.Errorf("over a %s: calls %v, want %v first", old.Type(), f.Calls, want)
 		}
 	}
 }
@@ -205,10 +136,10 @@ func TestPathChoice(t *testing.T) {
 		{"bad value", "fast", nil, nil, `WEFT_IPIP_PATH "fast": want auto, kernel or userspace`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFake()
-			f.addErr = tc.addErr
+			f := backendtest.NewLinks()
+			f.AddErr = tc.addErr
 			if tc.existing != nil {
-				f.links[DeviceName] = tc.existing
+				f.ByName[DeviceName] = tc.existing
 			}
 			env := map[string]string{}
 			if tc.path != "" {
@@ -228,7 +159,7 @@ func TestPathChoice(t *testing.T) {
 			if !strings.Contains(got, tc.want) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
-			if tc.existing != nil && f.links[DeviceName] != tc.existing && got == "userspace" {
+			if tc.existing != nil && f.ByName[DeviceName] != tc.existing && got == "userspace" {
 				t.Error("choosing the path deleted the existing device")
 			}
 		})
@@ -254,7 +185,7 @@ func TestPeerRoutes(t *testing.T) {
 			reconcile.Route{Dst: near.Subnet, Gw: near.Attrs.PublicIP, LinkIndex: 2},
 			reconcile.Route{Dst: far.Subnet, Gw: far.Attrs.PublicIP, LinkIndex: 11, OnLink: true}},
 	} {
-		f := newFake()
+		f := backendtest.NewLinks()
 		b, err := newWith(deps(t, tc.conf, map[string]string{"WEFT_IPIP_PATH": "kernel"}), f)
 		if err != nil {
 			t.Fatal(err)
@@ -275,7 +206,7 @@ func TestPeerRoutes(t *testing.T) {
 			}
 		}
 	}
-	b, _ := newWith(deps(t, netconf, map[string]string{"WEFT_IPIP_PATH": "kernel"}), newFake())
+	b, _ := newWith(deps(t, netconf, map[string]string{"WEFT_IPIP_PATH": "kernel"}), backendtest.NewLinks())
 	_ = b.Ensure(t.Context(), own)
 	for _, bad := range []struct{ key, value, why string }{
 		{"10.244.8.0-24", `{"PublicIP":"192.168.100.12","BackendType":"vxlan"}`, `BackendType "vxlan"`},
@@ -293,7 +224,7 @@ func TestPeerRoutes(t *testing.T) {
 // The lease carries the type and no data; IPv6 networks and a node without
 // a public IPv4 address are refused with the reason.
 func TestAttrsAndRefusals(t *testing.T) {
-	b, err := newWith(deps(t, netconf, map[string]string{"WEFT_IPIP_PATH": "kernel"}), newFake())
+	b, err := newWith(deps(t, netconf, map[string]string{"WEFT_IPIP_PATH": "kernel"}), backendtest.NewLinks())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,12 +236,12 @@ func TestAttrsAndRefusals(t *testing.T) {
 		t.Errorf("lease value %s", v)
 	}
 	d := deps(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"ipip"}}`, nil)
-	if _, err := newWith(d, newFake()); !errors.Is(err, config.ErrNetConf) || !strings.Contains(err.Error(), "IPv4 only") {
+	if _, err := newWith(d, backendtest.NewLinks()); !errors.Is(err, config.ErrNetConf) || !strings.Contains(err.Error(), "IPv4 only") {
 		t.Errorf("IPv6 network: %v", err)
 	}
 	d = deps(t, netconf, nil)
 	d.External.PublicIP = netip.Addr{}
-	if _, err := newWith(d, newFake()); err == nil || !strings.Contains(err.Error(), "public IPv4 address") {
+	if _, err := newWith(d, backendtest.NewLinks()); err == nil || !strings.Contains(err.Error(), "public IPv4 address") {
 		t.Errorf("no public IPv4: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,58 +15,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/backend/backendtest"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
 )
 
-// fakeLinks is netlink for the backend: devices by name, configured in
-// memory. addErr is what LinkAdd of a wireguard link returns.
-type fakeLinks struct {
-	links  map[string]netlink.Link
-	addrs  map[string][]netlink.Addr
-	addErr error
-	next   int
-}
-
-func newFakeLinks() *fakeLinks {
-	return &fakeLinks{links: map[string]netlink.Link{}, addrs: map[string][]netlink.Addr{}, next: 10}
-}
-
-func (f *fakeLinks) LinkByName(name string) (netlink.Link, error) {
-	if l, ok := f.links[name]; ok {
-		return l, nil
-	}
-	return nil, netlink.LinkNotFoundError{}
-}
-
-func (f *fakeLinks) LinkAdd(l netlink.Link) error {
-	if f.addErr != nil {
-		return f.addErr
-	}
-	f.next++
-	l.Attrs().Index = f.next
-	f.links[l.Attrs().Name] = &netlink.Wireguard{LinkAttrs: *l.Attrs()}
-	return nil
-}
-
-func (f *fakeLinks) LinkSetMTU(l netlink.Link, mtu int) error {
-	f.links[l.Attrs().Name].Attrs().MTU = mtu
-	return nil
-}
-func (f *fakeLinks) LinkSetUp(netlink.Link) error { return nil }
-func (f *fakeLinks) AddrList(l netlink.Link, _ int) ([]netlink.Addr, error) {
-	return f.addrs[l.Attrs().Name], nil
-}
-func (f *fakeLinks) AddrReplace(l netlink.Link, a *netlink.Addr) error {
-	f.addrs[l.Attrs().Name] = append(f.addrs[l.Attrs().Name], *a)
-	return nil
-}
-func (f *fakeLinks) AddrDel(netlink.Link, *netlink.Addr) error { return nil }
-
-// fakePath is a data path over fakeLinks and fakeControl.
+// fakePath is a data path over backendtest.Links and fakeControl.
 type fakePath struct {
 	*fakeControl
-	k *fakeLinks
+	k *backendtest.Links
 }
 
 func (p fakePath) ensure(name string, mtu int) error {
@@ -156,7 +114,7 @@ func TestModes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			k := newFakeLinks()
+			k := backendtest.NewLinks()
 			p := fakePath{newFakeControl(), k}
 			b, err := newWith(deps(t, strings.ReplaceAll(dual, "%s", tc.opts), nil), k, p)
 			if err != nil {
@@ -201,7 +159,7 @@ func TestModes(t *testing.T) {
 			if strings.Join(routes, ",") != strings.Join(tc.routes, ",") {
 				t.Errorf("routes %v, want %v", routes, tc.routes)
 			}
-			if addrs := k.addrs[DeviceName]; len(addrs) == 0 || addrs[0].IPNet.String() != "10.244.1.0/32" {
+			if addrs := k.Addrs[DeviceName]; len(addrs) == 0 || addrs[0].IPNet.String() != "10.244.1.0/32" {
 				t.Errorf("%s addresses %v", DeviceName, addrs)
 			}
 			if b.MTU() != 1420 {
@@ -214,7 +172,7 @@ func TestModes(t *testing.T) {
 // A flannel lease carries no Port (its peers use their own ListenPort); a
 // lease another node wrote wrong is refused with the reason.
 func TestPeerLeases(t *testing.T) {
-	k := newFakeLinks()
+	k := backendtest.NewLinks()
 	b, err := newWith(deps(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard","ListenPort":7000,"MTU":1400}}`, nil), k, fakePath{newFakeControl(), k})
 	if err != nil {
 		t.Fatal(err)
@@ -266,10 +224,10 @@ func TestChoosePath(t *testing.T) {
 		{"forced", map[string]string{"WEFT_WIREGUARD_PATH": "userspace"}, nil, nil, "userspace"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			k := newFakeLinks()
-			k.addErr = tc.addErr
+			k := backendtest.NewLinks()
+			k.AddErr = tc.addErr
 			if tc.exists != nil {
-				k.links[DeviceName] = tc.exists
+				k.ByName[DeviceName] = tc.exists
 			}
 			b, err := newWith(deps(t, js, tc.env), k, nil)
 			if err != nil {
@@ -281,8 +239,8 @@ func TestChoosePath(t *testing.T) {
 			}
 		})
 	}
-	k := newFakeLinks()
-	k.addErr = unix.EPERM
+	k := backendtest.NewLinks()
+	k.AddErr = unix.EPERM
 	if _, err := newWith(deps(t, js, nil), k, nil); !errors.Is(err, unix.EPERM) {
 		t.Errorf("a failure other than a missing module: %v", err)
 	}
@@ -299,7 +257,7 @@ func FuzzPeerLease(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data, data6 []byte) {
 		own := lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:1::/64")}
 		for _, opts := range []string{"", `,"Mode":"auto"`} {
-			k := newFakeLinks()
+			k := backendtest.NewLinks()
 			b, err := newWith(deps(t, strings.ReplaceAll(dual, "%s", opts), nil), k, fakePath{newFakeControl(), k})
 			if err != nil {
 				t.Fatal(err)
@@ -323,31 +281,21 @@ func FuzzPeerLease(f *testing.F) {
 // MTU, keeps one that exists, and refuses a device of another kind with
 // how to fix it; its peers go through the same peerSync as userspace's.
 func TestKernelPathDevice(t *testing.T) {
-	k := newFakeLinks()
-	var added []netlink.Link
-	kp := &kernel{k: recordAdds{k, &added}, ctl: newFakeControl(DeviceName)}
+	k := backendtest.NewLinks()
+	kp := &kernel{k: k, ctl: newFakeControl(DeviceName)}
 	if err := kp.ensure(DeviceName, 1420); err != nil {
 		t.Fatal(err)
 	}
-	if len(added) != 1 || added[0].Type() != "wireguard" || added[0].Attrs().MTU != 1420 || added[0].Attrs().Name != DeviceName {
-		t.Fatalf("added %+v, want one wireguard link flannel-wg mtu 1420", added)
+	l := k.ByName[DeviceName]
+	if !slices.Equal(k.Calls, []string{"add wireguard"}) || l.Type() != "wireguard" || l.Attrs().MTU != 1420 {
+		t.Fatalf("calls %v, link %+v; want one wireguard link flannel-wg mtu 1420", k.Calls, l)
 	}
-	if err := kp.ensure(DeviceName, 1420); err != nil || len(added) != 1 {
-		t.Errorf("an existing device: err %v, %d adds", err, len(added))
+	if err := kp.ensure(DeviceName, 1420); err != nil || len(k.Calls) != 1 {
+		t.Errorf("an existing device: err %v, calls %v", err, k.Calls)
 	}
-	k.links[DeviceNameV6] = &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: DeviceNameV6}}
+	k.ByName[DeviceNameV6] = &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: DeviceNameV6}}
 	if err := kp.ensure(DeviceNameV6, 1420); err == nil || !strings.Contains(err.Error(), "exists as a tuntap device") ||
 		!strings.Contains(err.Error(), "WEFT_WIREGUARD_PATH=userspace") {
 		t.Errorf("a TUN where a kernel device should be: %v", err)
 	}
-}
-
-type recordAdds struct {
-	*fakeLinks
-	added *[]netlink.Link
-}
-
-func (r recordAdds) LinkAdd(l netlink.Link) error {
-	*r.added = append(*r.added, l)
-	return r.fakeLinks.LinkAdd(l)
 }
