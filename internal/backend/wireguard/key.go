@@ -54,7 +54,9 @@ func parsePSK(s string) (secret, error) {
 // owns, is an error naming the file and saying how to fix it, and the file
 // is left as it is. created reports whether a new key was written.
 func loadKey(path string) (k secret, created bool, err error) {
-	st, err := os.Lstat(path)
+	// Stat, not Lstat: a key mounted from a Kubernetes Secret is a symlink,
+	// and the file it points to is what must be private.
+	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		k, err := createKey(path)
 		return k, err == nil, err

@@ -102,3 +102,31 @@ func TestSecretsDoNotPrint(t *testing.T) {
 		}
 	}
 }
+
+// A key mounted from a Kubernetes Secret is a symlink to the file: the file
+// it points to is read and checked.
+func TestKeyFileSymlink(t *testing.T) {
+	dir := t.TempDir()
+	k, _ := wgtypes.GeneratePrivateKey()
+	target := filepath.Join(dir, "..data", "wgkey")
+	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(target, []byte(k.String()+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "wgkey")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	got, created, err := loadKey(link)
+	if err != nil || created || got.key() != k {
+		t.Fatalf("symlinked key: created %v err %v", created, err)
+	}
+	if err := os.Chmod(target, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := loadKey(link); err == nil || !strings.Contains(err.Error(), "mode 0644") {
+		t.Errorf("a symlink to a 0644 key: %v", err)
+	}
+}

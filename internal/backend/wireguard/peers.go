@@ -5,7 +5,9 @@ package wireguard
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
@@ -303,6 +305,12 @@ func (ps *peerSync) diff() ([]string, error) {
 	var out []string
 	for _, dev := range slices.Sorted(maps.Keys(ps.want)) {
 		have, err := ps.ctl.Device(dev)
+		if errors.Is(err, fs.ErrNotExist) {
+			// No such device (Observe names it), or a TUN whose control
+			// socket is gone: nothing serves it.
+			out = append(out, fmt.Sprintf("the wireguard peers of %s cannot be read: %v", dev, err))
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("read the wireguard peers of %s: %w", dev, err)
 		}

@@ -231,3 +231,14 @@ func TestPeerSyncDiff(t *testing.T) {
 		t.Error("diff wrote to the device")
 	}
 }
+
+// A device whose peers cannot be read because nothing serves it is a
+// difference, not a failure to tell.
+func TestPeerSyncDiffUnreadable(t *testing.T) {
+	u := newUserspace(slog.New(slog.DiscardHandler), t.TempDir())
+	ps, _, _ := newTestSync(t, u)
+	got, err := ps.diff()
+	if err != nil || len(got) != 1 || !strings.Contains(got[0], "the wireguard peers of flannel-wg cannot be read") {
+		t.Errorf("diff %q, err %v", got, err)
+	}
+}

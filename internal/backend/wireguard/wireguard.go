@@ -160,7 +160,7 @@ func newWith(d backend.Deps, k links, path datapath) (*WireGuard, error) {
 
 // readKeyOnly reads the key file for weft status, which creates nothing.
 func readKeyOnly(path string) (secret, error) {
-	if _, err := os.Lstat(path); err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return secret{}, fmt.Errorf("wireguard key file %s: %w", path, err)
 	}
 	k, _, err := loadKey(path)
