@@ -67,7 +67,7 @@ func (c *cluster) daemonInputs(t testing.TB, log *slog.Logger, args ...string) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := etcd.New(etcd.Options{Endpoints: c.endpoints, Prefix: prefix, Logger: log})
+	st, err := etcd.New(etcd.Options{Endpoints: c.endpoints, Prefix: prefix, Logger: log, ResetCheckEvery: c.resetCheck})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +111,12 @@ func newNode(t testing.TB, addr string) *node {
 
 // cluster is an embedded etcd with a network config.
 type cluster struct {
+	etcd      *etcdembed.Cluster
 	endpoints []string
 	cli       *clientv3.Client
+	// resetCheck is the daemons' etcd.Options.ResetCheckEvery (0: the
+	// default).
+	resetCheck time.Duration
 }
 
 func newCluster(t testing.TB, netconf string) *cluster {
@@ -127,7 +131,7 @@ func newCluster(t testing.TB, netconf string) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cli.Close() })
-	cl := &cluster{endpoints: c.Endpoints(), cli: cli}
+	cl := &cluster{etcd: c, endpoints: c.Endpoints(), cli: cli}
 	cl.put(t, prefix+"/config", netconf, false)
 	return cl
 }

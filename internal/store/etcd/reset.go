@@ -172,8 +172,13 @@ func (w *watcher) learnExpiries(ctx context.Context) {
 			if err != nil {
 				return
 			}
-			// A lease etcd no longer has (TTL -1) has ended: its key goes.
-			looked[l.id] = w.s.now().Add(time.Duration(max(resp.TTL, 0)) * time.Second)
+			// TTL is the remaining time in whole seconds, rounded down: the
+			// lease ends within a second after. One etcd no longer has
+			// (TTL -1) has ended: its key goes.
+			looked[l.id] = w.s.now()
+			if resp.TTL >= 0 {
+				looked[l.id] = looked[l.id].Add(time.Duration(resp.TTL+1) * time.Second)
+			}
 		}
 		l.until = looked[l.id]
 		e.byKey[key] = l

@@ -102,8 +102,9 @@ func testReset(t *testing.T, endpoints []string, reset func()) {
 	}
 	t.Logf("reset noticed %v after etcd served again (check every %v)", time.Since(restarted).Round(time.Millisecond), check)
 	// The expiry is the one etcd gave while the lease existed (TimeToLive
-	// rounds down to seconds), not the reset time plus the store's 24 h.
-	if exp := byKey["10.5.50.0-24"].Expiration; exp.Before(granted.Add(595*time.Second)) || exp.After(time.Now().Add(601*time.Second)) {
+	// rounds down to seconds; the watch adds one), not the reset time plus
+	// the store's 24 h.
+	if exp := byKey["10.5.50.0-24"].Expiration; exp.Before(granted.Add(600*time.Second)) || exp.After(granted.Add(602*time.Second)) {
 		t.Errorf("lost lease expires at %v, want about %v", exp, granted.Add(600*time.Second))
 	}
 
@@ -115,4 +116,29 @@ func testReset(t *testing.T, endpoints []string, reset func()) {
 	// And a deletion after the reset is an ordinary removal.
 	apply(t, h.cli, h.prefix, []op{{name: "10.5.60.0-24"}})
 	collect(t, ch, []op{{expect: "removed 10.5.60.0-24"}}, 10*time.Second)
+}
+
+// What counts as a reset, without etcd.
+func TestResetCheckObserve(t *testing.T) {
+	type answer struct {
+		cluster               uint64
+		rev, created, applied int64
+		reset                 bool
+	}
+	for name, answers := range map[string][]answer{
+		"steady":                 {{1, 10, 2, 10, false}, {1, 12, 2, 11, false}, {1, 12, 2, 12, false}},
+		"revision back":          {{1, 50, 2, 50, false}, {1, 3, 0, 50, true}},
+		"revision back, no read": {{1, 50, 2, 0, false}, {1, 49, 2, 0, true}},
+		"behind the watch":       {{1, 10, 2, 40, true}},
+		"cluster ID changed":     {{1, 50, 2, 50, false}, {2, 60, 2, 50, true}},
+		"config gone, then back": {{1, 50, 2, 50, false}, {1, 51, 0, 50, false}, {1, 80, 70, 50, true}},
+		"config first written":   {{1, 50, 0, 50, false}, {1, 51, 51, 50, false}, {1, 52, 51, 50, false}},
+	} {
+		var r resetCheck
+		for i, a := range answers {
+			if why := r.observe(a.cluster, a.rev, a.created, a.applied); (why != "") != a.reset {
+				t.Errorf("%s: answer %d: reset %q, want %v", name, i, why, a.reset)
+			}
+		}
+	}
 }
