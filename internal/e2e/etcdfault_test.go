@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/cluster"
+)
+
+// The store going away, and coming back different (issue 16 §4), under a
+// 100 Hz pod ping against the real weftd processes of a lab.
+
+// putPeer writes a vxlan lease for subnet that no weftd holds, attached to
+// an etcd lease of ttl, as a node that then goes away would.
+func putPeer(t *testing.T, c *cluster.Cluster, subnet netip.Prefix, ttl time.Duration) {
+	t.Helper()
+	v, _ := json.Marshal(map[string]any{"PublicIP": "192.168.100.250", "BackendType": "vxlan",
+		"BackendData": map[string]any{"VNI": 1, "VtepMAC": "0a:00:00:00:00:fa"}})
+	key := cluster.Prefix + "/subnets/" + strings.ReplaceAll(subnet.String(), "/", "-")
+	if err := c.PutLeased(context.Background(), [][2]string{{key, string(v)}}, ttl); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// weftdLog returns node's weftd log.
+func weftdLog(c *cluster.Cluster, node int) string {
+	b, _ := os.ReadFile(c.LogFile(node))
+	return string(b)
+}
+
+// etcd restarted from an empty data directory, then the network
+// configuration written again: no ping lost; nodes 1 and 2 write their
+// leases again with the same subnets within seconds; node 3, whose weftd
+// is gone (stopped, data plane left in place), never does, and the others
+// keep its routes (its lease would live 24 h); a peer lease on a 25 s TTL
+// that nobody writes again is removed on every node once it would have
+// expired.
+func TestEtcdResetLosesNoPing(t *testing.T) {
+	o := cluster.Options{Lab: lab.Options{Nodes: 3}, Pods: 1}
+	c := up(t, o)
+	pods := c.Pods()
+	ctx := context.Background()
+	envs := map[int]netip.Prefix{}
+	for n := 1; n <= 3; n++ {
+		env, err := c.SubnetEnv(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs[n] = env.Subnet.Masked()
+	}
+	if err := c.KillWeftd(3, false); err != nil {
+		t.Fatal(err)
+	}
+	const count = 3500 // 35 s at 100 Hz: the whole test
+	to2, _ := floodPing(t, pods[0].NS, pods[1].Addrs[0], count)
+	to3, _ := floodPing(t, pods[0].NS, pods[2].Addrs[0], count)
+
+	const ttl = 25 * time.Second
+	short := freeSubnet(c, 3)
+	granted := time.Now()
+	putPeer(t, c, short, ttl)
+	waitFor(t, 5*time.Second, "the short-lived peer programmed", func() bool { return hasRoute(t, c, 1, short) && hasRoute(t, c, 2, short) })
+	time.Sleep(6 * time.Second) // a reset check (every 5 s) learns its expiry
+
+	if err := c.StopEtcd(true); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := c.StartEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Put(ctx, cluster.Prefix+"/config", o.NetConfJSON()); err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n <= 2; n++ {
+		took := waitFor(t, 15*time.Second, "lease written again with the same subnet", func() bool {
+			l, err := c.Lease(ctx, n)
+			return err == nil && l.Subnet == envs[n]
+		})
+		t.Logf("node %d wrote its lease %s again %v after the configuration", n, envs[n], took.Round(10*time.Millisecond))
+		if env, _ := c.SubnetEnv(n); env.Subnet.Masked() != envs[n] {
+			t.Errorf("node %d subnet.env now has %s, want %s", n, env.Subnet, envs[n])
+		}
+	}
+	if !strings.Contains(weftdLog(c, 1), "etcd was reset") {
+		t.Errorf("node 1 did not log the reset")
+	}
+
+	// The short-lived peer: kept until its lease would have expired, then
+	// removed on both running nodes.
+	if wait := time.Until(granted.Add(ttl - 2*time.Second)); wait > 0 {
+		time.Sleep(wait)
+	}
+	for n := 1; n <= 2; n++ {
+		if !hasRoute(t, c, n, short) {
+			t.Errorf("node %d removed the route to %s %v after its lease was granted for %v", n, short, time.Since(granted).Round(10*time.Millisecond), ttl)
+		}
+	}
+	waitFor(t, time.Until(granted.Add(ttl+10*time.Second)), "the short-lived peer removed at its expiry", func() bool {
+		return !hasRoute(t, c, 1, short) && !hasRoute(t, c, 2, short)
+	})
+	t.Logf("the peer that never came back removed %v after its lease was granted for %v", time.Since(granted).Round(10*time.Millisecond), ttl)
+	// Node 3 never wrote its lease again; the others keep its routes.
+	if _, err := c.Lease(ctx, 3); err == nil {
+		t.Errorf("node 3's lease is back, but its weftd is stopped")
+	}
+	for n := 1; n <= 2; n++ {
+		if !hasRoute(t, c, n, envs[3]) {
+			t.Errorf("node %d removed its route to node 3's %s", n, envs[3])
+		}
+	}
+	for name, res := range map[string]chan [2]int{"node 2": to2, "node 3": to3} {
+		if r := <-res; r[0] != count || r[1] != r[0] {
+			t.Errorf("ping to the pod on %s across the reset: %d sent, %d received; want %d and no loss", name, r[0], r[1], count)
+		}
+	}
+}
+
+// etcd killed for 30 s: no ping lost; a lease written after it is back is
+// programmed within 1 s; nobody mistakes the restart for a reset.
+func TestEtcdDownLosesNoPing(t *testing.T) {
+	c := up(t, cluster.Options{Lab: lab.Options{Nodes: 2}, Pods: 1})
+	pods := c.Pods()
+	const count = 3600
+	res, _ := floodPing(t, pods[0].NS, pods[1].Addrs[0], count)
+	time.Sleep(time.Second)
+	if err := c.StopEtcd(false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Second)
+	if err := c.StartEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	peer := freeSubnet(c, 2)
+	putPeer(t, c, peer, time.Hour)
+	took := waitFor(t, time.Second, "a lease written after etcd came back programmed on both nodes",
+		func() bool { return hasRoute(t, c, 1, peer) && hasRoute(t, c, 2, peer) })
+	t.Logf("a lease written after etcd came back programmed on both nodes in %v", took.Round(10*time.Millisecond))
+	if r := <-res; r[0] != count || r[1] != r[0] {
+		t.Errorf("ping with etcd down for 30 s: %d sent, %d received; want %d and no loss", r[0], r[1], count)
+	}
+	for n := 1; n <= 2; n++ {
+		if strings.Contains(weftdLog(c, n), "etcd was reset") {
+			t.Errorf("node %d took etcd's restart for a reset", n)
+		}
+	}
+}
