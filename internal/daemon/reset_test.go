@@ -2,14 +2,11 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // etcd restarted from an empty data directory under a running daemon: the
@@ -25,18 +22,9 @@ func TestStoreResetKeepsPeers(t *testing.T) {
 	d := startDaemon(t, n, c, tempFile(t, "subnet.env"))
 	backKey := c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	const ttl = 15 * time.Second
+	_, granted := c.peerLeaseTTL(t, "10.244.6.0/24", "192.168.100.16", "0a:00:00:00:00:06", "vxlan", ttl)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	g, err := c.cli.Grant(ctx, int64(ttl/time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, _ := json.Marshal(map[string]any{"PublicIP": "192.168.100.16", "BackendType": "vxlan",
-		"BackendData": map[string]any{"VNI": 1, "VtepMAC": "0a:00:00:00:00:06"}})
-	granted := time.Now()
-	if _, err := c.cli.Put(ctx, prefix+"/subnets/10.244.6.0-24", string(v), clientv3.WithLease(g.ID)); err != nil {
-		t.Fatal(err)
-	}
 	const backRoute, goneRoute = "10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink", "10.244.6.0/24 via 10.244.6.0 dev flannel.1 onlink"
 	eventually(t, 2*time.Second, "both peers programmed", func() bool {
 		k := n.kernel(t)

@@ -29,10 +29,25 @@ func putPeer(t *testing.T, c *cluster.Cluster, subnet netip.Prefix, ttl time.Dur
 	}
 }
 
-// weftdLog returns node's weftd log.
-func weftdLog(c *cluster.Cluster, node int) string {
+// resetLogged reports whether node's weftd logged that etcd was reset.
+func resetLogged(c *cluster.Cluster, node int) bool {
 	b, _ := os.ReadFile(c.LogFile(node))
-	return string(b)
+	return strings.Contains(string(b), "etcd was reset")
+}
+
+// assertNoLoss waits for a floodPing's result and fails unless all count
+// pings were answered; also unless no weftd of nodes took the fault for an
+// etcd reset.
+func assertNoLoss(t *testing.T, c *cluster.Cluster, res chan [2]int, count int, fault string, nodes ...int) {
+	t.Helper()
+	if r := <-res; r[0] != count || r[1] != r[0] {
+		t.Errorf("ping %s: %d sent, %d received; want %d and no loss", fault, r[0], r[1], count)
+	}
+	for _, n := range nodes {
+		if resetLogged(c, n) {
+			t.Errorf("node %d took %s for an etcd reset", n, fault)
+		}
+	}
 }
 
 // etcd restarted from an empty data directory, then the network
@@ -89,7 +104,7 @@ func TestEtcdResetLosesNoPing(t *testing.T) {
 			t.Errorf("node %d subnet.env now has %s, want %s", n, env.Subnet, envs[n])
 		}
 	}
-	if !strings.Contains(weftdLog(c, 1), "etcd was reset") {
+	if !resetLogged(c, 1) {
 		t.Errorf("node 1 did not log the reset")
 	}
 
@@ -116,11 +131,8 @@ func TestEtcdResetLosesNoPing(t *testing.T) {
 			t.Errorf("node %d removed its route to node 3's %s", n, envs[3])
 		}
 	}
-	for name, res := range map[string]chan [2]int{"node 2": to2, "node 3": to3} {
-		if r := <-res; r[0] != count || r[1] != r[0] {
-			t.Errorf("ping to the pod on %s across the reset: %d sent, %d received; want %d and no loss", name, r[0], r[1], count)
-		}
-	}
+	assertNoLoss(t, c, to2, count, "to the pod on node 2 across the reset")
+	assertNoLoss(t, c, to3, count, "to the pod on node 3 across the reset")
 }
 
 // etcd killed for 30 s: no ping lost; a lease written after it is back is
@@ -143,14 +155,7 @@ func TestEtcdDownLosesNoPing(t *testing.T) {
 	took := waitFor(t, time.Second, "a lease written after etcd came back programmed on both nodes",
 		func() bool { return hasRoute(t, c, 1, peer) && hasRoute(t, c, 2, peer) })
 	t.Logf("a lease written after etcd came back programmed on both nodes in %v", took.Round(10*time.Millisecond))
-	if r := <-res; r[0] != count || r[1] != r[0] {
-		t.Errorf("ping with etcd down for 30 s: %d sent, %d received; want %d and no loss", r[0], r[1], count)
-	}
-	for n := 1; n <= 2; n++ {
-		if strings.Contains(weftdLog(c, n), "etcd was reset") {
-			t.Errorf("node %d took etcd's restart for a reset", n)
-		}
-	}
+	assertNoLoss(t, c, res, count, "with etcd down for 30 s", 1, 2)
 }
 
 // Each of three etcd members (etcd-server processes) in turn killed and
@@ -207,12 +212,5 @@ func TestEtcdMemberRestartLosesNoPing(t *testing.T) {
 		return true
 	})
 	t.Logf("both nodes had every change %v after the last member was back", took.Round(10*time.Millisecond))
-	if r := <-res; r[0] != count || r[1] != r[0] {
-		t.Errorf("ping while etcd members were killed and restarted: %d sent, %d received; want %d and no loss", r[0], r[1], count)
-	}
-	for n := 1; n <= 2; n++ {
-		if strings.Contains(weftdLog(c, n), "etcd was reset") {
-			t.Errorf("node %d took a member's restart for a reset", n)
-		}
-	}
+	assertNoLoss(t, c, res, count, "while etcd members were killed and restarted", 1, 2)
 }

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -410,22 +411,32 @@ func (c *Cluster) startEtcdProcess(ctx context.Context, swNS, dir string, addr n
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start etcd: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	c.endpoint = "http://" + net.JoinHostPort(addr.String(), strconv.Itoa(EtcdPort))
+	if err := c.waitListening(ctx, strings.TrimPrefix(c.endpoint, "http://"), exited, logf.Name()); err != nil {
+		return err
+	}
+	return c.Put(ctx, Prefix+"/config", c.o.NetConfJSON())
+}
+
+// waitListening waits up to 30 s until etcd accepts connections at host in
+// the switch namespace, failing at once when exited closes; log names the
+// file its output went to.
+func (c *Cluster) waitListening(ctx context.Context, host string, exited <-chan struct{}, log string) error {
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		select {
-		case err := <-exited:
-			return fmt.Errorf("etcd exited (%v); see %s", err, logf.Name())
+		case <-exited:
+			return fmt.Errorf("etcd on %s exited; see %s", host, log)
 		default:
 		}
-		if conn, err := lab.DialContext(ctx, swNS, "tcp", net.JoinHostPort(addr.String(), strconv.Itoa(EtcdPort))); err == nil {
+		if conn, err := lab.DialContext(ctx, c.swNS, "tcp", host); err == nil {
 			conn.Close()
-			return c.Put(ctx, Prefix+"/config", c.o.NetConfJSON())
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("etcd not listening on %s after 30 s; see %s", addr, logf.Name())
+	return fmt.Errorf("etcd not listening on %s after 30 s; see %s", host, log)
 }
 
 // Down stops every weftd, etcd and removes the lab.

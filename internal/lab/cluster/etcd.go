@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/weft-net/weft/internal/lab"
 )
@@ -89,20 +88,7 @@ func (c *Cluster) runEtcdMember(i int, initial string) error {
 // waitEtcdMember waits until member i accepts connections.
 func (c *Cluster) waitEtcdMember(ctx context.Context, i int) error {
 	m := c.etcdProcs[i]
-	host := strings.TrimPrefix(m.client, "http://")
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		select {
-		case <-m.done:
-			return fmt.Errorf("etcd member %s exited; see %s", m.name, filepath.Join(c.o.Dir, "etcd-"+m.name+".log"))
-		default:
-		}
-		if conn, err := lab.DialContext(ctx, c.swNS, "tcp", host); err == nil {
-			conn.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("etcd member %s not listening on %s after 30 s", m.name, host)
+	return c.waitListening(ctx, strings.TrimPrefix(m.client, "http://"), m.done, filepath.Join(c.o.Dir, "etcd-"+m.name+".log"))
 }
 
 // stopEtcdMembers kills every member process still running.
