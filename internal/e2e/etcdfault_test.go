@@ -40,9 +40,11 @@ func resetLogged(c *cluster.Cluster, node int) bool {
 // etcd reset.
 func assertNoLoss(t *testing.T, c *cluster.Cluster, res chan [2]int, count int, fault string, nodes ...int) {
 	t.Helper()
-	if r := <-res; r[0] != count || r[1] != r[0] {
+	r := <-res
+	if r[0] != count || r[1] != r[0] {
 		t.Errorf("ping %s: %d sent, %d received; want %d and no loss", fault, r[0], r[1], count)
 	}
+	t.Logf("ping %s: %d sent, %d received", fault, r[0], r[1])
 	for _, n := range nodes {
 		if resetLogged(c, n) {
 			t.Errorf("node %d took %s for an etcd reset", n, fault)
@@ -91,15 +93,18 @@ func TestEtcdResetLosesNoPing(t *testing.T) {
 	if err := c.StartEtcd(0); err != nil {
 		t.Fatal(err)
 	}
+	restarted := time.Now()
 	if err := c.Put(ctx, cluster.Prefix+"/config", o.NetConfJSON()); err != nil {
 		t.Fatal(err)
 	}
+	configured := time.Now()
 	for n := 1; n <= 2; n++ {
-		took := waitFor(t, 15*time.Second, "lease written again with the same subnet", func() bool {
+		waitFor(t, 15*time.Second, "lease written again with the same subnet", func() bool {
 			l, err := c.Lease(ctx, n)
 			return err == nil && l.Subnet == envs[n]
 		})
-		t.Logf("node %d wrote its lease %s again %v after the configuration", n, envs[n], took.Round(10*time.Millisecond))
+		t.Logf("node %d had its lease %s back %v after the configuration was written (%v after etcd served again)",
+			n, envs[n], time.Since(configured).Round(10*time.Millisecond), time.Since(restarted).Round(10*time.Millisecond))
 		if env, _ := c.SubnetEnv(n); env.Subnet.Masked() != envs[n] {
 			t.Errorf("node %d subnet.env now has %s, want %s", n, env.Subnet, envs[n])
 		}
