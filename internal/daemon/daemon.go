@@ -12,6 +12,12 @@
 //     replayed (flannel leaves such a node cut off).
 //   - Start-up does a full Sync: routes of leases that vanished while weftd
 //     was down are removed before the node is declared ready.
+//   - A store reset (etcd restarted from an empty data directory) loses
+//     every lease without deleting any: the store sends them as
+//     lease.Lost, and the peers keep their routes until their leases would
+//     have expired, unless written again first (lost.go); KeepLease waits
+//     for the network configuration and writes the own lease again with
+//     the same subnet.
 //   - SIGTERM (ctx cancelled) leaves routes, devices, neighbours, FDB
 //     entries, rules and the lease in place, so pods keep talking while the
 //     daemon restarts; the next start adopts them.
@@ -98,6 +104,9 @@ type Daemon struct {
 	retry    *time.Timer
 	started  time.Time
 	ext      backend.External
+	// lost holds the peers whose leases a store reset lost, kept until
+	// they would have expired (lost.go).
+	lost lostPeers
 
 	// The peer snapshot (snapshot.go): written snapshotDelay after a
 	// change, and at least every snapshotRefresh.
@@ -123,6 +132,7 @@ func Run(ctx context.Context, o config.Options, d Deps) error {
 	dm.retry.Stop()
 	dm.snapTimer = time.NewTimer(time.Hour)
 	dm.snapTimer.Stop()
+	dm.lost = newLostPeers()
 	// Everything started below ends with ctx: Run cancels it on the way
 	// out, waits for its goroutines and closes the backend, so that a
 	// failed start leaves no health server answering and a return leaves

@@ -4,7 +4,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/weft-net/weft/internal/reconcile"
 	"github.com/weft-net/weft/internal/subnetfile"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func sorted(s string) string {
@@ -375,19 +373,8 @@ func TestPeerLeaseExpires(t *testing.T) {
 	c := newCluster(t, testNetConf("vxlan"))
 	c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	d := startDaemon(t, n, c, tempFile(t, "subnet.env"))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	const ttl = 2
-	g, err := c.cli.Grant(ctx, ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, _ := json.Marshal(map[string]any{"PublicIP": "192.168.100.16", "BackendType": "vxlan",
-		"BackendData": map[string]any{"VNI": 1, "VtepMAC": "0a:00:00:00:00:06"}})
-	granted := time.Now()
-	if _, err := c.cli.Put(ctx, prefix+"/subnets/10.244.6.0-24", string(v), clientv3.WithLease(g.ID)); err != nil {
-		t.Fatal(err)
-	}
+	_, granted := c.peerLeaseTTL(t, "10.244.6.0/24", "192.168.100.16", "0a:00:00:00:00:06", "vxlan", ttl*time.Second)
 	eventually(t, time.Second, "the short-lived peer programmed", func() bool {
 		return strings.Contains(n.kernel(t), "10.244.6.0/24 via 10.244.6.0 dev flannel.1 onlink")
 	})

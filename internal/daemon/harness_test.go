@@ -69,7 +69,7 @@ func (c *cluster) daemonInputs(t testing.TB, log *slog.Logger, args ...string) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := etcd.New(etcd.Options{Endpoints: c.endpoints, Prefix: prefix, Logger: log})
+	st, err := etcd.New(etcd.Options{Endpoints: c.endpoints, Prefix: prefix, Logger: log, ResetCheckEvery: c.resetCheck})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +113,12 @@ func newNode(t testing.TB, addr string) *node {
 
 // cluster is an embedded etcd with a network config.
 type cluster struct {
+	etcd      *labetcd.Cluster
 	endpoints []string
 	cli       *clientv3.Client
+	// resetCheck is the daemons' etcd.Options.ResetCheckEvery (0: the
+	// default).
+	resetCheck time.Duration
 }
 
 func newCluster(t testing.TB, netconf string) *cluster {
@@ -129,7 +133,7 @@ func newCluster(t testing.TB, netconf string) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cli.Close() })
-	cl := &cluster{endpoints: c.Endpoints(), cli: cli}
+	cl := &cluster{etcd: c, endpoints: c.Endpoints(), cli: cli}
 	cl.put(t, prefix+"/config", netconf, false)
 	return cl
 }
@@ -167,14 +171,33 @@ func (c *cluster) del(t testing.TB, key string) {
 	}
 }
 
-// peerLease writes a vxlan peer lease in flannel's JSON and returns its key.
+// peerLease writes a vxlan peer lease in flannel's JSON, on an etcd lease
+// of an hour, and returns its key.
 func (c *cluster) peerLease(t testing.TB, subnet, publicIP, mac, backendType string) string {
+	t.Helper()
+	key, _ := c.peerLeaseTTL(t, subnet, publicIP, mac, backendType, time.Hour)
+	return key
+}
+
+// peerLeaseTTL is peerLease on an etcd lease of ttl; it also returns when
+// etcd had granted that lease (the lease expires ttl after, or a little
+// before).
+func (c *cluster) peerLeaseTTL(t testing.TB, subnet, publicIP, mac, backendType string, ttl time.Duration) (string, time.Time) {
 	t.Helper()
 	data, _ := json.Marshal(map[string]any{"VNI": 1, "VtepMAC": mac})
 	v, _ := json.Marshal(map[string]any{"PublicIP": publicIP, "PublicIPv6": nil, "BackendType": backendType, "BackendData": json.RawMessage(data)})
 	key := prefix + "/subnets/" + strings.ReplaceAll(subnet, "/", "-")
-	c.put(t, key, string(v), true)
-	return key
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g, err := c.cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := time.Now()
+	if _, err := c.cli.Put(ctx, key, string(v), clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	return key, granted
 }
 
 // logBuffer collects the daemon's log lines.

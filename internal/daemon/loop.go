@@ -211,6 +211,8 @@ func (dm *Daemon) loop(ctx context.Context) error {
 			}
 		case <-dm.retry.C:
 			dm.apply(ctx)
+		case <-dm.lost.timer.C:
+			dm.expireLost(ctx)
 		case <-summary.C:
 			dm.summarize()
 		case <-tick.C:
@@ -286,21 +288,33 @@ func (dm *Daemon) forwardOwn(batch []lease.Event, keep chan<- []lease.Event) {
 }
 
 func (dm *Daemon) onLeases(batch []lease.Event) {
+	lost := false // the set of peers lost in a store reset changed (lost.go)
 	for _, e := range batch {
+		key := e.Lease.Key()
 		switch e.Type {
 		case lease.Added:
-			if _, known := dm.peers[e.Lease.Key()]; !known && e.Lease.Key() != dm.own.Key() {
+			if _, known := dm.peers[key]; !known && key != dm.own.Key() {
 				dm.minute.added++
 			}
+			lost = dm.settle(key, true) || lost
 			dm.putPeer(e.Lease)
 		case lease.Removed:
-			if e.Lease.Key() != dm.own.Key() {
-				if _, known := dm.peers[e.Lease.Key()]; known {
+			lost = dm.settle(key, false) || lost
+			if key != dm.own.Key() {
+				if _, known := dm.peers[key]; known {
 					dm.minute.removed++
 				}
-				dm.removePeer(e.Lease.Key())
+				dm.removePeer(key)
 			}
+		case lease.Lost:
+			if dm.onLost(key, e.Lease.Expiration) {
+				dm.minute.removed++
+			}
+			lost = true
 		}
+	}
+	if lost {
+		dm.armLost()
 	}
 }
 

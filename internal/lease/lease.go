@@ -121,6 +121,13 @@ const (
 	// Removed means the lease is gone (deleted, expired, or no longer a
 	// valid lease).
 	Removed
+	// Lost means the store lost the lease without anyone deleting it: the
+	// store was reset (etcd restarted from an empty data directory or an
+	// old snapshot). The lease's node may still be alive and write it
+	// again, so a consumer keeps what the lease set up until the event's
+	// Lease.Expiration (when the lease would have expired had it stayed)
+	// unless an Added event for the key comes first.
+	Lost
 )
 
 func (t EventType) String() string {
@@ -129,6 +136,8 @@ func (t EventType) String() string {
 		return "added"
 	case Removed:
 		return "removed"
+	case Lost:
+		return "lost"
 	}
 	return "unknown"
 }

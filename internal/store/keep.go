@@ -16,6 +16,11 @@ type Clock interface {
 	After(d time.Duration) <-chan time.Time
 }
 
+// ConfigPollMax bounds the wait between two looks for the network
+// configuration while KeepLease waits for it to be written again: the node
+// republishes its lease within this long of the configuration's return.
+const ConfigPollMax = 4 * time.Second
+
 // RealClock is the system clock.
 type RealClock struct{}
 
@@ -70,10 +75,14 @@ func (o *KeepOptions) defaults() {
 
 // KeepLease keeps own alive until ctx ends: it renews it Margin before it
 // expires (retrying with backoff on errors), and when the lease is deleted,
-// expires or is taken over, it acquires a lease again (the same subnet when
-// free) and sends the new lease to out. It returns ctx.Err() when ctx ends,
-// or an error wrapping ErrNoFreeSubnet or ErrNoConfig when it cannot get a
-// lease back; the daemon must then exit non-zero.
+// expires, is taken over or is lost in a store reset (lease.Lost), it
+// acquires a lease again (the same subnet when free) and sends the new lease
+// to out. Before acquiring it waits for the store's network configuration:
+// a store restarted from an empty data directory has none until an operator
+// writes it again, and KeepLease polls for it (backing off to at most
+// ConfigPollMax) rather than giving up. It returns ctx.Err() when ctx ends,
+// or an error wrapping ErrNoFreeSubnet when it cannot get a lease back; the
+// daemon must then exit non-zero.
 func KeepLease(ctx context.Context, s Store, own lease.Lease, opts KeepOptions, out chan<- lease.Lease) error {
 	opts.defaults()
 	k := &keeper{s: s, opts: opts, own: own, out: out, log: opts.Logger.With("component", "keeplease")}
@@ -161,15 +170,16 @@ func (k *keeper) run(ctx context.Context) error {
 	}
 }
 
-// touched reports whether batch removes the own lease or gives its key to
-// another node; KeepLease then confirms by renewing, since the event may be
-// older than the lease it holds now.
+// touched reports whether batch removes the own lease (deleted, expired or
+// lost in a store reset) or gives its key to another node; KeepLease then
+// confirms by renewing, since the event may be older than the lease it holds
+// now.
 func (k *keeper) touched(batch []lease.Event) bool {
 	for _, ev := range batch {
 		if ev.Lease.Key() != k.own.Key() {
 			continue
 		}
-		if ev.Type == lease.Removed || ev.Lease.Attrs.PublicIP != k.own.Attrs.PublicIP ||
+		if ev.Type != lease.Added || ev.Lease.Attrs.PublicIP != k.own.Attrs.PublicIP ||
 			ev.Lease.Attrs.PublicIPv6 != k.own.Attrs.PublicIPv6 {
 			return true
 		}
@@ -199,6 +209,9 @@ func (k *keeper) reacquire(ctx context.Context) error {
 	req.Previous, req.PreviousIPv6 = k.own.Subnet, k.own.IPv6Subnet
 	backoff := k.opts.RetryMin
 	for {
+		if err := k.waitConfig(ctx); err != nil {
+			return err
+		}
 		l, err := k.s.AcquireLease(ctx, req)
 		if err == nil {
 			k.own = l
@@ -213,12 +226,40 @@ func (k *keeper) reacquire(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if errors.Is(err, ErrNoFreeSubnet) || errors.Is(err, ErrNoConfig) {
+		if errors.Is(err, ErrNoFreeSubnet) {
 			return fmt.Errorf("acquire lease again after losing %s: %w", k.own.Key(), err)
 		}
 		k.log.Warn("acquire lease failed, retrying", "err", err, "in", backoff)
 		select {
 		case <-k.opts.Clock.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, k.opts.RetryMax)
+	}
+}
+
+// waitConfig returns once the store holds a network configuration, polling
+// with backoff (at most ConfigPollMax apart) while it has none or cannot be
+// read; it returns ctx.Err() when ctx ends first.
+func (k *keeper) waitConfig(ctx context.Context) error {
+	backoff := k.opts.RetryMin
+	for logged := false; ; {
+		_, err := k.s.NetworkConfig(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := min(backoff, ConfigPollMax)
+		if !logged || !errors.Is(err, ErrNoConfig) {
+			k.log.Warn("waiting for the network configuration before acquiring the lease again",
+				"lease", k.own.Key(), "err", err, "in", wait)
+			logged = true
+		}
+		select {
+		case <-k.opts.Clock.After(wait):
 		case <-ctx.Done():
 			return ctx.Err()
 		}

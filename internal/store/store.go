@@ -67,9 +67,12 @@ type Store interface {
 	// disconnects (resuming after the last revision it saw) and history
 	// compaction (re-listing and sending the difference from what it had
 	// sent), so no change is lost and none is sent twice; an update that
-	// changes nothing is not sent. It returns only when ctx ends (with
-	// ctx.Err()) or on an error it cannot recover from. Batches are never
-	// empty.
+	// changes nothing is not sent. A store that notices it was reset (etcd
+	// restarted from an empty data directory) re-lists and sends the
+	// leases that vanished as lease.Lost, with the time each would have
+	// expired, rather than lease.Removed. It returns only when ctx ends
+	// (with ctx.Err()) or on an error it cannot recover from. Batches are
+	// never empty.
 	WatchLeases(ctx context.Context, from Snapshot, out chan<- []lease.Event) error
 }
 

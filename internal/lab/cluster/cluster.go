@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -62,6 +63,14 @@ type Options struct {
 	// KubeBins are the Kubernetes binaries of kube mode; the zero value
 	// means kubeapi.Binaries("").
 	KubeBins kubeapi.Bins
+	// EtcdBinary, when set, runs etcd as EtcdMembers (default 1)
+	// processes of this etcd-server binary in the switch namespace, on the
+	// switch's address, instead of embedding it; every weftd is given all
+	// members. The multi-member fault tests use it (an embedded member
+	// dials its peers from this process's namespace, which cannot reach
+	// the switch's address).
+	EtcdBinary  string
+	EtcdMembers int
 	// Idle lists (1-based) nodes Up builds but neither registers (kube
 	// mode) nor starts a weftd or pods on; a test brings them in later.
 	Idle []int
@@ -120,13 +129,15 @@ func (o Options) NetConfJSON() string {
 
 // Cluster is a running cluster.
 type Cluster struct {
-	o        Options
-	log      *slog.Logger
-	lab      *lab.Lab
-	etcd     *labetcd.Cluster
-	endpoint string
-	swNS     string // the switch namespace etcd listens in
-	kube     *kubeMode
+	o         Options
+	log       *slog.Logger
+	lab       *lab.Lab
+	etcd      *labetcd.Cluster
+	etcdProcs []*etcdMember // with Options.EtcdBinary (etcd.go)
+	endpoint  string        // the first member's client URL
+	members   []string      // every member's client URL
+	swNS      string        // the switch namespace etcd listens in
+	kube      *kubeMode
 
 	kubeconfigs map[int]string // per-node --kubeconfig-file overrides (guarded by mu)
 
@@ -263,13 +274,17 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	if len(c.o.EtcdCommand) > 0 {
 		return c.startEtcdProcess(ctx, swNS, dir, addr)
 	}
+	if c.o.EtcdBinary != "" {
+		return c.startEtcdMembers(ctx, dir, addr)
+	}
 	var err error
 	c.etcd, err = labetcd.Start(labetcd.Options{Dir: dir, Host: addr.String(), Logger: c.log,
 		Enter: func(fn func() error) error { return lab.Do(swNS, fn) }})
 	if err != nil {
 		return fmt.Errorf("start etcd on %s: %w", addr, err)
 	}
-	c.endpoint = c.etcd.Endpoints()[0]
+	c.members = c.etcd.Endpoints()
+	c.endpoint = c.members[0]
 	return c.Put(ctx, Prefix+"/config", c.o.NetConfJSON())
 }
 
@@ -331,7 +346,7 @@ func (c *Cluster) EtcdClient() (*clientv3.Client, error) {
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		return lab.DialContext(ctx, c.swNS, "tcp", addr)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)}})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
@@ -339,8 +354,16 @@ func (c *Cluster) EtcdClient() (*clientv3.Client, error) {
 	return cli, nil
 }
 
-// Endpoint is the etcd URL the nodes use.
+// Endpoint is the etcd URL the nodes use (the first member's).
 func (c *Cluster) Endpoint() string { return c.endpoint }
+
+// Endpoints are the client URLs of every etcd member.
+func (c *Cluster) Endpoints() []string {
+	if len(c.members) == 0 {
+		return []string{c.endpoint}
+	}
+	return c.members
+}
 
 // Lab returns the topology.
 func (c *Cluster) Lab() *lab.Lab { return c.lab }
@@ -407,22 +430,32 @@ func (c *Cluster) startEtcdProcess(ctx context.Context, swNS, dir string, addr n
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start etcd: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	c.endpoint = "http://" + net.JoinHostPort(addr.String(), strconv.Itoa(EtcdPort))
+	if err := c.waitListening(ctx, strings.TrimPrefix(c.endpoint, "http://"), exited, logf.Name()); err != nil {
+		return err
+	}
+	return c.Put(ctx, Prefix+"/config", c.o.NetConfJSON())
+}
+
+// waitListening waits up to 30 s until etcd accepts connections at host in
+// the switch namespace, failing at once when exited closes; log names the
+// file its output went to.
+func (c *Cluster) waitListening(ctx context.Context, host string, exited <-chan struct{}, log string) error {
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		select {
-		case err := <-exited:
-			return fmt.Errorf("etcd exited (%v); see %s", err, logf.Name())
+		case <-exited:
+			return fmt.Errorf("etcd on %s exited; see %s", host, log)
 		default:
 		}
-		if conn, err := lab.DialContext(ctx, swNS, "tcp", net.JoinHostPort(addr.String(), strconv.Itoa(EtcdPort))); err == nil {
+		if conn, err := lab.DialContext(ctx, c.swNS, "tcp", host); err == nil {
 			conn.Close()
-			return c.Put(ctx, Prefix+"/config", c.o.NetConfJSON())
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("etcd not listening on %s after 30 s; see %s", addr, logf.Name())
+	return fmt.Errorf("etcd not listening on %s after 30 s; see %s", host, log)
 }
 
 // Down stops every weftd, etcd and removes the lab.
@@ -445,6 +478,7 @@ func (c *Cluster) Down(ctx context.Context) error {
 	if c.etcd != nil {
 		c.etcd.Close()
 	}
+	c.stopEtcdMembers()
 	c.mu.Lock()
 	for _, cl := range c.closers {
 		_ = cl.Close()

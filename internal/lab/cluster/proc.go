@@ -34,7 +34,7 @@ func (c *Cluster) WeftdArgs(node int) []string {
 		args = append(args, "--kube-subnet-mgr", "--kubeconfig-file", c.weftdKubeconfig(node),
 			"--net-config-path", c.kube.st.NetConfPath)
 	} else {
-		args = append(args, "--etcd-endpoints", c.endpoint)
+		args = append(args, "--etcd-endpoints", strings.Join(c.Endpoints(), ","))
 	}
 	args = append(args, "--iface", lab.NodeIface,
 		"--subnet-file", c.SubnetFile(node), "--healthz-port", strconv.Itoa(HealthPort), "--healthz-ip", "0.0.0.0")

@@ -147,6 +147,23 @@ func (c *Cluster) Stop(i int) error {
 	return nil
 }
 
+// Wipe deletes stopped member i's data directory, as a lost disk would:
+// Restart then brings it up as a new, empty cluster (for a single member;
+// the cluster ID stays, the revision starts again from 1).
+func (c *Cluster) Wipe(i int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.members[i]
+	if m.etcd != nil {
+		return fmt.Errorf("wipe %s: it is running", m.name)
+	}
+	if err := os.RemoveAll(m.dir); err != nil {
+		return fmt.Errorf("wipe %s: %w", m.name, err)
+	}
+	c.log.Info("etcd member's data directory wiped", "member", m.name, "dir", m.dir)
+	return nil
+}
+
 // Restart starts stopped members again (all stopped members when none are
 // named) and waits until they serve. Waiting needs a quorum, so restart
 // enough members together.

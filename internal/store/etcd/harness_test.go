@@ -155,41 +155,76 @@ func TestConformanceEtcdServerBinary(t *testing.T) {
 
 // startBinary runs an etcd binary on free loopback ports until the test ends.
 func startBinary(t *testing.T, bin string) string {
+	p := newEtcdProc(t, bin)
+	p.start(t)
+	return p.client
+}
+
+// etcdProc is an etcd binary the test starts, stops and restarts on the same
+// ports and data directory.
+type etcdProc struct {
+	bin, dir, client, peer string
+	cmd                    *exec.Cmd
+	log                    *os.File
+}
+
+func newEtcdProc(t *testing.T, bin string) *etcdProc {
 	ports := freePorts(t, 2)
-	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "--name=weft", "--data-dir="+filepath.Join(dir, "data"),
-		"--listen-client-urls="+client, "--advertise-client-urls="+client,
-		"--listen-peer-urls="+peer, "--initial-advertise-peer-urls="+peer,
-		"--initial-cluster=weft="+peer, "--log-level=error", "--logger=zap")
-	log, err := os.Create(filepath.Join(dir, "etcd.log"))
+	p := &etcdProc{bin: bin, dir: t.TempDir(),
+		client: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), peer: fmt.Sprintf("http://127.0.0.1:%d", ports[1])}
+	t.Cleanup(p.stop)
+	return p
+}
+
+// start runs etcd and waits until it serves.
+func (p *etcdProc) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(p.bin, "--name=weft", "--data-dir="+filepath.Join(p.dir, "data"),
+		"--listen-client-urls="+p.client, "--advertise-client-urls="+p.client,
+		"--listen-peer-urls="+p.peer, "--initial-advertise-peer-urls="+p.peer,
+		"--initial-cluster=weft="+p.peer, "--log-level=error", "--logger=zap")
+	log, err := os.OpenFile(filepath.Join(p.dir, "etcd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
 		log.Close()
-	})
-	cli := newClient(t, []string{client})
+		t.Fatalf("start %s: %v", p.bin, err)
+	}
+	p.cmd, p.log = cmd, log
+	cli := newClient(t, []string{p.client})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := cli.Get(ctx, "/")
 		cancel()
 		if err == nil {
-			return client
+			return
 		}
 		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(filepath.Join(dir, "etcd.log"))
-			t.Fatalf("%s not serving: %v\n%s", bin, err, out)
+			out, _ := os.ReadFile(filepath.Join(p.dir, "etcd.log"))
+			t.Fatalf("%s not serving: %v\n%s", p.bin, err, out)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stop kills the etcd this test started, if it runs.
+func (p *etcdProc) stop() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	p.log.Close()
+	p.cmd = nil
+}
+
+// wipe deletes the (stopped) etcd's data directory.
+func (p *etcdProc) wipe(t *testing.T) {
+	if err := os.RemoveAll(filepath.Join(p.dir, "data")); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -18,6 +18,19 @@
 // etcd lease. The watcher keeps the set of leases it has sent (a
 // store.Tracker): it resumes after the last revision it saw, and after a
 // compaction re-lists and sends the difference.
+//
+// An etcd restarted from an empty data directory, or restored from an old
+// snapshot, is not a compaction: the client resumes the watch at a revision
+// the new history has not reached, so the watch waits in silence while every
+// lease, ours included, is gone. Every ResetCheckEvery the watcher asks etcd
+// (reset.go) for its cluster ID, its revision and the creation revision of
+// <prefix>/config; a new cluster ID, a revision below one already seen, or a
+// config key created anew mean a reset. The watcher then re-lists and sends
+// the leases that vanished as lease.Lost, not lease.Removed, each with the
+// time it would have expired (learnt from etcd's TimeToLive while the lease
+// existed; else the reset time plus TTL, the longest it could have lived):
+// their nodes may be alive and write them again, and the daemon keeps their
+// routes until then.
 package etcd
 
 import (
@@ -34,6 +47,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/weft-net/weft/internal/config"
@@ -45,7 +60,12 @@ import (
 const (
 	DefaultPrefix = "/coreos.com/network"
 	DefaultTTL    = 24 * time.Hour
+	// DefaultResetCheck is how often a watch checks for a reset etcd.
+	DefaultResetCheck = 5 * time.Second
 )
+
+// reconnectMax bounds the wait between two attempts to reach a lost etcd.
+const reconnectMax = 500 * time.Millisecond
 
 // DefaultEndpoints are flanneld's default --etcd-endpoints.
 func DefaultEndpoints() []string {
@@ -65,6 +85,9 @@ type Options struct {
 	TTL time.Duration
 	// DialTimeout bounds connecting; default 5 s.
 	DialTimeout time.Duration
+	// ResetCheckEvery is how often a lease watch asks etcd whether it was
+	// reset (reset.go); default DefaultResetCheck.
+	ResetCheckEvery time.Duration
 	// Logger defaults to a discarding logger; Rand to a randomly seeded
 	// generator; Now to time.Now.
 	Logger *slog.Logger
@@ -85,9 +108,11 @@ type Store struct {
 	prefix string
 	ttl    time.Duration
 	now    func() time.Time
-	log    *slog.Logger
-	bad    *store.BadKeys
-	health store.WatchHealth
+	// resetCheck is the period of a watch's reset check (reset.go).
+	resetCheck time.Duration
+	log        *slog.Logger
+	bad        *store.BadKeys
+	health     store.WatchHealth
 
 	mu  sync.Mutex // guards rnd and cfg
 	rnd *rand.Rand
@@ -110,6 +135,9 @@ func New(opts Options) (*Store, error) {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 5 * time.Second
 	}
+	if opts.ResetCheckEvery <= 0 {
+		opts.ResetCheckEvery = DefaultResetCheck
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -130,13 +158,22 @@ func New(opts Options) (*Store, error) {
 		Username:    opts.Username,
 		Password:    opts.Password,
 		Logger:      zap.NewNop(),
+		// gRPC's default reconnect backoff grows to 2 minutes: after an
+		// outage of 30 s a node took 5 to 9 s to see etcd again, and a
+		// lease written meanwhile as long to reach it. Redial at least
+		// every reconnectMax instead; a dial to a dead etcd is one
+		// refused connection.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMax},
+			MinConnectTimeout: opts.DialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(opts.Endpoints, ","), err)
 	}
 	log := opts.Logger.With("component", "etcd-store")
 	s := &Store{cli: cli, prefix: strings.TrimSuffix(opts.Prefix, "/"), ttl: opts.TTL, now: opts.Now,
-		log: log, bad: store.NewBadKeys(log), rnd: opts.Rand}
+		resetCheck: opts.ResetCheckEvery, log: log, bad: store.NewBadKeys(log), rnd: opts.Rand}
 	s.health.SetProbe(func() bool { // a watch waiting on a lost connection is not up
 		st := cli.ActiveConnection().GetState()
 		return st == connectivity.Ready || st == connectivity.Idle
@@ -228,19 +265,30 @@ func (s *Store) decode(cfg *config.NetConf, key string, value []byte, leaseID in
 
 // ListLeases returns the valid leases under <prefix>/subnets/.
 func (s *Store) ListLeases(ctx context.Context) (store.Snapshot, error) {
+	snap, _, err := s.list(ctx)
+	return snap, err
+}
+
+// list is ListLeases that also returns the etcd lease of each listed key
+// (by lease key name; absent for reservations).
+func (s *Store) list(ctx context.Context) (store.Snapshot, map[string]clientv3.LeaseID, error) {
 	cfg, err := s.checkConfig(ctx)
 	if err != nil {
-		return store.Snapshot{}, err
+		return store.Snapshot{}, nil, err
 	}
 	resp, err := s.cli.Get(ctx, s.subnetsKey(), clientv3.WithPrefix())
 	if err != nil {
-		return store.Snapshot{}, fmt.Errorf("list %s: %w", s.subnetsKey(), err)
+		return store.Snapshot{}, nil, fmt.Errorf("list %s: %w", s.subnetsKey(), err)
 	}
 	snap := store.Snapshot{Revision: resp.Header.Revision, Leases: make([]lease.Lease, 0, len(resp.Kvs))}
+	ids := make(map[string]clientv3.LeaseID, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		if e := s.decode(cfg, string(kv.Key), kv.Value, kv.Lease, kv.ModRevision); e.valid {
 			snap.Leases = append(snap.Leases, e.lease)
+			if e.leaseID != 0 {
+				ids[e.lease.Key()] = e.leaseID
+			}
 		}
 	}
-	return snap, nil
+	return snap, ids, nil
 }

@@ -22,6 +22,10 @@ type watcher struct {
 	cfg   *config.NetConf
 	known *store.Tracker
 	rev   int64 // last revision whose changes were applied
+	// reset is what the reset check saw of etcd, and expiry what the
+	// watcher knows of its leases' lifetimes (reset.go).
+	reset  resetCheck
+	expiry expiries
 }
 
 // WatchHealth implements store.HealthReporter.
@@ -33,22 +37,38 @@ func (s *Store) WatchLeases(ctx context.Context, from store.Snapshot, out chan<-
 	if err != nil {
 		return fmt.Errorf("watch leases: %w", err)
 	}
-	w := &watcher{s: s, out: out, cfg: cfg, known: store.NewTracker(from.Leases), rev: from.Revision}
+	w := &watcher{s: s, out: out, cfg: cfg, known: store.NewTracker(from.Leases), rev: from.Revision,
+		expiry: newExpiries(from.Revision != 0)}
 	if from.Revision == 0 {
-		if err := w.relist(ctx); err != nil {
+		if err := w.relist(ctx, false); err != nil {
 			return err
 		}
 	}
 	backoff := 100 * time.Millisecond
+	afterReset := false // a reset's re-list is still to do
 	for {
-		err := w.watchFrom(ctx)
+		var err error
+		if afterReset {
+			if err = w.relist(ctx, true); err == nil {
+				afterReset = false
+			}
+		}
+		if err == nil {
+			err = w.watchFrom(ctx)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		s.health.Interrupted()
-		if errors.Is(err, rpctypes.ErrCompacted) {
+		switch {
+		case errors.Is(err, errReset) || errors.Is(err, rpctypes.ErrFutureRev):
+			s.log.Warn("etcd was reset; re-listing and keeping the leases it lost until they would have expired",
+				"after", w.rev, "reason", err)
+			afterReset = true
+			continue
+		case errors.Is(err, rpctypes.ErrCompacted) && !afterReset:
 			s.log.Info("lease watch history compacted, re-listing", "after", w.rev)
-			if err = w.relist(ctx); err == nil {
+			if err = w.relist(ctx, false); err == nil {
 				backoff = 100 * time.Millisecond
 				continue
 			}
@@ -64,13 +84,27 @@ func (s *Store) WatchLeases(ctx context.Context, from store.Snapshot, out chan<-
 }
 
 // relist replaces the known set by a fresh list and sends the difference.
-func (w *watcher) relist(ctx context.Context) error {
-	snap, err := w.s.ListLeases(ctx)
+// After a reset, leases that vanished are sent as lease.Lost with the time
+// they would have expired, instead of lease.Removed.
+func (w *watcher) relist(ctx context.Context, reset bool) error {
+	snap, ids, err := w.s.list(ctx)
 	if err != nil {
 		return fmt.Errorf("watch leases: %w", err)
 	}
 	w.rev = snap.Revision
-	return store.SendBatch(ctx, w.out, w.known.Reset(snap.Leases))
+	w.reset.relisted(snap.Revision)
+	batch := w.known.Reset(snap.Leases)
+	if reset {
+		now := w.s.now()
+		for i, ev := range batch {
+			if ev.Type == lease.Removed {
+				batch[i].Type = lease.Lost
+				batch[i].Lease.Expiration = w.expiry.until(ev.Lease.Key(), now.Add(w.s.ttl))
+			}
+		}
+	}
+	w.expiry.replace(ids)
+	return store.SendBatch(ctx, w.out, batch)
 }
 
 // watchFrom runs one etcd watch after w.rev until it fails. It needs a
@@ -80,7 +114,25 @@ func (w *watcher) watchFrom(ctx context.Context) error {
 	defer cancel()
 	ch := w.s.cli.Watch(wctx, w.s.subnetsKey(), clientv3.WithPrefix(), clientv3.WithRev(w.rev+1),
 		clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
-	for resp := range ch {
+	check := time.NewTicker(w.s.resetCheck)
+	defer check.Stop()
+	for {
+		var resp clientv3.WatchResponse
+		select {
+		case <-check.C:
+			if err := w.check(ctx); err != nil {
+				return err
+			}
+			continue
+		case r, ok := <-ch:
+			if !ok {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				return errors.New("watch channel closed")
+			}
+			resp = r
+		}
 		if resp.Err() == nil {
 			w.s.health.Running()
 		}
@@ -102,10 +154,6 @@ func (w *watcher) watchFrom(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return errors.New("watch channel closed")
 }
 
 // apply turns etcd events into lease events, dropping any at or before
@@ -128,10 +176,13 @@ func (w *watcher) apply(evs []*clientv3.Event) []lease.Event {
 		if ev.Type == mvccpb.DELETE {
 			w.s.bad.Clear(key)
 			out, ok = w.known.Remove(name)
+			w.expiry.forget(name)
 		} else if e := w.s.decode(w.cfg, key, kv.Value, kv.Lease, kv.ModRevision); e.valid {
 			out, ok = w.known.Put(e.lease)
+			w.expiry.put(name, e.leaseID)
 		} else {
 			out, ok = w.known.Remove(name)
+			w.expiry.forget(name)
 		}
 		if ok {
 			batch = append(batch, out)

@@ -78,11 +78,15 @@ func (f *Fake) Client(log *slog.Logger) *Fake {
 	return &Fake{d: f.d, log: log, bad: store.NewBadKeys(log)}
 }
 
-// SetConfig stores net-conf.json text.
+// SetConfig stores net-conf.json text; "" removes the configuration (as
+// an etcd restarted from an empty data directory has none).
 func (f *Fake) SetConfig(netconf string) {
 	f.d.mu.Lock()
 	defer f.d.mu.Unlock()
-	f.d.cfg = []byte(netconf)
+	f.d.cfg = nil
+	if netconf != "" {
+		f.d.cfg = []byte(netconf)
+	}
 }
 
 // Put writes a raw value at a key name under subnets/, as another writer would.
