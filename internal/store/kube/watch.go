@@ -70,7 +70,7 @@ func (s *Store) listLeases(ctx context.Context, rv string, part func([]lease.Lea
 }
 
 func (s *Store) listRetry(ctx context.Context, cfg *config.NetConf, rv string, part func([]lease.Lease)) (nodeSet, error) {
-	backoff := s.o.RetryMin
+	bo := newBackoff(s.o.RetryMin, s.o.RetryMax)
 	for {
 		set, err := s.list(ctx, cfg, rv, part)
 		if err == nil {
@@ -79,11 +79,11 @@ func (s *Store) listRetry(ctx context.Context, cfg *config.NetConf, rv string, p
 		if ctx.Err() != nil {
 			return nodeSet{}, ctx.Err()
 		}
-		s.log.Warn("list nodes failed; retrying", "err", err, "in", backoff)
-		if err := sleep(ctx, backoff); err != nil {
+		wait := bo.next(err)
+		s.log.Warn("list nodes failed; retrying", "err", err, "in", wait)
+		if err := sleep(ctx, wait); err != nil {
 			return nodeSet{}, err
 		}
-		backoff = min(2*backoff, s.o.RetryMax)
 	}
 }
 
@@ -221,7 +221,7 @@ func (w *watcher) relist(ctx context.Context) error {
 func (s *Store) WatchHealth() *store.WatchHealth { return &s.health }
 
 func (w *watcher) run(ctx context.Context) error {
-	backoff := w.s.o.RetryMin
+	bo := newBackoff(w.s.o.RetryMin, w.s.o.RetryMax)
 	for {
 		start := time.Now()
 		got, err := w.watch(ctx)
@@ -229,7 +229,7 @@ func (w *watcher) run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if got {
-			backoff = w.s.o.RetryMin
+			bo.reset()
 		}
 		if err != nil {
 			w.s.health.Interrupted()
@@ -241,15 +241,16 @@ func (w *watcher) run(ctx context.Context) error {
 				return err
 			}
 			continue
-		case err != nil:
-			w.s.log.Warn("node watch failed; resuming", "from", w.rv, "err", err, "in", backoff)
-		case time.Since(start) >= w.s.o.RetryMin:
+		case time.Since(start) >= w.s.o.RetryMin && err == nil:
 			continue // the server ended a watch that ran its course
 		}
-		if err := sleep(ctx, backoff); err != nil {
+		wait := bo.next(err)
+		if err != nil {
+			w.s.log.Warn("node watch failed; resuming", "from", w.rv, "err", err, "in", wait)
+		}
+		if err := sleep(ctx, wait); err != nil {
 			return err
 		}
-		backoff = min(2*backoff, w.s.o.RetryMax)
 	}
 }
 
