@@ -26,7 +26,8 @@
 // userspace when the kernel cannot make one.
 //
 // The peers are desired state (peerSync): set from the daemon's lease
-// events, compared with the device after every change and every 500 ms,
+// events, compared with the device after every change, every wg command
+// on a userspace device, and every 500 ms (5 s on userspace),
 // restored when removed or changed by hand, and removed when their lease
 // goes; peers no lease wants are removed once every lease is listed. The
 // routes are the reconciler's (NodeRoutes).
@@ -59,9 +60,16 @@ const (
 	PathUserspace = "userspace"
 )
 
-// syncInterval is how often the peers are compared with the devices (a
-// peer removed by hand is back within it).
-const syncInterval = 500 * time.Millisecond
+// syncInterval is how often the peers are compared with kernel devices (a
+// peer removed by hand with wg is back within it: the kernel sends no
+// notice of WireGuard changes). A userspace device changes only through
+// its control socket, which triggers a comparison after every command, so
+// its periodic one is only a safety net, kept rare because reading 5,000
+// peers costs milliseconds.
+const (
+	syncInterval          = 500 * time.Millisecond
+	userspaceSyncInterval = 5 * time.Second
+)
 
 // datapath is one of the two paths.
 type datapath interface {
@@ -302,12 +310,17 @@ func (b *WireGuard) Ensure(ctx context.Context, own lease.Lease) error {
 		// The peers are kept for the backend's life, not one call's.
 		runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		b.stop = cancel
+		_, user := b.path.(*userspace)
+		every := syncInterval
+		if user {
+			every = userspaceSyncInterval
+		}
 		b.done.Add(1)
 		go func() {
 			defer b.done.Done()
-			b.ps.run(runCtx, syncInterval)
+			b.ps.run(runCtx, every)
 		}()
-		if _, ok := b.path.(*userspace); ok {
+		if user {
 			b.done.Add(1)
 			go func() {
 				defer b.done.Done()
