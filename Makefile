@@ -7,7 +7,7 @@ CNI_TOOLS := $(PLUGINS)/main/bridge $(PLUGINS)/ipam/host-local $(PLUGINS)/meta/p
 FUZZTIME  ?= 30s
 TESTFLAGS ?=
 
-.PHONY: all build deps test lint unit fuzz bench gobench lab lab-down clean
+.PHONY: all build deps test test-plain test-privileged test-e2e lint unit fuzz bench gobench lab lab-down clean
 
 all: build
 
@@ -47,6 +47,20 @@ kube-bins:
 # Only the tests that need neither root nor binaries.
 unit:
 	$(GO) test -count=1 -short ./...
+
+# The test tiers (internal/testenv): plain (-short: no root, no process
+# outside the test), privileged (root: namespaces, the kernel, netfilter,
+# the container image), e2e (root: the real binaries in a lab). `make test`
+# runs all three. test-privileged and test-e2e each run their tier plus
+# every test that is neither: the plain tests and those that start
+# processes without root (the etcd-server binary, a real kube-apiserver).
+test-plain: unit
+
+test-privileged: deps build kube-bins
+	WEFT_TEST_TIERS=privileged WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
+
+test-e2e: deps build kube-bins
+	WEFT_TEST_TIERS=e2e WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
 
 # Run every fuzz target for FUZZTIME each, then keep the corpus: the inputs the
 # fuzzer found interesting are copied from the build cache into the package's

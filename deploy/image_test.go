@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weft-net/weft/internal/testenv"
+
 	cniversion "github.com/containernetworking/cni/pkg/version"
 
 	"github.com/weft-net/weft/internal/version"
@@ -24,12 +26,7 @@ import (
 // test when something hack/image.sh or the test needs is missing.
 func imageTools(t *testing.T) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("skipping: image test (builds and runs the container image as root) in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: the image test builds and runs the image with buildah and needs root (run `go test` as root)")
-	}
+	testenv.Privileged(t, "builds and runs the container image with buildah")
 	if _, err := exec.LookPath("buildah"); err != nil {
 		t.Skip("skipping: buildah is not installed (apt-get install -y --no-install-recommends buildah runc busybox-static)")
 	}

@@ -9,13 +9,14 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weft-net/weft/internal/testenv"
 
 	"github.com/vishvananda/netns"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -40,9 +41,7 @@ const prefix = "/coreos.com/network"
 
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
+	testenv.Privileged(t, "creates network namespaces")
 }
 
 func randName(p string) string {

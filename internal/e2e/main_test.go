@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weft-net/weft/internal/testenv"
+
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 	"github.com/weft-net/weft/internal/testbin"
@@ -63,12 +65,7 @@ var bins binaries
 
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds a lab of network namespaces")
-	}
-	if testing.Short() {
-		t.Skip("-short: end-to-end test of the real binaries in a lab")
-	}
+	testenv.EndToEnd(t, "runs the real binaries in a lab of network namespaces")
 }
 
 // up starts a cluster for the test and removes it when the test ends; on

@@ -7,9 +7,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/weft-net/weft/internal/testenv"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -22,9 +23,7 @@ import (
 // vxlan device flannel.1, and returns a handle in it.
 func testNS(t *testing.T) (*Handle, int) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace")
-	}
+	testenv.Privileged(t, "creates a network namespace")
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	name := "nlx-" + hex.EncodeToString(b)

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/weft-net/weft/internal/testenv"
+
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -72,9 +74,7 @@ func cniBinDir(t testing.TB) string {
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, bridges and veths (run `sudo -E go test` or `make test` as root)")
-	}
+	testenv.Privileged(t, "creates network namespaces, bridges and veths")
 }
 
 // openNS opens a lab namespace by name and closes the handle at cleanup

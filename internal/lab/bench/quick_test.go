@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weft-net/weft/internal/testenv"
+
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/bench"
 	"github.com/weft-net/weft/internal/testbin"
@@ -33,12 +35,7 @@ func binDir(t *testing.T) string {
 // lab is gone afterwards. It checks the bench, not the figures: those come
 // from a full run (BENCHMARKS.md), never from a timed test.
 func TestBenchQuick(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the bench builds a lab of network namespaces")
-	}
-	if testing.Short() {
-		t.Skip("-short: the quick bench takes about half a minute")
-	}
+	testenv.EndToEnd(t, "runs the quick bench, about half a minute in a lab of network namespaces")
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		t.Skip("needs iperf3 (make deps installs it)")
 	}

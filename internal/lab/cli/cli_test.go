@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weft-net/weft/internal/testenv"
+
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/testbin"
 )
@@ -63,9 +65,7 @@ func leftovers(t *testing.T, name, root string) []string {
 }
 
 func TestLabUpStatusDownTwoLabs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds labs of network namespaces")
-	}
+	testenv.EndToEnd(t, "builds labs of network namespaces")
 	r := labRunner{t: t, weft: filepath.Join(bin(t), "weft"), root: t.TempDir()}
 	names := []string{randLab(t), randLab(t), randLab(t)}
 	backends := []string{"vxlan", "host-gw", "udp"}
@@ -139,9 +139,7 @@ func TestLabUpStatusDownTwoLabs(t *testing.T) {
 // `weft lab up` killed half-way: `weft lab down` still removes every
 // namespace and process, found by the lab's name.
 func TestLabDownAfterKilledUp(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds labs of network namespaces")
-	}
+	testenv.EndToEnd(t, "builds labs of network namespaces")
 	r := labRunner{t: t, weft: filepath.Join(bin(t), "weft"), root: t.TempDir()}
 	for _, after := range []time.Duration{150 * time.Millisecond, 400 * time.Millisecond} {
 		name := randLab(t)

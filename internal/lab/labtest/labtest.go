@@ -9,9 +9,9 @@ package labtest
 import (
 	"context"
 	"log/slog"
-	"os"
-	"os/exec"
 	"testing"
+
+	"github.com/weft-net/weft/internal/testenv"
 
 	"github.com/weft-net/weft/internal/lab"
 )
@@ -24,15 +24,7 @@ const NamePrefix = "wt"
 // installed, and under -short (which means plain tests only).
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("skipping: lab test (needs root and network namespaces) in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: lab tests create network namespaces and need root (run `go test` as root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skipf("skipping: lab tests need iproute2's ip: %v", err)
-	}
+	testenv.Privileged(t, "creates a lab of network namespaces", "ip")
 }
 
 // Logger returns a debug-level logger writing to the test's output.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weft-net/weft/internal/testenv"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/internal/netfilter"
@@ -22,17 +24,7 @@ const NSPrefix = "weftnf-"
 // given binaries installed, and under -short (which means plain tests only).
 func RequireRoot(t testing.TB, binaries ...string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("skipping: kernel test (needs root and network namespaces) in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create network namespaces and write netfilter rules (run as root, e.g. sudo go test)")
-	}
-	for _, b := range append([]string{"ip"}, binaries...) {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("skipping: %s is not installed: %v", b, err)
-		}
-	}
+	testenv.Privileged(t, "creates network namespaces and writes netfilter rules", append([]string{"ip"}, binaries...)...)
 }
 
 // NewNS creates a network namespace with a unique name (NSPrefix + random

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weft-net/weft/internal/testenv"
+
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,9 +35,7 @@ import (
 // flannel's annotations, programs a peer, and sets NetworkUnavailable=False.
 // Needs root (a network namespace).
 func TestDaemonWaitsForPodCIDR(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace")
-	}
+	testenv.Privileged(t, "creates a network namespace")
 	nsName, nl := testNamespace(t)
 	api := newFake(kubeNode("n1", nil, nil), kubeNode("n2", []string{"10.244.2.0/24"}, map[string]string{
 		"kube-subnet-manager": "true", "backend-type": "host-gw", "backend-data": "null", "public-ip": "192.168.77.2"}))
@@ -93,9 +93,7 @@ func TestDaemonWaitsForPodCIDR(t *testing.T) {
 // after 400 Nodes (the first part programmed), and one Node of that part is
 // deleted before the store lists again: its route goes too. Needs root.
 func TestDaemonStreamedStart(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace")
-	}
+	testenv.Privileged(t, "creates a network namespace")
 	nsName, nl := testNamespace(t)
 	const peers = 600
 	objs := []runtime.Object{kubeNode("n1", []string{"10.0.1.0/24"}, nil)}
