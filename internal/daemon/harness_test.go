@@ -4,8 +4,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"net/netip"
@@ -44,12 +42,6 @@ func needRoot(t testing.TB) {
 	testenv.Privileged(t, "creates network namespaces")
 }
 
-func randName(p string) string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return p + hex.EncodeToString(b)
-}
-
 func sh(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -86,17 +78,8 @@ type node struct {
 func newNode(t testing.TB, addr string) *node {
 	t.Helper()
 	needRoot(t)
-	name := randName("wd-")
-	sh(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	// A veth pair inside the namespace stands for the NIC (no dummy module here).
-	sh(t, "ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "wire0")
-	sh(t, "ip", "-n", name, "link", "set", "wire0", "up")
-	sh(t, "ip", "-n", name, "addr", "add", addr+"/24", "dev", "eth0")
-	sh(t, "ip", "-n", name, "link", "set", "eth0", "up")
-	sh(t, "ip", "-n", name, "link", "set", "lo", "up")
 	gw := netip.MustParsePrefix(addr + "/24").Masked().Addr().Next()
-	sh(t, "ip", "-n", name, "route", "add", "default", "via", gw.String())
+	name := testenv.NodeNamespace(t, "wd-", netip.MustParsePrefix(addr+"/24"), gw)
 	ns, err := netns.GetFromName(name)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // A kernel ipip node in a weft ipip cluster (this machine's kernel has no
@@ -234,18 +234,10 @@ func TestIPIPKernelPath(t *testing.T) {
 	assertMatrix(t, c)
 }
 
-// kernelCanMake creates a device of kind in a namespace of its own, named
-// uniquely for this run and removed after.
+// kernelCanMake creates a device of kind in a namespace of its own
+// (testenv.Namespace: named uniquely for this run, removed after).
 func kernelCanMake(t *testing.T, kind string) error {
-	name, err := lab.RandomName("k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := name + "-probe"
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
-	}
-	defer func() { _ = exec.Command("ip", "netns", "del", ns).Run() }()
+	ns := testenv.Namespace(t, "wprobe-")
 	if _, err := lab.Exec(context.Background(), ns, "ip", "link", "add", "probe", "type", kind); err != nil {
 		return err
 	}

@@ -3,15 +3,11 @@
 package kubeapi_test
 
 import (
-	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +19,7 @@ import (
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/labetcd"
 	"github.com/weft-net/weft/internal/lab/labtest"
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // TestInNetworkNamespace runs etcd and the control plane inside a network
@@ -82,27 +79,7 @@ func TestInNetworkNamespace(t *testing.T) {
 // ends (after the processes in it were stopped).
 func newNS(t *testing.T) string {
 	t.Helper()
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	ns := "wkapi-" + hex.EncodeToString(b[:])
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("netns", "add", ns)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if out, err := exec.CommandContext(ctx, "ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", ns, err, out)
-		}
-	})
-	run("-n", ns, "link", "set", "lo", "up")
-	return ns
+	return testenv.Namespace(t, "wkapi-")
 }
 
 func inode(t *testing.T, path string) uint64 {

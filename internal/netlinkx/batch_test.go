@@ -3,11 +3,8 @@
 package netlinkx
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"testing"
 
 	"github.com/weft-net/weft/internal/testenv"
@@ -24,25 +21,9 @@ import (
 func testNS(t *testing.T) (*Handle, int) {
 	t.Helper()
 	testenv.Privileged(t, "creates a network namespace")
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	name := "nlx-" + hex.EncodeToString(b)
-	for _, args := range [][]string{
-		{"netns", "add", name},
-		{"-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "wire0"},
-		{"-n", name, "addr", "add", "192.168.100.11/24", "dev", "eth0"},
-		{"-n", name, "link", "set", "eth0", "up"},
-		{"-n", name, "link", "set", "wire0", "up"},
-		{"-n", name, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", "192.168.100.11", "dev", "eth0", "dstport", "8472", "nolearning"},
-		{"-n", name, "link", "set", "flannel.1", "up"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v %s", args, err, out)
-		}
-		if args[0] == "netns" {
-			t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-		}
-	}
+	name := testenv.NodeNamespace(t, "nlx-", netip.MustParsePrefix("192.168.100.11/24"), netip.Addr{})
+	testenv.IP(t, "-n", name, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", "192.168.100.11", "dev", "eth0", "dstport", "8472", "nolearning")
+	testenv.IP(t, "-n", name, "link", "set", "flannel.1", "up")
 	ns, err := netns.GetFromName(name)
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,6 @@
 package netfiltertest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,19 +30,7 @@ func RequireRoot(t testing.TB, binaries ...string) {
 // test fails. It never touches the caller's namespace.
 func NewNS(t testing.TB) string {
 	t.Helper()
-	var b [5]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	name := NSPrefix + hex.EncodeToString(b[:])
-	MustRun(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("delete netns %s: %v: %s", name, err, out)
-		}
-	})
-	MustRun(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
+	return testenv.Namespace(t, NSPrefix)
 }
 
 // Runner returns a netfilter.Runner that runs every command inside ns.

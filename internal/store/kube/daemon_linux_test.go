@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,19 +227,7 @@ func runDaemon(t *testing.T, s *Store, nl *netlinkx.Handle, o config.Options, lo
 // testNamespace makes a namespace with eth0 at 192.168.77.1/24 and a default
 // route, and returns its name and a netlink handle in it.
 func testNamespace(t *testing.T) (string, *netlinkx.Handle) {
-	name := fmt.Sprintf("wk-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
-	run := func(args ...string) {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	run("ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "wire0")
-	run("ip", "-n", name, "link", "set", "wire0", "up")
-	run("ip", "-n", name, "addr", "add", "192.168.77.1/24", "dev", "eth0")
-	run("ip", "-n", name, "link", "set", "eth0", "up")
-	run("ip", "-n", name, "route", "add", "default", "via", "192.168.77.254")
+	name := testenv.NodeNamespace(t, "wk-", netip.MustParsePrefix("192.168.77.1/24"), netip.MustParseAddr("192.168.77.254"))
 	ns, err := netns.GetFromName(name)
 	if err != nil {
 		t.Fatal(err)
