@@ -152,6 +152,41 @@ type Type struct {
 	// defaults, each as the JSON members added to the Backend section
 	// (`"DirectRouting":true`).
 	BenchVariants []string
+	// Lab, when set, is what a node of weft lab needs of this type because
+	// the lab's nodes share one host's file system.
+	Lab *LabNode
+}
+
+// LabNode is what a backend type needs of a lab node whose files live in
+// nodeDir, where a real node would use host-wide paths.
+type LabNode struct {
+	// Env is the environment weftd runs with in the node.
+	Env func(nodeDir string) []string
+	// Exec wraps a command run in the node (weft lab exec) so that it finds
+	// the node's files where the tools look; it returns argv unchanged
+	// when the node has none.
+	Exec func(nodeDir string, argv []string) []string
+}
+
+// LabEnv is every type's environment for a lab node.
+func (r Registry) LabEnv(nodeDir string) []string {
+	var env []string
+	for _, t := range r {
+		if t.Lab != nil && t.Lab.Env != nil {
+			env = append(env, t.Lab.Env(nodeDir)...)
+		}
+	}
+	return env
+}
+
+// LabExec wraps argv for a lab node with every type's LabNode.Exec.
+func (r Registry) LabExec(nodeDir string, argv []string) []string {
+	for _, t := range r {
+		if t.Lab != nil && t.Lab.Exec != nil {
+			argv = t.Lab.Exec(nodeDir, argv)
+		}
+	}
+	return argv
 }
 
 // Validator makes a Type's Validate from a package's option parser.

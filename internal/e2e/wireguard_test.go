@@ -22,6 +22,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/weft-net/weft/internal/backend/wireguard"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 )
@@ -48,9 +49,10 @@ func wgKey(t *testing.T, c *cluster.Cluster, node int) string {
 	return d.PublicKey
 }
 
+// wg runs wg(8) with args in node, against its weftd's devices.
 func wg(t *testing.T, c *cluster.Cluster, node int, args ...string) string {
 	t.Helper()
-	out, err := c.WG(tctx(t), node, args...)
+	out, err := lab.Exec(tctx(t), c.NodeNS(node), wireguard.LabExec(c.NodeDir(node), append([]string{"wg"}, args...))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,5 +100,6 @@ func Type() backend.Type {
 		Validate: backend.Validator(ParseOptions),
 		New:      New,
 		Devices:  []string{DeviceName, DeviceNameV6},
+		Lab:      &backend.LabNode{Env: labEnv, Exec: LabExec},
 	}
 }

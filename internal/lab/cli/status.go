@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 	"github.com/weft-net/weft/internal/lab/labetcd"
@@ -231,12 +232,9 @@ func execIn(ctx context.Context, args []string, env Env) error {
 	if _, err := os.Stat(lab.NSPath(ns)); err != nil {
 		return fmt.Errorf("no namespace %s in lab %s", ns, c.name)
 	}
-	argv := rest[2:]
-	// In a node with a WireGuard socket directory, wg(8) finds that node's
-	// userspace devices.
-	if wg := cluster.WireGuardSocketDir(filepath.Join(c.dir(), rest[0])); dirExists(wg) {
-		argv = cluster.WithWireGuardSockets(wg, argv...)
-	}
+	// In a node, the backends' tools find that node's files (wg(8) its
+	// userspace WireGuard devices).
+	argv := registry.Default().LabExec(filepath.Join(c.dir(), rest[0]), rest[2:])
 	cmd := lab.Command(ctx, ns, argv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, env.Stdout, env.Stderr
 	if err := cmd.Run(); err != nil {
@@ -278,9 +276,4 @@ func serveEtcd(ctx context.Context, args []string, env Env) error {
 	defer stop()
 	<-ctx.Done()
 	return nil
-}
-
-func dirExists(path string) bool {
-	st, err := os.Stat(path)
-	return err == nil && st.IsDir()
 }

@@ -371,23 +371,6 @@ func (c *Cluster) Lab() *lab.Lab { return c.lab }
 // NodeDir is node's working directory.
 func (c *Cluster) NodeDir(node int) string { return filepath.Join(c.o.Dir, "n"+strconv.Itoa(node)) }
 
-// WireGuardSocketDir is where the weftd of the node whose directory is
-// nodeDir keeps its wireguard-go control sockets (WEFT_WIREGUARD_SOCKET_DIR).
-func WireGuardSocketDir(nodeDir string) string { return filepath.Join(nodeDir, "wireguard") }
-
-// WithWireGuardSockets wraps argv, to be run through lab.Command (whose `ip
-// netns exec` gives it a mount namespace of its own), so that it sees the
-// node's socket directory at /var/run/wireguard, where wg(8) looks: `wg
-// show` then finds that node's userspace devices.
-func WithWireGuardSockets(dir string, argv ...string) []string {
-	return append([]string{"sh", "-c", `mkdir -p /var/run/wireguard && mount --bind "$0" /var/run/wireguard && exec "$@"`, dir}, argv...)
-}
-
-// WG runs wg(8) with args in node, against its weftd's devices.
-func (c *Cluster) WG(ctx context.Context, node int, args ...string) (string, error) {
-	return lab.Exec(ctx, c.NodeNS(node), WithWireGuardSockets(WireGuardSocketDir(c.NodeDir(node)), append([]string{"wg"}, args...)...)...)
-}
-
 // SubnetFile is node's subnet.env.
 func (c *Cluster) SubnetFile(node int) string { return filepath.Join(c.NodeDir(node), "subnet.env") }
 

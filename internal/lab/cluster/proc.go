@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/lab"
 )
 
@@ -41,14 +42,13 @@ func (c *Cluster) WeftdArgs(node int) []string {
 	return append(args, c.o.WeftdArgs...)
 }
 
-// WeftdEnv returns the environment of node's weftd: this process's, plus
-// Options.WeftdEnv, plus NODE_NAME in kube mode.
+// WeftdEnv returns the environment of node's weftd: this process's, the
+// backend types' for a lab node, Options.WeftdEnv, and NODE_NAME in kube
+// mode.
 func (c *Cluster) WeftdEnv(node int) []string {
-	// Each node has a WireGuard key and control socket directory of its
-	// own (the defaults, /run/flannel/wgkey and /var/run/wireguard, would
-	// be shared by every node of the lab).
-	env := append(os.Environ(), "WIREGUARD_KEY_FILE="+filepath.Join(c.NodeDir(node), "wgkey"),
-		"WEFT_WIREGUARD_SOCKET_DIR="+WireGuardSocketDir(c.NodeDir(node)))
+	// What the backend types need of a node whose files share the host's
+	// file system (backend.LabNode: wireguard's key file and sockets).
+	env := append(os.Environ(), registry.Default().LabEnv(c.NodeDir(node))...)
 	env = append(env, c.o.WeftdEnv...)
 	if c.kube != nil {
 		env = append(env, "NODE_NAME="+NodeName(node))
