@@ -2,9 +2,10 @@
 
 // Package backend defines the data-plane backends' interface, the external
 // interface they run over, and the registry the daemon picks a backend from.
-// A backend owns its devices; the routes, neighbours and FDB entries of its
-// peers are computed as a desired reconcile.State and written by the one
-// reconciler, never by the backend itself.
+// A backend creates its devices; their configuration (MTU, MAC, addresses,
+// up) and the routes, neighbours and FDB entries of its peers are desired
+// state, written and repaired by the one reconciler, never by the backend
+// itself.
 package backend
 
 import (
@@ -15,8 +16,8 @@ import (
 	"net/netip"
 
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
-	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/reconcile"
 )
 
@@ -49,10 +50,16 @@ type Backend interface {
 	// BackendData). It may create or adopt devices whose identity (a VTEP
 	// MAC) the data must carry.
 	Attrs(ctx context.Context) (lease.Attrs, error)
-	// Ensure makes the backend's devices exist, up, with the own lease's
-	// addresses and the right MTU. It is idempotent and is called at start
-	// and whenever a device is found missing.
+	// Ensure makes the backend's devices exist, of the right kind and
+	// settings (creating them, or replacing a device of the name that cannot
+	// be kept), and remembers the own lease. It is idempotent and is called
+	// at start, whenever the reconciler finds a device missing or replaced,
+	// and when the own lease changes. Their MTU, MAC, addresses and up flag
+	// are not its job: Devices hands them to the reconciler.
 	Ensure(ctx context.Context, own lease.Lease) error
+	// Devices returns the backend's devices as desired state for the
+	// reconciler (name, MTU, MAC, addresses), for the lease of the last
+	// Ensure (or Observe).
 	// Peer returns the kernel objects that make one peer's subnets
 	// reachable, or why the peer's lease cannot be used by this backend (the
 	// caller logs that once per lease and installs nothing for it).
@@ -60,9 +67,7 @@ type Backend interface {
 	// Links returns the indices of the devices the backend manages (their
 	// neighbours and FDB entries belong to weft).
 	Links() []int
-	// Devices returns the names of the backend's devices (to notice their
-	// deletion).
-	Devices() []string
+	Devices() []kernel.Device
 	// MTU is the MTU pods must use (FLANNEL_MTU).
 	MTU() int
 }
@@ -72,7 +77,7 @@ type Backend interface {
 // The daemon hands them to the reconciler with the node's own objects, so
 // that they are repaired like a peer's; it asks again after Ensure.
 type NodeRouter interface {
-	NodeRoutes() []reconcile.Route
+	NodeRoutes() []kernel.Route
 }
 
 // Observer is an optional capability of a Backend, for weft status: Observe
@@ -112,8 +117,9 @@ type PeerDiffer interface {
 type Deps struct {
 	Net      *config.NetConf
 	External External
-	Netlink  *netlinkx.Handle
-	Logger   *slog.Logger
+	// Kernel is the kernel the backend reads and creates its devices in.
+	Kernel kernel.Kernel
+	Logger *slog.Logger
 	// LookupEnv reads the process environment (os.LookupEnv in weftd); nil
 	// means an empty environment.
 	LookupEnv func(string) (string, bool)

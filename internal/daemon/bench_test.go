@@ -17,8 +17,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/netlinkx"
-	"github.com/weft-net/weft/internal/reconcile"
 )
 
 // Benchmarks of the daemon (root). Each reports its figure next to a
@@ -106,22 +106,22 @@ func directNetlink(b *testing.B, n int) time.Duration {
 	sh(b, "ip", "-n", nd.name, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", "192.168.100.11", "dev", "eth0",
 		"dstport", "8472", "nolearning")
 	sh(b, "ip", "-n", nd.name, "link", "set", "flannel.1", "up")
-	l, err := nd.nl.Raw().LinkByName("flannel.1")
+	l, err := nd.nl.LinkByName("flannel.1")
 	if err != nil {
 		b.Fatal(err)
 	}
-	idx := l.Attrs().Index
+	idx := l.Index
 	start := time.Now()
 	for i := range n {
 		s := peerSubnet(i)
-		mac, _ := reconcile.ParseMAC(peerMAC(i))
-		if err := nd.nl.SetFDB(reconcile.FDB{MAC: mac, Dst: netip.MustParseAddr(peerIP(i)), LinkIndex: idx}); err != nil {
+		mac, _ := kernel.ParseMAC(peerMAC(i))
+		if err := nd.nl.SetFDB(kernel.FDB{MAC: mac, Dst: netip.MustParseAddr(peerIP(i)), LinkIndex: idx}); err != nil {
 			b.Fatal(err)
 		}
-		if err := nd.nl.SetNeigh(reconcile.Neigh{IP: s.Addr(), MAC: mac, LinkIndex: idx}); err != nil {
+		if err := nd.nl.SetNeigh(kernel.Neigh{IP: s.Addr(), MAC: mac, LinkIndex: idx}); err != nil {
 			b.Fatal(err)
 		}
-		if err := nd.nl.ReplaceRoute(reconcile.Route{Dst: s, Gw: s.Addr(), LinkIndex: idx, OnLink: true}); err != nil {
+		if err := nd.nl.ReplaceRoute(kernel.Route{Dst: s, Gw: s.Addr(), LinkIndex: idx, OnLink: true}); err != nil {
 			b.Fatal(err)
 		}
 	}

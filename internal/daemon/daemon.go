@@ -37,6 +37,7 @@ import (
 
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/metrics"
 	"github.com/weft-net/weft/internal/netfilter"
@@ -68,9 +69,10 @@ type Deps struct {
 	ResyncEvery time.Duration
 	// Ready, when set, is called once the node is up (subnet.env written).
 	Ready func(own lease.Lease)
-	// Netlink, when set, is the handle to program (a test's namespace);
-	// otherwise the daemon opens one in its own namespace.
-	Netlink *netlinkx.Handle
+	// Kernel, when set, is the kernel to program (a test's namespace, or
+	// kerneltest's fake); otherwise the daemon opens a netlink handle in
+	// its own namespace.
+	Kernel kernel.Kernel
 	// LookupEnv is handed to the backends (os.LookupEnv in weftd).
 	LookupEnv func(string) (string, bool)
 	// Metrics are served at /metrics on the health server; nil means the
@@ -87,7 +89,7 @@ type Daemon struct {
 	// monitor, lease watch, lease keeper, rules); Run waits for it.
 	wg sync.WaitGroup
 
-	nl     *netlinkx.Handle
+	nl     kernel.Kernel
 	nc     *config.NetConf
 	be     backend.Backend
 	rec    *reconcile.Reconciler
@@ -167,10 +169,12 @@ func (dm *Daemon) closeBackend() {
 
 func (dm *Daemon) start(ctx context.Context) error {
 	var err error
-	if dm.nl = dm.d.Netlink; dm.nl == nil {
-		if dm.nl, err = netlinkx.New(); err != nil {
+	if dm.nl = dm.d.Kernel; dm.nl == nil {
+		h, err := netlinkx.New()
+		if err != nil {
 			return err
 		}
+		dm.nl = h
 	}
 	warm := dm.warmStart(ctx)
 	if warm, err = dm.setupBackend(ctx, warm); err != nil {
@@ -187,6 +191,7 @@ func (dm *Daemon) start(ctx context.Context) error {
 	if dm.rec == nil {
 		dm.rec = reconcile.New(dm.nl, dm.log.With("component", "reconciler"))
 	}
+	dm.rec.SetDevices(dm.be.Devices())
 	dm.rec.SetScope(dm.scope())
 	if warm && dm.own.Key() != warmOwn {
 		dm.log.Warn("own lease differs from the peer snapshot's; reconfiguring", "snapshot", warmOwn, "lease", dm.own.Key())
@@ -230,7 +235,7 @@ func (dm *Daemon) setupBackend(ctx context.Context, warm bool) (bool, error) {
 	ext := dm.ext
 	dm.log.Info("external interface", "name", ext.Name, "public-ip", ext.PublicIP, "public-ipv6", ext.PublicIPv6, "mtu", ext.MTU)
 	if dm.be == nil {
-		if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Netlink: dm.nl,
+		if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Kernel: dm.nl,
 			Logger: dm.log.With("backend", dm.nc.Backend.Type), LookupEnv: dm.d.LookupEnv}); err != nil {
 			return false, err
 		}
@@ -375,7 +380,7 @@ func (dm *Daemon) setNodeObjects() {
 	}
 	if dm.o.IPBlackholeRoute {
 		for _, s := range dm.ownSubnets() {
-			objs.Routes = append(objs.Routes, reconcile.Route{Dst: s.Masked(), Blackhole: true})
+			objs.Routes = append(objs.Routes, kernel.Route{Dst: s.Masked(), Blackhole: true})
 		}
 	}
 	if objs.Len() == 0 {

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weft-net/weft/internal/reconcile"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/subnetfile"
 )
 
@@ -211,17 +211,17 @@ func TestRepairAfterNotificationBurst(t *testing.T) {
 	c := newCluster(t, testNetConf("vxlan"))
 	c.peerLease(t, "10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	d := startDaemon(t, n, c, tempFile(t, "subnet.env"))
-	eth0, err := n.nl.Raw().LinkByName("eth0")
+	eth0, err := n.nl.LinkByName("eth0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	const burst = 60000
-	ws := make([]reconcile.Write, burst)
+	ws := make([]kernel.Write, burst)
 	for i := range ws {
-		ws[i] = reconcile.Write{Op: reconcile.OpReplaceRoute, Route: reconcile.Route{LinkIndex: eth0.Attrs().Index,
+		ws[i] = kernel.Write{Op: kernel.OpReplaceRoute, Route: kernel.Route{LinkIndex: eth0.Index,
 			Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100 + byte(i>>16), byte(i >> 8), byte(i)}), 32)}}
 	}
-	write := func(ws []reconcile.Write) {
+	write := func(ws []kernel.Write) {
 		for i, err := range n.nl.WriteBatch(ws) {
 			if err != nil {
 				t.Fatalf("%s: %v", ws[i], err)
@@ -230,7 +230,7 @@ func TestRepairAfterNotificationBurst(t *testing.T) {
 	}
 	write(ws)
 	for i := range ws {
-		ws[i].Op = reconcile.OpDeleteRoute
+		ws[i].Op = kernel.OpDeleteRoute
 	}
 	write(ws)
 	sh(t, "ip", "-n", n.name, "route", "del", "10.244.5.0/24")
@@ -332,7 +332,7 @@ func TestRunLeavesNothingRunning(t *testing.T) {
 	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	err := Run(ctx, o, Deps{Logger: slog.New(slog.DiscardHandler), Store: st, Backends: backends(), Netlink: n.nl})
+	err := Run(ctx, o, Deps{Logger: slog.New(slog.DiscardHandler), Store: st, Backends: backends(), Kernel: n.nl})
 	if err == nil || !strings.Contains(err.Error(), "ipip") {
 		t.Fatalf("Run with an ipip network: %v", err)
 	}

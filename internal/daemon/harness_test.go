@@ -246,7 +246,7 @@ func startDaemonWith(t testing.TB, reg backend.Registry, n *node, c *cluster, su
 	r := &running{cancel: cancel, done: make(chan struct{}), log: logs, file: subnetFile, m: metrics.New("test")}
 	go func() {
 		defer close(r.done)
-		r.err = Run(ctx, o, Deps{Logger: log, Store: st, Backends: reg, Netlink: n.nl, ResyncEvery: 5 * time.Second,
+		r.err = Run(ctx, o, Deps{Logger: log, Store: st, Backends: reg, Kernel: n.nl, ResyncEvery: 5 * time.Second,
 			Ready: func(l lease.Lease) { ready <- l }, Metrics: r.m})
 		_ = st.Close()
 	}()

@@ -8,16 +8,14 @@ import (
 	"net/netip"
 	"regexp"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/config"
-	"github.com/weft-net/weft/internal/netlinkx"
+	"github.com/weft-net/weft/internal/kernel"
 )
 
 // linkInfo is a link with its addresses.
 type linkInfo struct {
-	link  netlink.Link
+	link  kernel.Link
 	addrs []netip.Prefix
 }
 
@@ -25,7 +23,7 @@ type linkInfo struct {
 // does: --iface (name or address, first match), else --iface-regex (name or
 // address), else --iface-can-reach, else the default route's interface; then
 // the public addresses (--public-ip/--public-ipv6 or the interface's).
-func chooseExternal(h *netlinkx.Handle, o *config.Options, nc *config.NetConf) (backend.External, error) {
+func chooseExternal(h kernel.Kernel, o *config.Options, nc *config.NetConf) (backend.External, error) {
 	links, err := allLinks(h)
 	if err != nil {
 		return backend.External{}, err
@@ -34,7 +32,7 @@ func chooseExternal(h *netlinkx.Handle, o *config.Options, nc *config.NetConf) (
 	if err != nil {
 		return backend.External{}, err
 	}
-	ext := backend.External{Name: li.link.Attrs().Name, Index: li.link.Attrs().Index, MTU: li.link.Attrs().MTU, Addrs: li.addrs}
+	ext := backend.External{Name: li.link.Name, Index: li.link.Index, MTU: li.link.MTU, Addrs: li.addrs}
 	for _, f := range []struct {
 		on          bool
 		v6          bool
@@ -62,27 +60,27 @@ func chooseExternal(h *netlinkx.Handle, o *config.Options, nc *config.NetConf) (
 	return ext, nil
 }
 
-func allLinks(h *netlinkx.Handle) ([]linkInfo, error) {
+func allLinks(h kernel.Kernel) ([]linkInfo, error) {
 	links, err := h.Links()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	out := make([]linkInfo, 0, len(links))
 	for _, l := range links {
-		addrs, err := h.LinkAddrs(l)
+		addrs, err := h.Addrs(l.Index)
 		if err != nil {
-			return nil, fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
+			return nil, fmt.Errorf("list addresses of %s: %w", l.Name, err)
 		}
 		out = append(out, linkInfo{link: l, addrs: addrs})
 	}
 	return out, nil
 }
 
-func pickLink(h *netlinkx.Handle, links []linkInfo, o *config.Options) (linkInfo, string, error) {
+func pickLink(h kernel.Kernel, links []linkInfo, o *config.Options) (linkInfo, string, error) {
 	if len(o.Iface) > 0 {
 		for _, want := range o.Iface {
 			for _, li := range links {
-				if li.link.Attrs().Name == want || hasAddr(li, want) {
+				if li.link.Name == want || hasAddr(li, want) {
 					return li, "--iface " + want, nil
 				}
 			}
@@ -96,7 +94,7 @@ func pickLink(h *netlinkx.Handle, links []linkInfo, o *config.Options) (linkInfo
 				return linkInfo{}, "", fmt.Errorf("--iface-regex %q: %w", expr, err)
 			}
 			for _, li := range links {
-				if re.MatchString(li.link.Attrs().Name) || anyAddrMatches(li, re) {
+				if re.MatchString(li.link.Name) || anyAddrMatches(li, re) {
 					return li, "--iface-regex " + expr, nil
 				}
 			}
@@ -104,14 +102,11 @@ func pickLink(h *netlinkx.Handle, links []linkInfo, o *config.Options) (linkInfo
 		return linkInfo{}, "", fmt.Errorf("no interface matches --iface-regex %q", o.IfaceRegex)
 	}
 	if o.IfaceCanReach.IsValid() {
-		routes, err := h.RouteGet(o.IfaceCanReach)
+		idx, err := h.RouteTo(o.IfaceCanReach)
 		if err != nil {
 			return linkInfo{}, "", fmt.Errorf("--iface-can-reach %s: %w", o.IfaceCanReach, err)
 		}
-		if len(routes) == 0 {
-			return linkInfo{}, "", fmt.Errorf("--iface-can-reach %s: no route", o.IfaceCanReach)
-		}
-		if li, ok := byIndex(links, routes[0].LinkIndex); ok {
+		if li, ok := byIndex(links, idx); ok {
 			return li, "--iface-can-reach", nil
 		}
 	}
@@ -129,7 +124,7 @@ func pickLink(h *netlinkx.Handle, links []linkInfo, o *config.Options) (linkInfo
 
 func byIndex(links []linkInfo, idx int) (linkInfo, bool) {
 	for _, li := range links {
-		if li.link.Attrs().Index == idx {
+		if li.link.Index == idx {
 			return li, true
 		}
 	}

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
-	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/reconcile"
 	"github.com/weft-net/weft/internal/store"
 )
@@ -152,7 +152,7 @@ func (dm *Daemon) replayPeers() {
 func (dm *Daemon) loop(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	notices := make(chan netlinkx.Notice, 1024)
+	notices := make(chan kernel.Notice, 1024)
 	if err := dm.nl.Monitor(ctx, notices, &dm.wg); err != nil {
 		return err
 	}
@@ -216,7 +216,6 @@ func (dm *Daemon) loop(ctx context.Context) error {
 		case <-summary.C:
 			dm.summarize()
 		case <-tick.C:
-			dm.checkDevices(ctx)
 			dm.sync(ctx)
 			if dm.snapshots() && time.Since(dm.snapWritten) > snapshotRefresh {
 				dm.saveSnapshot()
@@ -242,7 +241,7 @@ func (dm *Daemon) startWatchers(ctx context.Context, snap store.Snapshot, events
 
 // onNotices handles a kernel notice and the burst behind it (a deleted
 // device's routes go at once), then applies or resyncs once.
-func (dm *Daemon) onNotices(ctx context.Context, first netlinkx.Notice, notices <-chan netlinkx.Notice) {
+func (dm *Daemon) onNotices(ctx context.Context, first kernel.Notice, notices <-chan kernel.Notice) {
 	full := dm.onNotice(ctx, first)
 	for drained := false; !drained; {
 		select {
@@ -252,7 +251,6 @@ func (dm *Daemon) onNotices(ctx context.Context, first netlinkx.Notice, notices 
 			drained = true
 		}
 	}
-	full = dm.checkDevices(ctx) || full
 	if full {
 		dm.sync(ctx)
 	} else {
@@ -318,70 +316,70 @@ func (dm *Daemon) onLeases(batch []lease.Event) {
 	}
 }
 
-// onNotice handles a kernel deletion notice; it reports whether a full sync
-// is needed.
-func (dm *Daemon) onNotice(ctx context.Context, n netlinkx.Notice) bool {
+// onNotice handles a kernel notice; it reports whether a full sync is
+// needed.
+func (dm *Daemon) onNotice(ctx context.Context, n kernel.Notice) bool {
 	switch n.Kind {
-	case netlinkx.RouteGone:
+	case kernel.RouteGone:
 		if dm.rec.ForgetRoute(n.Dst) {
 			dm.log.Info("route removed by someone else; restoring", "dst", n.Dst)
 			dm.repaired("route", 1)
 		}
-	case netlinkx.NeighGone:
+	case kernel.NeighGone:
 		if slices.Contains(dm.be.Links(), n.LinkIndex) && dm.rec.ForgetNeigh(n.LinkIndex, n.IP) {
 			dm.log.Info("neighbour removed by someone else; restoring", "ip", n.IP)
 			dm.repaired("neigh", 1)
 		}
-	case netlinkx.FDBGone:
+	case kernel.FDBGone:
 		if slices.Contains(dm.be.Links(), n.LinkIndex) && dm.rec.ForgetFDB(n.LinkIndex, n.MAC) {
 			dm.log.Info("fdb entry removed by someone else; restoring", "mac", n.MAC)
 			dm.repaired("fdb", 1)
 		}
-	case netlinkx.LinkGone:
-		if slices.Contains(dm.be.Devices(), n.LinkName) {
+	case kernel.LinkGone:
+		if dm.rec.MarkDevice(n.LinkName, n.LinkIndex) {
 			dm.log.Info("device removed by someone else; recreating it and replaying every peer", "device", n.LinkName)
 			dm.rec.ForgetLink(n.LinkIndex)
-			return dm.recreate(ctx)
+			return true
 		}
-	case netlinkx.Lost:
+	case kernel.LinkChanged, kernel.AddrChanged:
+		// A device's MTU, MAC, up flag or address may have changed: the
+		// next Apply checks it (and writes nothing when it is as wanted).
+		dm.rec.MarkDevice(n.LinkName, n.LinkIndex)
+	case kernel.Lost:
 		dm.log.Warn("netlink notifications lost; resynchronising", "err", n.Err)
 		return true
 	}
 	return false
 }
 
-// recreate rebuilds the backend's devices and replays every peer.
-func (dm *Daemon) recreate(ctx context.Context) bool {
+// recreate has the backend make its missing devices again and replays every
+// peer (the objects on the old devices went with them). It reports whether
+// it did.
+func (dm *Daemon) recreate(ctx context.Context, missing []string) bool {
+	dm.log.Info("device missing or replaced; recreating it and replaying every peer", "devices", missing)
+	for _, idx := range dm.be.Links() {
+		dm.rec.ForgetLink(idx)
+	}
 	if err := dm.be.Ensure(ctx, dm.own); err != nil {
 		dm.log.Error("recreate device", "err", err)
 		dm.scheduleRetry()
 		return false
 	}
-	dm.repaired("link", 1)
-	dm.m.Writes.WithLabelValues("link", "add").Inc()
+	dm.repaired("link", len(missing))
+	dm.m.Writes.WithLabelValues("link", "add").Add(float64(len(missing)))
+	dm.rec.SetDevices(dm.be.Devices())
 	dm.rec.SetScope(dm.scope())
 	dm.replayPeers()
 	return true
 }
 
-// checkDevices recreates devices that are missing (deleted before their
-// notice arrived, or without one) and reports whether it did.
-func (dm *Daemon) checkDevices(ctx context.Context) bool {
-	for _, name := range dm.be.Devices() {
-		if _, err := dm.nl.Raw().LinkByName(name); err != nil {
-			dm.log.Info("device missing; recreating it and replaying every peer", "device", name)
-			for _, idx := range dm.be.Links() {
-				dm.rec.ForgetLink(idx)
-			}
-			return dm.recreate(ctx)
-		}
-	}
-	return false
-}
-
 func (dm *Daemon) apply(ctx context.Context) {
 	st, err := dm.rec.Apply(ctx)
 	dm.observe(st, false)
+	if len(st.Missing) > 0 && dm.recreate(ctx, st.Missing) {
+		dm.sync(ctx)
+		return
+	}
 	if err != nil && ctx.Err() == nil {
 		dm.log.Warn("kernel writes failed; retrying", "err", err)
 		dm.scheduleRetry()
@@ -391,6 +389,11 @@ func (dm *Daemon) apply(ctx context.Context) {
 func (dm *Daemon) sync(ctx context.Context) {
 	st, err := dm.rec.Sync(ctx)
 	dm.observe(st, true)
+	if len(st.Missing) > 0 && dm.recreate(ctx, st.Missing) {
+		// Once: a device that cannot be made waits for the retry timer.
+		st, err = dm.rec.Sync(ctx)
+		dm.observe(st, true)
+	}
 	if err != nil && ctx.Err() == nil {
 		dm.log.Warn("resync failed; retrying", "err", err)
 		dm.scheduleRetry()
@@ -420,6 +423,7 @@ func (dm *Daemon) onOwnLease(ctx context.Context, l lease.Lease) error {
 	if err := dm.be.Ensure(ctx, dm.own); err != nil {
 		return fmt.Errorf("reconfigure the device for %s: %w", l.Key(), err)
 	}
+	dm.rec.SetDevices(dm.be.Devices())
 	dm.rec.SetScope(dm.scope())
 	if dm.rules != nil {
 		if err := dm.rules.Set(ctx, dm.rulesConfig()); err != nil {

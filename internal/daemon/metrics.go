@@ -8,6 +8,7 @@ import (
 
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/backend/tunnel"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/metrics"
 	"github.com/weft-net/weft/internal/reconcile"
@@ -26,7 +27,7 @@ func (dm *Daemon) observe(st reconcile.Stats, repair bool) {
 		if n == 0 {
 			continue
 		}
-		op := reconcile.WriteOp(i)
+		op := kernel.WriteOp(i)
 		verb := "add"
 		if op.IsDelete() {
 			verb = "del"

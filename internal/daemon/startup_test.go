@@ -52,7 +52,7 @@ func TestWaitsForConfigAndReadyz(t *testing.T) {
 	ready := make(chan lease.Lease, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, o, Deps{Logger: slog.New(slog.DiscardHandler), Store: st, Backends: backends(), Netlink: n.nl,
+		done <- Run(ctx, o, Deps{Logger: slog.New(slog.DiscardHandler), Store: st, Backends: backends(), Kernel: n.nl,
 			Ready: func(l lease.Lease) { ready <- l }})
 	}()
 	defer func() { cancel(); <-done }()

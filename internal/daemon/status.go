@@ -19,6 +19,7 @@ import (
 
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/metrics"
 	"github.com/weft-net/weft/internal/netfilter"
@@ -40,8 +41,8 @@ type StatusDeps struct {
 	// CheckRules describes how the kernel's masquerade and forward rules
 	// differ from cfg (node.CheckRules); nil skips the rules.
 	CheckRules func(ctx context.Context, nc *config.NetConf, cfg netfilter.Config) ([]string, error)
-	// Netlink, when set, is the handle to read (a test's namespace).
-	Netlink   *netlinkx.Handle
+	// Kernel, when set, is the kernel to read (a test's namespace).
+	Kernel    kernel.Kernel
 	LookupEnv func(string) (string, bool)
 	// HTTP asks the local weftd's health server; nil means
 	// http.DefaultClient.
@@ -114,19 +115,21 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 	if err != nil {
 		return rep, fmt.Errorf("%w: list leases: %w", ErrCannotTell, err)
 	}
-	nl := d.Netlink
+	nl := d.Kernel
 	if nl == nil {
-		if nl, err = netlinkx.New(); err != nil {
+		h, err := netlinkx.New()
+		if err != nil {
 			return rep, fmt.Errorf("%w: %w", ErrCannotTell, err)
 		}
-		defer nl.Close()
+		defer h.Close()
+		nl = h
 	}
 	ext, err := chooseExternal(nl, &o, nc)
 	if err != nil {
 		return rep, fmt.Errorf("%w: choose the external interface: %w", ErrCannotTell, err)
 	}
 	quiet := slog.New(slog.DiscardHandler)
-	be, err := d.Backends.New(backend.Deps{Net: nc, External: ext, Netlink: nl, Logger: quiet, LookupEnv: d.LookupEnv, ReadOnly: true})
+	be, err := d.Backends.New(backend.Deps{Net: nc, External: ext, Kernel: nl, Logger: quiet, LookupEnv: d.LookupEnv, ReadOnly: true})
 	if err != nil {
 		return rep, fmt.Errorf("%w: %w", ErrCannotTell, err)
 	}
@@ -136,7 +139,7 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 	dm := &Daemon{o: o, log: quiet, nl: nl, nc: nc, be: be, ext: ext, m: metrics.New(""),
 		peers: map[string]lease.Lease{}, bad: map[string]string{}}
 	own, found := ownLease(snap.Leases, o.SubnetFile, ext, o.NodeName)
-	rep.Node = NodeReport{Backend: nc.Backend.Type, Interface: ext.Name, Devices: be.Devices(), Rules: rulesWanted(o)}
+	rep.Node = NodeReport{Backend: nc.Backend.Type, Interface: ext.Name, Rules: rulesWanted(o)}
 	if !found {
 		rep.Problems = append(rep.Problems, "no lease in the store for this node (public IP "+ext.PublicIP.String()+")")
 	} else {
@@ -154,9 +157,24 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 			rep.Problems = append(rep.Problems, "missing device "+dev)
 		}
 	}
+	for _, dev := range be.Devices() {
+		rep.Node.Devices = append(rep.Node.Devices, dev.Name)
+	}
 	dm.rec = reconcile.New(nl, quiet)
 	dm.rec.SetScope(dm.scope())
 	if found {
+		// What the device pass would change (a missing device is named
+		// above already).
+		dm.rec.SetDevices(be.Devices())
+		diffs, err := dm.rec.DiffDevices()
+		if err != nil {
+			return rep, fmt.Errorf("%w: read the devices: %w", ErrCannotTell, err)
+		}
+		for _, s := range diffs {
+			if !strings.HasSuffix(s, " is missing") {
+				rep.Problems = append(rep.Problems, s)
+			}
+		}
 		dm.setNodeObjects()
 	}
 	for _, l := range snap.Leases {
@@ -198,12 +216,12 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 }
 
 // describe names one difference by the write that would fix it.
-func describe(w reconcile.Write) string {
+func describe(w kernel.Write) string {
 	var what string
 	switch w.Op {
-	case reconcile.OpReplaceRoute, reconcile.OpDeleteRoute:
+	case kernel.OpReplaceRoute, kernel.OpDeleteRoute:
 		what = w.Route.String()
-	case reconcile.OpSetNeigh, reconcile.OpDeleteNeigh:
+	case kernel.OpSetNeigh, kernel.OpDeleteNeigh:
 		what = w.Neigh.String()
 	default:
 		what = w.FDB.String()
@@ -216,11 +234,11 @@ func describe(w reconcile.Write) string {
 
 // linkNames returns a function that writes "dev #<index>" in a description
 // as "dev <name>".
-func linkNames(nl *netlinkx.Handle) func(string) string {
+func linkNames(nl kernel.Kernel) func(string) string {
 	names := map[string]string{}
-	if links, err := nl.Raw().LinkList(); err == nil {
+	if links, err := nl.Links(); err == nil {
 		for _, l := range links {
-			names[strconv.Itoa(l.Attrs().Index)] = l.Attrs().Name
+			names[strconv.Itoa(l.Index)] = l.Name
 		}
 	}
 	re := regexp.MustCompile(`dev #(\d+)`)

@@ -50,7 +50,7 @@ func (dm *Daemon) warmStart(ctx context.Context) bool {
 			"snapshot-public-ip", sn.own.Attrs.PublicIP, "public-ip", ext.PublicIP)
 		return false
 	}
-	be, err := dm.d.Backends.New(backend.Deps{Net: sn.nc, External: ext, Netlink: dm.nl,
+	be, err := dm.d.Backends.New(backend.Deps{Net: sn.nc, External: ext, Kernel: dm.nl,
 		Logger: dm.log.With("backend", sn.nc.Backend.Type), LookupEnv: dm.d.LookupEnv})
 	if err != nil {
 		dm.log.Info("ignoring the peer snapshot", "file", path, "reason", err.Error())
@@ -69,6 +69,7 @@ func (dm *Daemon) warmStart(ctx context.Context) bool {
 	dm.nc, dm.ext, dm.be, dm.own = sn.nc, ext, be, sn.own
 	dm.publishBackend()
 	dm.rec = reconcile.New(dm.nl, dm.log.With("component", "reconciler"))
+	dm.rec.SetDevices(be.Devices())
 	dm.rec.SetScope(dm.scope())
 	for _, p := range sn.peers {
 		dm.putPeer(p)

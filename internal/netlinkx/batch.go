@@ -12,7 +12,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/weft-net/weft/internal/reconcile"
+	"github.com/weft-net/weft/internal/kernel"
 )
 
 // Batched writes: many rtnetlink requests in one sendmsg, their ACKs read
@@ -25,10 +25,10 @@ import (
 // batch must fit socketBuffer with room to spare.
 const batchSize = 512
 
-var _ reconcile.Batcher = (*Handle)(nil)
+var _ kernel.Batcher = (*Handle)(nil)
 
 // WriteBatch performs the writes in order and returns one error per write.
-func (h *Handle) WriteBatch(ws []reconcile.Write) []error {
+func (h *Handle) WriteBatch(ws []kernel.Write) []error {
 	errs := make([]error, len(ws))
 	if len(ws) == 0 {
 		return errs
@@ -56,7 +56,7 @@ func fill(errs []error, err error) []error {
 }
 
 // sendBatch sends ws in one message buffer and collects one ACK per write.
-func (h *Handle) sendBatch(s *nl.NetlinkSocket, ws []reconcile.Write, errs []error) {
+func (h *Handle) sendBatch(s *nl.NetlinkSocket, ws []kernel.Write, errs []error) {
 	var buf []byte
 	seqs := make(map[uint32]int, len(ws))
 	for i, w := range ws {
@@ -93,7 +93,7 @@ func (h *Handle) sendBatch(s *nl.NetlinkSocket, ws []reconcile.Write, errs []err
 
 // ackError turns a kernel error into the result of an idempotent write:
 // deleting something already gone succeeds.
-func ackError(w reconcile.Write, errno syscall.Errno) error {
+func ackError(w kernel.Write, errno syscall.Errno) error {
 	if w.Op.IsDelete() && (errors.Is(errno, unix.ENOENT) || errors.Is(errno, unix.ESRCH)) {
 		return nil
 	}
@@ -102,15 +102,15 @@ func ackError(w reconcile.Write, errno syscall.Errno) error {
 
 // encode builds one request with NLM_F_ACK: RTM_NEW* with create|replace
 // for a set, RTM_DEL* for a delete.
-func encode(w reconcile.Write) ([]byte, uint32) {
+func encode(w kernel.Write) ([]byte, uint32) {
 	var body []byte
 	newType, delType := uint16(unix.RTM_NEWNEIGH), uint16(unix.RTM_DELNEIGH)
 	switch w.Op {
-	case reconcile.OpReplaceRoute, reconcile.OpDeleteRoute:
+	case kernel.OpReplaceRoute, kernel.OpDeleteRoute:
 		body, newType, delType = routeBody(w.Route, w.Op.IsDelete()), unix.RTM_NEWROUTE, unix.RTM_DELROUTE
-	case reconcile.OpSetNeigh, reconcile.OpDeleteNeigh:
+	case kernel.OpSetNeigh, kernel.OpDeleteNeigh:
 		body = neighBody(w.Neigh)
-	case reconcile.OpSetFDB, reconcile.OpDeleteFDB:
+	case kernel.OpSetFDB, kernel.OpDeleteFDB:
 		body = fdbBody(w.FDB)
 	}
 	typ, flags := newType, uint16(unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
@@ -162,7 +162,7 @@ func u32(v uint32) []byte {
 // protocol 87 left those in place. A blackhole route has no gateway and no
 // device; its metric tells it from the bridge's route to the same subnet,
 // also when deleting.
-func routeBody(r reconcile.Route, del bool) []byte {
+func routeBody(r kernel.Route, del bool) []byte {
 	dst := r.Dst.Masked()
 	proto := uint8(RouteProtocol)
 	if del {
@@ -203,13 +203,13 @@ func ndmsg(fam uint8, ifindex int, flags uint8) []byte {
 	return append(b, flags, unix.RTN_UNICAST)
 }
 
-func neighBody(n reconcile.Neigh) []byte {
+func neighBody(n kernel.Neigh) []byte {
 	b := ndmsg(family(n.IP.Is6()), n.LinkIndex, 0)
 	b = attr(b, unix.NDA_DST, n.IP.AsSlice())
 	return attr(b, unix.NDA_LLADDR, n.MAC[:])
 }
 
-func fdbBody(f reconcile.FDB) []byte {
+func fdbBody(f kernel.FDB) []byte {
 	b := ndmsg(unix.AF_BRIDGE, f.LinkIndex, unix.NTF_SELF)
 	b = attr(b, unix.NDA_LLADDR, f.MAC[:])
 	return attr(b, unix.NDA_DST, f.Dst.AsSlice())

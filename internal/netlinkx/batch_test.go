@@ -7,13 +7,12 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/testenv"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-
-	"github.com/weft-net/weft/internal/reconcile"
 )
 
 // testNS makes a namespace with eth0 (192.168.100.11/24, a veth pair) and a
@@ -34,27 +33,27 @@ func testNS(t *testing.T) (*Handle, int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	l, err := h.Raw().LinkByName("flannel.1")
+	l, err := h.h.LinkByName("flannel.1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return h, l.Attrs().Index
 }
 
-func peerWrites(n, link int, set bool) []reconcile.Write {
-	var ws []reconcile.Write
-	ops := []reconcile.WriteOp{reconcile.OpSetFDB, reconcile.OpSetNeigh, reconcile.OpReplaceRoute}
+func peerWrites(n, link int, set bool) []kernel.Write {
+	var ws []kernel.Write
+	ops := []kernel.WriteOp{kernel.OpSetFDB, kernel.OpSetNeigh, kernel.OpReplaceRoute}
 	if !set {
-		ops = []reconcile.WriteOp{reconcile.OpDeleteRoute, reconcile.OpDeleteNeigh, reconcile.OpDeleteFDB}
+		ops = []kernel.WriteOp{kernel.OpDeleteRoute, kernel.OpDeleteNeigh, kernel.OpDeleteFDB}
 	}
 	for _, op := range ops {
 		for i := range n {
 			s := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 1+i/256, i%256))
-			mac := reconcile.MAC{0x0a, 0, 0, 0, byte(i >> 8), byte(i)}
-			ws = append(ws, reconcile.Write{Op: op,
-				FDB:   reconcile.FDB{MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, 101, byte(i)}), LinkIndex: link},
-				Neigh: reconcile.Neigh{IP: s.Addr(), MAC: mac, LinkIndex: link},
-				Route: reconcile.Route{Dst: s, Gw: s.Addr(), LinkIndex: link, OnLink: true}})
+			mac := kernel.MAC{0x0a, 0, 0, 0, byte(i >> 8), byte(i)}
+			ws = append(ws, kernel.Write{Op: op,
+				FDB:   kernel.FDB{MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, 101, byte(i)}), LinkIndex: link},
+				Neigh: kernel.Neigh{IP: s.Addr(), MAC: mac, LinkIndex: link},
+				Route: kernel.Route{Dst: s, Gw: s.Addr(), LinkIndex: link, OnLink: true}})
 		}
 	}
 	return ws
@@ -79,7 +78,7 @@ func TestWriteBatch(t *testing.T) {
 	}
 	// The same writes again are harmless (replace), and deletes of present
 	// and then absent objects both succeed.
-	for _, ws := range [][]reconcile.Write{peerWrites(n, link, true), peerWrites(n, link, false), peerWrites(n, link, false)} {
+	for _, ws := range [][]kernel.Write{peerWrites(n, link, true), peerWrites(n, link, false), peerWrites(n, link, false)} {
 		for _, err := range h.WriteBatch(ws) {
 			if err != nil {
 				t.Fatal(err)
@@ -110,7 +109,7 @@ func TestWriteBatch(t *testing.T) {
 func TestDeleteRouteOfAnotherProtocol(t *testing.T) {
 	h, link := testNS(t)
 	dst := netip.MustParsePrefix("10.244.99.0/24")
-	if err := h.Raw().RouteAdd(&netlink.Route{Dst: IPNet(dst), Gw: dst.Addr().AsSlice(), LinkIndex: link,
+	if err := h.h.RouteAdd(&netlink.Route{Dst: IPNet(dst), Gw: dst.Addr().AsSlice(), LinkIndex: link,
 		Flags: int(netlink.FLAG_ONLINK), Protocol: unix.RTPROT_BOOT}); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +117,7 @@ func TestDeleteRouteOfAnotherProtocol(t *testing.T) {
 	if err != nil || len(routes) != 1 {
 		t.Fatalf("routes before: %+v, %v", routes, err)
 	}
-	for _, err := range h.WriteBatch([]reconcile.Write{{Op: reconcile.OpDeleteRoute, Route: routes[0]}}) {
+	for _, err := range h.WriteBatch([]kernel.Write{{Op: kernel.OpDeleteRoute, Route: routes[0]}}) {
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,49 +14,19 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
+	"github.com/weft-net/weft/internal/kernel"
 	"golang.org/x/sys/unix"
-
-	"github.com/weft-net/weft/internal/reconcile"
 )
 
-// NoticeKind says what a Notice reports.
-type NoticeKind int
-
-// Notice kinds.
-const (
-	// RouteGone: a route was deleted.
-	RouteGone NoticeKind = iota
-	// NeighGone: a neighbour entry was deleted.
-	NeighGone
-	// FDBGone: an FDB entry was deleted.
-	FDBGone
-	// LinkGone: a link was deleted.
-	LinkGone
-	// Lost: the subscription lost messages (socket overflow) or failed;
-	// the receiver must resynchronise from a full dump.
-	Lost
-)
-
-// Notice is a deletion the kernel reported.
-type Notice struct {
-	Kind      NoticeKind
-	Dst       netip.Prefix // RouteGone
-	IP        netip.Addr   // NeighGone
-	MAC       reconcile.MAC
-	LinkIndex int
-	LinkName  string // LinkGone
-	Err       error  // Lost
-}
-
-// Monitor reports deletions of routes, neighbours, FDB entries and links in
-// the handle's network namespace until ctx ends. Notices are sent in kernel
+// Monitor reports deletions of routes, neighbours, FDB entries, links and
+// addresses, and links and addresses added or changed, in the handle's network namespace until ctx ends. Notices are sent in kernel
 // order per object type; a full out channel blocks the reader goroutines, not
-// the kernel (overflow shows up as a Lost notice, and the readers go on).
+// the kernel (overflow shows up as a kernel.Lost notice, and the readers go on).
 // Its goroutines are added to wg, which the caller waits on after ctx ends
 // to know they are gone.
-func (h *Handle) Monitor(ctx context.Context, out chan<- Notice, wg *sync.WaitGroup) error {
+func (h *Handle) Monitor(ctx context.Context, out chan<- kernel.Notice, wg *sync.WaitGroup) error {
 	done := ctx.Done()
-	send := func(n Notice) bool {
+	send := func(n kernel.Notice) bool {
 		select {
 		case out <- n:
 			return true
@@ -64,20 +34,21 @@ func (h *Handle) Monitor(ctx context.Context, out chan<- Notice, wg *sync.WaitGr
 			return false
 		}
 	}
-	lost := func(err error) { send(Notice{Kind: Lost, Err: err}) }
+	lost := func(err error) { send(kernel.Notice{Kind: kernel.Lost, Err: err}) }
 	type sub struct {
 		groups []uint
-		typ    uint16
-		parse  func(syscall.NetlinkMessage) (Notice, bool)
+		types  []uint16
+		parse  func(syscall.NetlinkMessage) (kernel.Notice, bool)
 	}
 	subs := []sub{
-		{[]uint{unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}, unix.RTM_DELROUTE, routeNotice},
-		{[]uint{unix.RTNLGRP_NEIGH}, unix.RTM_DELNEIGH, neighNotice},
-		{[]uint{unix.RTNLGRP_LINK}, unix.RTM_DELLINK, linkNotice},
+		{[]uint{unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}, []uint16{unix.RTM_DELROUTE}, routeNotice},
+		{[]uint{unix.RTNLGRP_NEIGH}, []uint16{unix.RTM_DELNEIGH}, neighNotice},
+		{[]uint{unix.RTNLGRP_LINK}, []uint16{unix.RTM_DELLINK, unix.RTM_NEWLINK}, linkNotice},
+		{[]uint{unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR}, []uint16{unix.RTM_NEWADDR, unix.RTM_DELADDR}, addrNotice},
 	}
 	socks := make([]*nl.NetlinkSocket, 0, len(subs))
 	for _, sb := range subs {
-		s, err := h.subscribeFiltered(sb.groups, sb.typ)
+		s, err := h.subscribeFiltered(sb.groups, sb.types...)
 		if err != nil {
 			for _, s := range socks {
 				s.Close()
@@ -138,10 +109,10 @@ func typeFilter(types []uint16) []unix.SockFilter {
 
 // readDeletions reads s until done (which closes s), sending what parse
 // makes of each message from the kernel. An overflow (ENOBUFS: messages
-// were dropped) is reported as Lost and reading goes on: the socket stays
+// were dropped) is reported as kernel.Lost and reading goes on: the socket stays
 // subscribed. Any other error is reported once and ends the reader.
-func readDeletions(done <-chan struct{}, s *nl.NetlinkSocket, lost func(error), send func(Notice) bool,
-	parse func(syscall.NetlinkMessage) (Notice, bool)) {
+func readDeletions(done <-chan struct{}, s *nl.NetlinkSocket, lost func(error), send func(kernel.Notice) bool,
+	parse func(syscall.NetlinkMessage) (kernel.Notice, bool)) {
 	for {
 		msgs, from, err := s.Receive()
 		select {
@@ -168,22 +139,22 @@ func readDeletions(done <-chan struct{}, s *nl.NetlinkSocket, lost func(error), 
 }
 
 // routeNotice reads an RTM_DELROUTE message of the main table.
-func routeNotice(m syscall.NetlinkMessage) (Notice, bool) {
+func routeNotice(m syscall.NetlinkMessage) (kernel.Notice, bool) {
 	if m.Header.Type != unix.RTM_DELROUTE || len(m.Data) < unix.SizeofRtMsg {
-		return Notice{}, false
+		return kernel.Notice{}, false
 	}
 	msg := nl.DeserializeRtMsg(m.Data)
 	attrs, err := nl.ParseRouteAttr(m.Data[unix.SizeofRtMsg:])
 	if err != nil {
-		return Notice{}, false
+		return kernel.Notice{}, false
 	}
-	n, table, hasDst := Notice{Kind: RouteGone}, uint32(msg.Table), false
+	n, table, hasDst := kernel.Notice{Kind: kernel.RouteGone}, uint32(msg.Table), false
 	for _, a := range attrs {
 		switch a.Attr.Type {
 		case unix.RTA_DST:
 			addr, ok := netip.AddrFromSlice(a.Value)
 			if !ok {
-				return Notice{}, false
+				return kernel.Notice{}, false
 			}
 			n.Dst, hasDst = netip.PrefixFrom(addr, int(msg.Dst_len)), true
 		case unix.RTA_OIF:
@@ -201,23 +172,61 @@ func routeNotice(m syscall.NetlinkMessage) (Notice, bool) {
 
 // neighNotice reads an RTM_DELNEIGH message: a neighbour, or an FDB entry
 // (AF_BRIDGE).
-func neighNotice(m syscall.NetlinkMessage) (Notice, bool) {
+func neighNotice(m syscall.NetlinkMessage) (kernel.Notice, bool) {
 	u, err := netlink.NeighDeserialize(m.Data)
 	if err != nil || m.Header.Type != unix.RTM_DELNEIGH || len(u.HardwareAddr) != 6 && u.Family == unix.AF_BRIDGE {
-		return Notice{}, false
+		return kernel.Notice{}, false
 	}
 	if u.Family == unix.AF_BRIDGE {
-		return Notice{Kind: FDBGone, MAC: reconcile.MAC(u.HardwareAddr), LinkIndex: u.LinkIndex}, true
+		return kernel.Notice{Kind: kernel.FDBGone, MAC: kernel.MAC(u.HardwareAddr), LinkIndex: u.LinkIndex}, true
 	}
-	return Notice{Kind: NeighGone, IP: AddrFromIP(u.IP), LinkIndex: u.LinkIndex}, true
+	return kernel.Notice{Kind: kernel.NeighGone, IP: AddrFromIP(u.IP), LinkIndex: u.LinkIndex}, true
 }
 
-// linkNotice reads an RTM_DELLINK message.
-func linkNotice(m syscall.NetlinkMessage) (Notice, bool) {
+// linkNotice reads an RTM_DELLINK or RTM_NEWLINK message.
+func linkNotice(m syscall.NetlinkMessage) (kernel.Notice, bool) {
 	hdr := unix.NlMsghdr{Len: m.Header.Len, Type: m.Header.Type, Flags: m.Header.Flags, Seq: m.Header.Seq, Pid: m.Header.Pid}
 	l, err := netlink.LinkDeserialize(&hdr, m.Data)
-	if err != nil || m.Header.Type != unix.RTM_DELLINK {
-		return Notice{}, false
+	if err != nil {
+		return kernel.Notice{}, false
 	}
-	return Notice{Kind: LinkGone, LinkIndex: l.Attrs().Index, LinkName: l.Attrs().Name}, true
+	switch m.Header.Type {
+	case unix.RTM_DELLINK:
+		return kernel.Notice{Kind: kernel.LinkGone, LinkIndex: l.Attrs().Index, LinkName: l.Attrs().Name}, true
+	case unix.RTM_NEWLINK:
+		return kernel.Notice{Kind: kernel.LinkChanged, LinkIndex: l.Attrs().Index, LinkName: l.Attrs().Name}, true
+	}
+	return kernel.Notice{}, false
+}
+
+// addrNotice reads an RTM_NEWADDR or RTM_DELADDR message.
+func addrNotice(m syscall.NetlinkMessage) (kernel.Notice, bool) {
+	if m.Header.Type != unix.RTM_NEWADDR && m.Header.Type != unix.RTM_DELADDR || len(m.Data) < unix.SizeofIfAddrmsg {
+		return kernel.Notice{}, false
+	}
+	msg := nl.DeserializeIfAddrmsg(m.Data)
+	attrs, err := nl.ParseRouteAttr(m.Data[unix.SizeofIfAddrmsg:])
+	if err != nil {
+		return kernel.Notice{}, false
+	}
+	var local, address netip.Addr
+	for _, a := range attrs {
+		addr, ok := netip.AddrFromSlice(a.Value)
+		if !ok {
+			continue
+		}
+		switch a.Attr.Type {
+		case unix.IFA_LOCAL:
+			local = addr.Unmap()
+		case unix.IFA_ADDRESS:
+			address = addr.Unmap()
+		}
+	}
+	if local.IsValid() {
+		address = local // on a point-to-point link IFA_ADDRESS is the peer's
+	}
+	if !address.IsValid() {
+		return kernel.Notice{}, false
+	}
+	return kernel.Notice{Kind: kernel.AddrChanged, LinkIndex: int(msg.Index), Dst: netip.PrefixFrom(address, int(msg.Prefixlen))}, true
 }

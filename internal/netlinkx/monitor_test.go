@@ -12,22 +12,22 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/weft-net/weft/internal/reconcile"
+	"github.com/weft-net/weft/internal/kernel"
 )
 
 // recv waits for the next notice.
-func recv(t *testing.T, out <-chan Notice, what string) Notice {
+func recv(t *testing.T, out <-chan kernel.Notice, what string) kernel.Notice {
 	t.Helper()
 	select {
 	case n := <-out:
 		return n
 	case <-time.After(10 * time.Second):
 		t.Fatalf("no notice after 10 s, waiting for %s", what)
-		return Notice{}
+		return kernel.Notice{}
 	}
 }
 
-func mustWrite(t *testing.T, h *Handle, ws []reconcile.Write) {
+func mustWrite(t *testing.T, h *Handle, ws []kernel.Write) {
 	t.Helper()
 	for i, err := range h.WriteBatch(ws) {
 		if err != nil {
@@ -43,7 +43,7 @@ func TestMonitorSeesOnlyDeletions(t *testing.T) {
 	h, link := testNS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := make(chan Notice, 16)
+	out := make(chan kernel.Notice, 16)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
@@ -52,7 +52,7 @@ func TestMonitorSeesOnlyDeletions(t *testing.T) {
 	}
 	mustWrite(t, h, peerWrites(2000, link, true))
 	mustWrite(t, h, peerWrites(1, link, false)) // peer 0: 10.1.0.0/24
-	got := map[NoticeKind]Notice{}
+	got := map[kernel.NoticeKind]kernel.Notice{}
 	for range 3 {
 		n := recv(t, out, "peer 0's three deletions")
 		if _, dup := got[n.Kind]; dup {
@@ -60,13 +60,13 @@ func TestMonitorSeesOnlyDeletions(t *testing.T) {
 		}
 		got[n.Kind] = n
 	}
-	if r := got[RouteGone]; r.Dst != netip.MustParsePrefix("10.1.0.0/24") || r.LinkIndex != link {
+	if r := got[kernel.RouteGone]; r.Dst != netip.MustParsePrefix("10.1.0.0/24") || r.LinkIndex != link {
 		t.Errorf("route notice %+v", r)
 	}
-	if n := got[NeighGone]; n.IP != netip.MustParseAddr("10.1.0.0") || n.LinkIndex != link {
+	if n := got[kernel.NeighGone]; n.IP != netip.MustParseAddr("10.1.0.0") || n.LinkIndex != link {
 		t.Errorf("neighbour notice %+v", n)
 	}
-	if f := got[FDBGone]; f.MAC != (reconcile.MAC{0x0a, 0, 0, 0, 0, 0}) || f.LinkIndex != link {
+	if f := got[kernel.FDBGone]; f.MAC != (kernel.MAC{0x0a, 0, 0, 0, 0, 0}) || f.LinkIndex != link {
 		t.Errorf("fdb notice %+v", f)
 	}
 	select {
@@ -77,7 +77,7 @@ func TestMonitorSeesOnlyDeletions(t *testing.T) {
 }
 
 // A burst of deletions larger than the socket's buffer while the receiver
-// is not reading overflows it: the monitor reports Lost and goes on, so a
+// is not reading overflows it: the monitor reports kernel.Lost and goes on, so a
 // route deleted afterwards is still reported (the netlink library's own
 // subscription ends at the first error, leaving deletions to the 30 s
 // resync).
@@ -85,7 +85,7 @@ func TestMonitorSurvivesOverflow(t *testing.T) {
 	h, link := testNS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := make(chan Notice) // not read until the burst is over
+	out := make(chan kernel.Notice) // not read until the burst is over
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
@@ -94,27 +94,27 @@ func TestMonitorSurvivesOverflow(t *testing.T) {
 	}
 	// Device routes share one fib_info, so 40,000 of them write fast.
 	const n = 40000
-	burst := func(op reconcile.WriteOp) []reconcile.Write {
-		ws := make([]reconcile.Write, n)
+	burst := func(op kernel.WriteOp) []kernel.Write {
+		ws := make([]kernel.Write, n)
 		for i := range ws {
-			ws[i] = reconcile.Write{Op: op, Route: reconcile.Route{LinkIndex: link,
+			ws[i] = kernel.Write{Op: op, Route: kernel.Route{LinkIndex: link,
 				Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100 + byte(i>>16), byte(i >> 8), byte(i)}), 32)}}
 		}
 		return ws
 	}
-	mustWrite(t, h, burst(reconcile.OpReplaceRoute))
-	mustWrite(t, h, burst(reconcile.OpDeleteRoute))
-	last := reconcile.Route{Dst: netip.MustParsePrefix("10.250.0.0/24"), LinkIndex: link}
-	mustWrite(t, h, []reconcile.Write{{Op: reconcile.OpReplaceRoute, Route: last}})
+	mustWrite(t, h, burst(kernel.OpReplaceRoute))
+	mustWrite(t, h, burst(kernel.OpDeleteRoute))
+	last := kernel.Route{Dst: netip.MustParsePrefix("10.250.0.0/24"), LinkIndex: link}
+	mustWrite(t, h, []kernel.Write{{Op: kernel.OpReplaceRoute, Route: last}})
 	gone := 0
 	for lost := false; !lost; {
-		m := recv(t, out, fmt.Sprintf("a Lost notice (%d route notices so far)", gone))
+		m := recv(t, out, fmt.Sprintf("a kernel.Lost notice (%d route notices so far)", gone))
 		switch {
-		case m.Kind == Lost:
+		case m.Kind == kernel.Lost:
 			lost = true
-		case m.Kind == RouteGone && m.Dst == last.Dst:
+		case m.Kind == kernel.RouteGone && m.Dst == last.Dst:
 			t.Fatalf("%s reported before it was deleted", last.Dst)
-		case m.Kind == RouteGone:
+		case m.Kind == kernel.RouteGone:
 			gone++
 		}
 	}
@@ -128,10 +128,10 @@ func TestMonitorSurvivesOverflow(t *testing.T) {
 		}
 	}
 	t.Logf("%d deletions: %d reported, the rest lost to the overflow", n, gone)
-	mustWrite(t, h, []reconcile.Write{{Op: reconcile.OpDeleteRoute, Route: last}})
+	mustWrite(t, h, []kernel.Write{{Op: kernel.OpDeleteRoute, Route: last}})
 	for {
 		m := recv(t, out, "the route deleted after the overflow")
-		if m.Kind == RouteGone && m.Dst == last.Dst {
+		if m.Kind == kernel.RouteGone && m.Dst == last.Dst {
 			return
 		}
 	}
@@ -149,15 +149,15 @@ func TestFilteredSubscription(t *testing.T) {
 	if err := s.SetReceiveTimeout(&unix.Timeval{Sec: 5}); err != nil {
 		t.Fatal(err)
 	}
-	ws := make([]reconcile.Write, 500)
+	ws := make([]kernel.Write, 500)
 	for i := range ws {
-		ws[i] = reconcile.Write{Op: reconcile.OpReplaceRoute, Route: reconcile.Route{LinkIndex: link,
+		ws[i] = kernel.Write{Op: kernel.OpReplaceRoute, Route: kernel.Route{LinkIndex: link,
 			Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), 32)}}
 	}
 	mustWrite(t, h, ws)
 	del := ws[321]
-	del.Op = reconcile.OpDeleteRoute
-	mustWrite(t, h, []reconcile.Write{del})
+	del.Op = kernel.OpDeleteRoute
+	mustWrite(t, h, []kernel.Write{del})
 	msgs, _, err := s.Receive()
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/weft-net/weft/internal/reconcile"
+	"github.com/weft-net/weft/internal/kernel"
 )
 
 // RouteProtocol marks the routes weft installs ("proto 0x57" — 'W'), so an
@@ -37,7 +37,7 @@ type Handle struct {
 	ns netns.NsHandle // netns.None(): the namespace weftd runs in
 }
 
-var _ reconcile.Kernel = (*Handle)(nil)
+var _ kernel.Kernel = (*Handle)(nil)
 
 // New opens a handle in the current network namespace.
 func New() (*Handle, error) { return NewAt(netns.None()) }
@@ -60,10 +60,6 @@ func NewAt(ns netns.NsHandle) (*Handle, error) {
 // Close releases the handle's sockets.
 func (h *Handle) Close() { h.h.Close() }
 
-// Raw returns the library handle for link set-up code in this package's users
-// that has no listing in it.
-func (h *Handle) Raw() *netlink.Handle { return h.h }
-
 // retry runs a dump until the kernel reports it consistent.
 func retry[T any](what string, dump func() ([]T, error)) ([]T, error) {
 	for i := 0; ; i++ {
@@ -78,8 +74,8 @@ func retry[T any](what string, dump func() ([]T, error)) ([]T, error) {
 }
 
 // ListRoutes returns the main table's non-kernel routes inside networks.
-func (h *Handle) ListRoutes(networks []netip.Prefix) ([]reconcile.Route, error) {
-	var out []reconcile.Route
+func (h *Handle) ListRoutes(networks []netip.Prefix) ([]kernel.Route, error) {
+	var out []kernel.Route
 	for _, fam := range families(networks) {
 		routes, err := retry("routes", func() ([]netlink.Route, error) {
 			return h.h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
@@ -97,10 +93,10 @@ func (h *Handle) ListRoutes(networks []netip.Prefix) ([]reconcile.Route, error) 
 			}
 			switch {
 			case r.Type == unix.RTN_UNICAST:
-				out = append(out, reconcile.Route{Dst: dst, Gw: AddrFromIP(r.Gw), LinkIndex: r.LinkIndex,
+				out = append(out, kernel.Route{Dst: dst, Gw: AddrFromIP(r.Gw), LinkIndex: r.LinkIndex,
 					OnLink: r.Flags&int(netlink.FLAG_ONLINK) != 0})
 			case r.Type == unix.RTN_BLACKHOLE && r.Priority == BlackholeMetric:
-				out = append(out, reconcile.Route{Dst: dst, Blackhole: true})
+				out = append(out, kernel.Route{Dst: dst, Blackhole: true})
 			}
 		}
 	}
@@ -108,8 +104,8 @@ func (h *Handle) ListRoutes(networks []netip.Prefix) ([]reconcile.Route, error) 
 }
 
 // ListNeighs returns the permanent neighbours on a link.
-func (h *Handle) ListNeighs(linkIndex int) ([]reconcile.Neigh, error) {
-	var out []reconcile.Neigh
+func (h *Handle) ListNeighs(linkIndex int) ([]kernel.Neigh, error) {
+	var out []kernel.Neigh
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
 		neighs, err := retry("neighbours", func() ([]netlink.Neigh, error) { return h.h.NeighList(linkIndex, fam) })
 		if err != nil {
@@ -119,29 +115,29 @@ func (h *Handle) ListNeighs(linkIndex int) ([]reconcile.Neigh, error) {
 			if n.State&netlink.NUD_PERMANENT == 0 || len(n.HardwareAddr) != 6 {
 				continue
 			}
-			out = append(out, reconcile.Neigh{IP: AddrFromIP(n.IP), MAC: reconcile.MAC(n.HardwareAddr), LinkIndex: n.LinkIndex})
+			out = append(out, kernel.Neigh{IP: AddrFromIP(n.IP), MAC: kernel.MAC(n.HardwareAddr), LinkIndex: n.LinkIndex})
 		}
 	}
 	return out, nil
 }
 
 // ListFDB returns the permanent FDB entries with a destination on a link.
-func (h *Handle) ListFDB(linkIndex int) ([]reconcile.FDB, error) {
+func (h *Handle) ListFDB(linkIndex int) ([]kernel.FDB, error) {
 	entries, err := retry("fdb", func() ([]netlink.Neigh, error) { return h.h.NeighList(linkIndex, unix.AF_BRIDGE) })
 	if err != nil {
 		return nil, err
 	}
-	var out []reconcile.FDB
+	var out []kernel.FDB
 	for _, n := range entries {
 		if n.State&netlink.NUD_PERMANENT == 0 || n.IP == nil || len(n.HardwareAddr) != 6 || n.LinkIndex != linkIndex {
 			continue
 		}
-		out = append(out, reconcile.FDB{MAC: reconcile.MAC(n.HardwareAddr), Dst: AddrFromIP(n.IP), LinkIndex: n.LinkIndex})
+		out = append(out, kernel.FDB{MAC: kernel.MAC(n.HardwareAddr), Dst: AddrFromIP(n.IP), LinkIndex: n.LinkIndex})
 	}
 	return out, nil
 }
 
-func toRoute(r reconcile.Route) *netlink.Route {
+func toRoute(r kernel.Route) *netlink.Route {
 	if r.Blackhole {
 		return &netlink.Route{Dst: IPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol,
 			Type: unix.RTN_BLACKHOLE, Priority: BlackholeMetric}
@@ -160,12 +156,12 @@ func toRoute(r reconcile.Route) *netlink.Route {
 }
 
 // ReplaceRoute installs or replaces a route.
-func (h *Handle) ReplaceRoute(r reconcile.Route) error { return h.h.RouteReplace(toRoute(r)) }
+func (h *Handle) ReplaceRoute(r kernel.Route) error { return h.h.RouteReplace(toRoute(r)) }
 
 // DeleteRoute removes a route; an absent route is success. A blackhole
 // route is named by its type and metric, so that the bridge's route to the
 // same subnet stays.
-func (h *Handle) DeleteRoute(r reconcile.Route) error {
+func (h *Handle) DeleteRoute(r kernel.Route) error {
 	nr := &netlink.Route{Dst: IPNet(r.Dst), Table: unix.RT_TABLE_MAIN}
 	if r.Blackhole {
 		nr.Type, nr.Priority = unix.RTN_BLACKHOLE, BlackholeMetric
@@ -176,7 +172,7 @@ func (h *Handle) DeleteRoute(r reconcile.Route) error {
 	return nil
 }
 
-func toNeigh(n reconcile.Neigh) *netlink.Neigh {
+func toNeigh(n kernel.Neigh) *netlink.Neigh {
 	fam := unix.AF_INET
 	if n.IP.Is6() {
 		fam = unix.AF_INET6
@@ -186,53 +182,30 @@ func toNeigh(n reconcile.Neigh) *netlink.Neigh {
 }
 
 // SetNeigh installs or replaces a permanent neighbour.
-func (h *Handle) SetNeigh(n reconcile.Neigh) error { return h.h.NeighSet(toNeigh(n)) }
+func (h *Handle) SetNeigh(n kernel.Neigh) error { return h.h.NeighSet(toNeigh(n)) }
 
 // DeleteNeigh removes a neighbour; an absent one is success.
-func (h *Handle) DeleteNeigh(n reconcile.Neigh) error {
+func (h *Handle) DeleteNeigh(n kernel.Neigh) error {
 	if err := h.h.NeighDel(toNeigh(n)); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
 	return nil
 }
 
-func toFDB(f reconcile.FDB) *netlink.Neigh {
+func toFDB(f kernel.FDB) *netlink.Neigh {
 	return &netlink.Neigh{LinkIndex: f.LinkIndex, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
 		Flags: netlink.NTF_SELF, IP: f.Dst.AsSlice(), HardwareAddr: f.MAC.HardwareAddr()}
 }
 
 // SetFDB installs or replaces a permanent FDB entry.
-func (h *Handle) SetFDB(f reconcile.FDB) error { return h.h.NeighSet(toFDB(f)) }
+func (h *Handle) SetFDB(f kernel.FDB) error { return h.h.NeighSet(toFDB(f)) }
 
 // DeleteFDB removes an FDB entry; an absent one is success.
-func (h *Handle) DeleteFDB(f reconcile.FDB) error {
+func (h *Handle) DeleteFDB(f kernel.FDB) error {
 	if err := h.h.NeighDel(toFDB(f)); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
 	return nil
-}
-
-// LinkAddrs returns the addresses of a link in both families.
-func (h *Handle) LinkAddrs(link netlink.Link) ([]netip.Prefix, error) {
-	addrs, err := retry("addresses", func() ([]netlink.Addr, error) { return h.h.AddrList(link, unix.AF_UNSPEC) })
-	if err != nil {
-		return nil, err
-	}
-	out := make([]netip.Prefix, 0, len(addrs))
-	for _, a := range addrs {
-		out = append(out, PrefixFromIPNetKeepHost(a.IPNet))
-	}
-	return out, nil
-}
-
-// Links returns every link.
-func (h *Handle) Links() ([]netlink.Link, error) {
-	return retry("links", h.h.LinkList)
-}
-
-// RouteGet asks the kernel which route it would use to reach dst.
-func (h *Handle) RouteGet(dst netip.Addr) ([]netlink.Route, error) {
-	return h.h.RouteGet(dst.AsSlice())
 }
 
 // DefaultRouteLinks returns the links of the default routes of both families.
@@ -308,7 +281,7 @@ func AddrFromIP(ip net.IP) netip.Addr {
 	return a.Unmap()
 }
 
-// BlackholeMetric is the metric of blackhole routes (reconcile.Route's
+// BlackholeMetric is the metric of blackhole routes (kernel.Route's
 // Blackhole: --ip-blackhole-route's): above the kernel's prefix routes
 // (IPv4 0, IPv6 256) and the default user route metric (IPv6 1024), so the
 // bridge's route to the node's own pods (cni0's <subnet>.1/24) wins while it

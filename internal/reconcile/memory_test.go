@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+
+	"github.com/weft-net/weft/internal/kernel"
 )
 
 // What the Reconciler keeps per peer, desired and applied, at 5,000 vxlan
@@ -15,11 +17,11 @@ func TestMemoryPerPeer(t *testing.T) {
 	objs := make([]Objects, peers)
 	for i := range objs {
 		subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
-		mac := MAC{0x02, 0, 0, 0, byte(i >> 8), byte(i)}
+		mac := kernel.MAC{0x02, 0, 0, 0, byte(i >> 8), byte(i)}
 		objs[i] = Objects{
-			FDB:    []FDB{{MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, byte(i >> 8), byte(i)}), LinkIndex: vx}},
-			Neighs: []Neigh{{IP: subnet.Addr(), MAC: mac, LinkIndex: vx}},
-			Routes: []Route{{Dst: subnet, Gw: subnet.Addr(), LinkIndex: vx, OnLink: true}},
+			FDB:    []kernel.FDB{{MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, byte(i >> 8), byte(i)}), LinkIndex: vx}},
+			Neighs: []kernel.Neigh{{IP: subnet.Addr(), MAC: mac, LinkIndex: vx}},
+			Routes: []kernel.Route{{Dst: subnet, Gw: subnet.Addr(), LinkIndex: vx, OnLink: true}},
 		}
 	}
 	before := heapAlloc()

@@ -9,24 +9,35 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+
+	"github.com/weft-net/weft/internal/kernel"
 )
 
-// Kernel is what the Reconciler needs from the kernel. Writes are idempotent:
-// replacing an identical object and deleting an absent one succeed.
+// Kernel is what the Reconciler needs from the kernel (a subset of
+// kernel.Kernel). Writes are idempotent: replacing an identical object and
+// deleting an absent one succeed.
 type Kernel interface {
 	// ListRoutes returns the main table's routes whose destination lies in
 	// one of networks (excluding routes the kernel made itself).
-	ListRoutes(networks []netip.Prefix) ([]Route, error)
+	ListRoutes(networks []netip.Prefix) ([]kernel.Route, error)
 	// ListNeighs returns the permanent neighbours on the link.
-	ListNeighs(linkIndex int) ([]Neigh, error)
+	ListNeighs(linkIndex int) ([]kernel.Neigh, error)
 	// ListFDB returns the permanent FDB entries with a destination on the link.
-	ListFDB(linkIndex int) ([]FDB, error)
-	ReplaceRoute(Route) error
-	DeleteRoute(Route) error
-	SetNeigh(Neigh) error
-	DeleteNeigh(Neigh) error
-	SetFDB(FDB) error
-	DeleteFDB(FDB) error
+	ListFDB(linkIndex int) ([]kernel.FDB, error)
+	ReplaceRoute(kernel.Route) error
+	DeleteRoute(kernel.Route) error
+	SetNeigh(kernel.Neigh) error
+	DeleteNeigh(kernel.Neigh) error
+	SetFDB(kernel.FDB) error
+	DeleteFDB(kernel.FDB) error
+	// The devices' configuration (devices.go).
+	LinkByName(name string) (kernel.Link, error)
+	SetLinkMTU(index, mtu int) error
+	SetLinkMAC(index int, mac kernel.MAC) error
+	SetLinkUp(index int) error
+	Addrs(index int) ([]netip.Prefix, error)
+	AddAddr(index int, p netip.Prefix) error
+	DeleteAddr(index int, p netip.Prefix) error
 }
 
 // Scope says which kernel objects the Reconciler owns.
@@ -42,7 +53,7 @@ type Scope struct {
 	Links []int
 }
 
-func (s Scope) ownsRoute(r Route) bool {
+func (s Scope) ownsRoute(r kernel.Route) bool {
 	dst := r.Dst
 	for _, o := range s.Own {
 		if o.Masked() == dst.Masked() && !r.Blackhole {
@@ -64,7 +75,14 @@ func (s Scope) ownsRoute(r Route) bool {
 type Stats struct {
 	Added, Deleted, Failed int
 	// Ops counts the successful writes by WriteOp.
-	Ops [numOps]int
+	Ops [kernel.NumOps]int
+	// DeviceWrites counts the writes that repaired a device's MTU, MAC,
+	// addresses or up flag.
+	DeviceWrites int
+	// Missing are the desired devices the pass found missing, or made
+	// again under another index: their backend must make them (again) and
+	// every peer's objects be recomputed.
+	Missing []string
 }
 
 // Reconciler makes the kernel match a desired State, built per peer. Its
@@ -80,6 +98,10 @@ type Reconciler struct {
 	applied State              // what we know is in the kernel
 	dirty   State              // keys to look at in the next pass (values unused)
 	shared  refs               // keys more than one peer wants: how many more
+	// devices are the desired devices by name; devDirty the ones to check
+	// in the next pass (devices.go).
+	devices  map[string]*devState
+	devDirty map[string]bool
 }
 
 // refs counts, per object key, the peers beyond the first that want it.
@@ -94,6 +116,7 @@ type refs struct {
 // New returns a Reconciler that has applied nothing yet; call Sync first.
 func New(k Kernel, log *slog.Logger) *Reconciler {
 	return &Reconciler{k: k, log: log, peers: map[string]Objects{}, desired: NewState(), applied: NewState(), dirty: NewState(),
+		devices: map[string]*devState{}, devDirty: map[string]bool{},
 		shared: refs{routes: map[netip.Prefix]int32{}, neighs: map[neighKey]int32{}, fdb: map[fdbKey]int32{}}}
 }
 
@@ -154,7 +177,9 @@ func (r *Reconciler) removePeerLocked(key string) {
 		if unref(r.shared.routes, k) {
 			delete(r.desired.Routes, k)
 		} else if r.desired.Routes[k] == v {
-			r.desired.Routes[k] = r.otherLocked(func(o Objects) (Route, bool) { return find(o.Routes, func(x Route) bool { return x.Dst == k }) })
+			r.desired.Routes[k] = r.otherLocked(func(o Objects) (kernel.Route, bool) {
+				return find(o.Routes, func(x kernel.Route) bool { return x.Dst == k })
+			})
 		}
 	}
 	for _, v := range old.Neighs {
@@ -209,31 +234,31 @@ func find[T any](xs []T, match func(T) bool) (T, bool) {
 	return zero, false
 }
 
-func (r *Reconciler) otherLocked(pick func(Objects) (Route, bool)) Route {
+func (r *Reconciler) otherLocked(pick func(Objects) (kernel.Route, bool)) kernel.Route {
 	for _, p := range r.peers {
 		if v, ok := pick(p); ok {
 			return v
 		}
 	}
-	return Route{}
+	return kernel.Route{}
 }
 
-func (r *Reconciler) otherNeighLocked(k neighKey) Neigh {
+func (r *Reconciler) otherNeighLocked(k neighKey) kernel.Neigh {
 	for _, p := range r.peers {
-		if v, ok := find(p.Neighs, func(x Neigh) bool { return neighKey{x.LinkIndex, x.IP} == k }); ok {
+		if v, ok := find(p.Neighs, func(x kernel.Neigh) bool { return neighKey{x.LinkIndex, x.IP} == k }); ok {
 			return v
 		}
 	}
-	return Neigh{}
+	return kernel.Neigh{}
 }
 
-func (r *Reconciler) otherFDBLocked(k fdbKey) FDB {
+func (r *Reconciler) otherFDBLocked(k fdbKey) kernel.FDB {
 	for _, p := range r.peers {
-		if v, ok := find(p.FDB, func(x FDB) bool { return fdbKey{x.LinkIndex, x.MAC} == k }); ok {
+		if v, ok := find(p.FDB, func(x kernel.FDB) bool { return fdbKey{x.LinkIndex, x.MAC} == k }); ok {
 			return v
 		}
 	}
-	return FDB{}
+	return kernel.FDB{}
 }
 
 // Peers returns the keys of the peers with desired objects.
@@ -254,7 +279,7 @@ func (r *Reconciler) Peers() []string {
 func (r *Reconciler) Apply(ctx context.Context) (Stats, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.applyLocked(ctx)
+	return r.applyLocked(ctx, false)
 }
 
 // Sync dumps the kernel objects in scope, adopts them as applied, and then
@@ -329,7 +354,7 @@ func (r *Reconciler) pruneLocked(ctx context.Context) (Stats, error) {
 	maps.Copy(r.dirty.Routes, r.applied.Routes)
 	maps.Copy(r.dirty.Neighs, r.applied.Neighs)
 	maps.Copy(r.dirty.FDB, r.applied.FDB)
-	return r.applyLocked(ctx)
+	return r.applyLocked(ctx, true)
 }
 
 // ForgetRoute, ForgetNeigh and ForgetFDB record that an object left the
@@ -360,7 +385,7 @@ func (r *Reconciler) ForgetNeigh(link int, ip netip.Addr) bool {
 }
 
 // ForgetFDB: see ForgetRoute.
-func (r *Reconciler) ForgetFDB(link int, mac MAC) bool {
+func (r *Reconciler) ForgetFDB(link int, mac kernel.MAC) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := fdbKey{link, mac}
@@ -376,6 +401,10 @@ func (r *Reconciler) ForgetFDB(link int, mac MAC) bool {
 func (r *Reconciler) ForgetLink(link int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.forgetLinkLocked(link)
+}
+
+func (r *Reconciler) forgetLinkLocked(link int) {
 	for k, v := range r.applied.Routes {
 		if v.LinkIndex == link {
 			delete(r.applied.Routes, k)
@@ -396,13 +425,15 @@ func (r *Reconciler) ForgetLink(link int) {
 	}
 }
 
-func (r *Reconciler) applyLocked(ctx context.Context) (Stats, error) {
+// applyLocked checks the devices (the dirty ones, or all), then writes the
+// objects of the dirty keys.
+func (r *Reconciler) applyLocked(ctx context.Context, allDevices bool) (Stats, error) {
+	var st Stats
+	errs := r.devicesLocked(allDevices, &st)
 	dirty := r.dirty
 	r.dirty = NewState()
 	phases := r.planLocked(dirty)
-	var st Stats
-	var errs []error
-	for _, op := range []WriteOp{OpSetFDB, OpSetNeigh, OpReplaceRoute, OpDeleteRoute, OpDeleteNeigh, OpDeleteFDB} {
+	for _, op := range []kernel.WriteOp{kernel.OpSetFDB, kernel.OpSetNeigh, kernel.OpReplaceRoute, kernel.OpDeleteRoute, kernel.OpDeleteNeigh, kernel.OpDeleteFDB} {
 		if ctx.Err() != nil {
 			r.requeueLocked(dirty)
 			return st, ctx.Err()
@@ -426,63 +457,63 @@ func (r *Reconciler) applyLocked(ctx context.Context) (Stats, error) {
 	if st.Failed > 0 {
 		r.requeueLocked(dirty)
 	}
-	if st.Added+st.Deleted+st.Failed > 0 {
-		r.log.Debug("reconciled", "added", st.Added, "deleted", st.Deleted, "failed", st.Failed)
+	if st.Added+st.Deleted+st.Failed+st.DeviceWrites > 0 {
+		r.log.Debug("reconciled", "added", st.Added, "deleted", st.Deleted, "failed", st.Failed, "device-writes", st.DeviceWrites)
 	}
 	return st, errors.Join(errs...)
 }
 
 // planLocked sorts the writes the dirty keys need into phases, indexed by
-// WriteOp and run in order: FDB entries and neighbours before the routes that
+// kernel.WriteOp and run in order: FDB entries and neighbours before the routes that
 // use them, then deletes, routes first.
-func (r *Reconciler) planLocked(dirty State) [6][]Write {
+func (r *Reconciler) planLocked(dirty State) [6][]kernel.Write {
 	d, a := r.desired, r.applied
-	var phases [6][]Write
+	var phases [6][]kernel.Write
 	for k := range dirty.FDB {
 		want, has := d.FDB[k]
 		got, in := a.FDB[k]
 		if has && (!in || got != want) {
-			phases[OpSetFDB] = append(phases[OpSetFDB], Write{Op: OpSetFDB, FDB: want})
+			phases[kernel.OpSetFDB] = append(phases[kernel.OpSetFDB], kernel.Write{Op: kernel.OpSetFDB, FDB: want})
 		} else if !has && in {
-			phases[OpDeleteFDB] = append(phases[OpDeleteFDB], Write{Op: OpDeleteFDB, FDB: got})
+			phases[kernel.OpDeleteFDB] = append(phases[kernel.OpDeleteFDB], kernel.Write{Op: kernel.OpDeleteFDB, FDB: got})
 		}
 	}
 	for k := range dirty.Neighs {
 		want, has := d.Neighs[k]
 		got, in := a.Neighs[k]
 		if has && (!in || got != want) {
-			phases[OpSetNeigh] = append(phases[OpSetNeigh], Write{Op: OpSetNeigh, Neigh: want})
+			phases[kernel.OpSetNeigh] = append(phases[kernel.OpSetNeigh], kernel.Write{Op: kernel.OpSetNeigh, Neigh: want})
 		} else if !has && in {
-			phases[OpDeleteNeigh] = append(phases[OpDeleteNeigh], Write{Op: OpDeleteNeigh, Neigh: got})
+			phases[kernel.OpDeleteNeigh] = append(phases[kernel.OpDeleteNeigh], kernel.Write{Op: kernel.OpDeleteNeigh, Neigh: got})
 		}
 	}
 	for k := range dirty.Routes {
 		want, has := d.Routes[k]
 		got, in := a.Routes[k]
 		if has && (!in || got != want) {
-			phases[OpReplaceRoute] = append(phases[OpReplaceRoute], Write{Op: OpReplaceRoute, Route: want})
+			phases[kernel.OpReplaceRoute] = append(phases[kernel.OpReplaceRoute], kernel.Write{Op: kernel.OpReplaceRoute, Route: want})
 		} else if !has && in {
-			phases[OpDeleteRoute] = append(phases[OpDeleteRoute], Write{Op: OpDeleteRoute, Route: got})
+			phases[kernel.OpDeleteRoute] = append(phases[kernel.OpDeleteRoute], kernel.Write{Op: kernel.OpDeleteRoute, Route: got})
 		}
 	}
 	return phases
 }
 
 // recordLocked updates applied after a successful write.
-func (r *Reconciler) recordLocked(w Write) {
+func (r *Reconciler) recordLocked(w kernel.Write) {
 	a := r.applied
 	switch w.Op {
-	case OpSetFDB:
+	case kernel.OpSetFDB:
 		a.AddFDB(w.FDB)
-	case OpSetNeigh:
+	case kernel.OpSetNeigh:
 		a.AddNeigh(w.Neigh)
-	case OpReplaceRoute:
+	case kernel.OpReplaceRoute:
 		a.AddRoute(w.Route)
-	case OpDeleteRoute:
+	case kernel.OpDeleteRoute:
 		delete(a.Routes, w.Route.Dst.Masked())
-	case OpDeleteNeigh:
+	case kernel.OpDeleteNeigh:
 		delete(a.Neighs, neighKey{w.Neigh.LinkIndex, w.Neigh.IP})
-	case OpDeleteFDB:
+	case kernel.OpDeleteFDB:
 		delete(a.FDB, fdbKey{w.FDB.LinkIndex, w.FDB.MAC})
 	}
 }
@@ -512,7 +543,7 @@ func requeue[K, V comparable](dirty, desired, applied, next map[K]V) {
 // missing or different, and objects in scope that nobody wants), in the
 // order Sync would make them. It changes nothing in the kernel; the
 // reconciler then holds the dumped state as applied.
-func (r *Reconciler) Diff() ([]Write, error) {
+func (r *Reconciler) Diff() ([]kernel.Write, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.adoptLocked(); err != nil {
@@ -522,7 +553,7 @@ func (r *Reconciler) Diff() ([]Write, error) {
 	maps.Copy(dirty.Routes, r.applied.Routes)
 	maps.Copy(dirty.Neighs, r.applied.Neighs)
 	maps.Copy(dirty.FDB, r.applied.FDB)
-	var out []Write
+	var out []kernel.Write
 	for _, phase := range r.planLocked(dirty) {
 		out = append(out, phase...)
 	}

@@ -10,10 +10,15 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/weft-net/weft/internal/kernel"
+	"github.com/weft-net/weft/internal/kernel/kerneltest"
 )
 
-// fakeKernel is an in-memory kernel that records writes.
+// fakeKernel is an in-memory kernel that records writes to routes,
+// neighbours and FDB entries; its links are kerneltest's.
 type fakeKernel struct {
+	*kerneltest.Fake
 	st     State
 	writes int
 	fail   map[string]bool // object String() -> fail the next write
@@ -21,7 +26,9 @@ type fakeKernel struct {
 
 var _ Kernel = (*fakeKernel)(nil)
 
-func newFake() *fakeKernel { return &fakeKernel{st: NewState(), fail: map[string]bool{}} }
+func newFake() *fakeKernel {
+	return &fakeKernel{Fake: kerneltest.New(), st: NewState(), fail: map[string]bool{}}
+}
 
 func (f *fakeKernel) check(o fmt.Stringer) error {
 	f.writes++
@@ -32,8 +39,8 @@ func (f *fakeKernel) check(o fmt.Stringer) error {
 	return nil
 }
 
-func (f *fakeKernel) ListRoutes(networks []netip.Prefix) ([]Route, error) {
-	var out []Route
+func (f *fakeKernel) ListRoutes(networks []netip.Prefix) ([]kernel.Route, error) {
+	var out []kernel.Route
 	for _, r := range f.st.Routes {
 		for _, n := range networks {
 			if n.Contains(r.Dst.Addr()) {
@@ -45,8 +52,8 @@ func (f *fakeKernel) ListRoutes(networks []netip.Prefix) ([]Route, error) {
 	return out, nil
 }
 
-func (f *fakeKernel) ListNeighs(link int) ([]Neigh, error) {
-	var out []Neigh
+func (f *fakeKernel) ListNeighs(link int) ([]kernel.Neigh, error) {
+	var out []kernel.Neigh
 	for _, n := range f.st.Neighs {
 		if n.LinkIndex == link {
 			out = append(out, n)
@@ -55,8 +62,8 @@ func (f *fakeKernel) ListNeighs(link int) ([]Neigh, error) {
 	return out, nil
 }
 
-func (f *fakeKernel) ListFDB(link int) ([]FDB, error) {
-	var out []FDB
+func (f *fakeKernel) ListFDB(link int) ([]kernel.FDB, error) {
+	var out []kernel.FDB
 	for _, e := range f.st.FDB {
 		if e.LinkIndex == link {
 			out = append(out, e)
@@ -65,7 +72,7 @@ func (f *fakeKernel) ListFDB(link int) ([]FDB, error) {
 	return out, nil
 }
 
-func (f *fakeKernel) ReplaceRoute(r Route) error {
+func (f *fakeKernel) ReplaceRoute(r kernel.Route) error {
 	if err := f.check(r); err != nil {
 		return err
 	}
@@ -73,7 +80,7 @@ func (f *fakeKernel) ReplaceRoute(r Route) error {
 	return nil
 }
 
-func (f *fakeKernel) DeleteRoute(r Route) error {
+func (f *fakeKernel) DeleteRoute(r kernel.Route) error {
 	if err := f.check(r); err != nil {
 		return err
 	}
@@ -81,7 +88,7 @@ func (f *fakeKernel) DeleteRoute(r Route) error {
 	return nil
 }
 
-func (f *fakeKernel) SetNeigh(n Neigh) error {
+func (f *fakeKernel) SetNeigh(n kernel.Neigh) error {
 	if err := f.check(n); err != nil {
 		return err
 	}
@@ -89,7 +96,7 @@ func (f *fakeKernel) SetNeigh(n Neigh) error {
 	return nil
 }
 
-func (f *fakeKernel) DeleteNeigh(n Neigh) error {
+func (f *fakeKernel) DeleteNeigh(n kernel.Neigh) error {
 	if err := f.check(n); err != nil {
 		return err
 	}
@@ -97,7 +104,7 @@ func (f *fakeKernel) DeleteNeigh(n Neigh) error {
 	return nil
 }
 
-func (f *fakeKernel) SetFDB(e FDB) error {
+func (f *fakeKernel) SetFDB(e kernel.FDB) error {
 	if err := f.check(e); err != nil {
 		return err
 	}
@@ -105,7 +112,7 @@ func (f *fakeKernel) SetFDB(e FDB) error {
 	return nil
 }
 
-func (f *fakeKernel) DeleteFDB(e FDB) error {
+func (f *fakeKernel) DeleteFDB(e kernel.FDB) error {
 	if err := f.check(e); err != nil {
 		return err
 	}
@@ -134,11 +141,11 @@ const vx = 7 // link index of the vxlan device
 // peer returns the vxlan objects of a peer with subnet 10.244.<n>.0/24.
 func peer(n int, link int) Objects {
 	subnet := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", n))
-	mac := MAC{0x02, 0, 0, 0, 0, byte(n)}
+	mac := kernel.MAC{0x02, 0, 0, 0, 0, byte(n)}
 	return Objects{
-		FDB:    []FDB{{MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, 100, byte(n)}), LinkIndex: link}},
-		Neighs: []Neigh{{IP: subnet.Addr(), MAC: mac, LinkIndex: link}},
-		Routes: []Route{{Dst: subnet, Gw: subnet.Addr(), LinkIndex: link, OnLink: true}},
+		FDB:    []kernel.FDB{{MAC: mac, Dst: netip.AddrFrom4([4]byte{192, 168, 100, byte(n)}), LinkIndex: link}},
+		Neighs: []kernel.Neigh{{IP: subnet.Addr(), MAC: mac, LinkIndex: link}},
+		Routes: []kernel.Route{{Dst: subnet, Gw: subnet.Addr(), LinkIndex: link, OnLink: true}},
 	}
 }
 
@@ -229,8 +236,8 @@ func TestSyncRemovesStaleKeepsForeign(t *testing.T) {
 	ctx := context.Background()
 	k := newFake()
 	k.st = union(peer(9, vx), peer(2, vx))
-	k.st.AddRoute(Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.168.1.1"), LinkIndex: 3}) // wrong
-	foreign := []Route{
+	k.st.AddRoute(kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.168.1.1"), LinkIndex: 3}) // wrong
+	foreign := []kernel.Route{
 		{Dst: netip.MustParsePrefix("10.1.0.0/16"), Gw: netip.MustParseAddr("192.168.1.1"), LinkIndex: 3}, // outside the network
 		{Dst: netip.MustParsePrefix("10.244.1.0/24"), LinkIndex: 5},                                       // own subnet (cni0)
 		{Dst: netip.MustParsePrefix("10.244.0.0/16"), LinkIndex: 5},                                       // the network itself
@@ -238,7 +245,7 @@ func TestSyncRemovesStaleKeepsForeign(t *testing.T) {
 	for _, f := range foreign {
 		k.st.AddRoute(f)
 	}
-	k.st.AddNeigh(Neigh{IP: netip.MustParseAddr("192.168.1.1"), MAC: MAC{1}, LinkIndex: 3}) // not our device
+	k.st.AddNeigh(kernel.Neigh{IP: netip.MustParseAddr("192.168.1.1"), MAC: kernel.MAC{1}, LinkIndex: 3}) // not our device
 	r := newRec(k)
 	r.SetPeer("2", peer(2, vx))
 	st, err := r.Sync(ctx)
@@ -249,7 +256,7 @@ func TestSyncRemovesStaleKeepsForeign(t *testing.T) {
 	for _, f := range foreign {
 		want.AddRoute(f)
 	}
-	want.AddNeigh(Neigh{IP: netip.MustParseAddr("192.168.1.1"), MAC: MAC{1}, LinkIndex: 3})
+	want.AddNeigh(kernel.Neigh{IP: netip.MustParseAddr("192.168.1.1"), MAC: kernel.MAC{1}, LinkIndex: 3})
 	if got := dump(k.st); got != dump(want) {
 		t.Fatalf("kernel =\n%s\nwant\n%s", got, dump(want))
 	}
@@ -357,12 +364,12 @@ func TestDuplicateObjects(t *testing.T) {
 }
 
 func TestParseMAC(t *testing.T) {
-	m, err := ParseMAC("22:56:a3:21:8b:8d")
+	m, err := kernel.ParseMAC("22:56:a3:21:8b:8d")
 	if err != nil || m.String() != "22:56:a3:21:8b:8d" {
 		t.Errorf("ParseMAC = %v, %v", m, err)
 	}
 	for _, bad := range []string{"", "22:56:a3", "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", "zz:56:a3:21:8b:8d"} {
-		if _, err := ParseMAC(bad); err == nil {
+		if _, err := kernel.ParseMAC(bad); err == nil {
 			t.Errorf("ParseMAC(%q) succeeded", bad)
 		}
 	}
@@ -421,10 +428,10 @@ func TestOwnSubnetBlackhole(t *testing.T) {
 	ctx := context.Background()
 	k := newFake()
 	own := netip.MustParsePrefix("10.244.1.0/24")
-	k.st.AddRoute(Route{Dst: own, LinkIndex: 5}) // cni0's
+	k.st.AddRoute(kernel.Route{Dst: own, LinkIndex: 5}) // cni0's
 	r := newRec(k)
-	bh := Route{Dst: own, Blackhole: true}
-	r.SetPeer("\x00node", Objects{Routes: []Route{bh}})
+	bh := kernel.Route{Dst: own, Blackhole: true}
+	r.SetPeer("\x00node", Objects{Routes: []kernel.Route{bh}})
 	if _, err := r.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +446,7 @@ func TestOwnSubnetBlackhole(t *testing.T) {
 	if _, ok := k.st.Routes[own]; ok || st.Deleted != 1 {
 		t.Errorf("after the blackhole is no longer wanted: %v left, %d deleted", k.st.Routes[own], st.Deleted)
 	}
-	k.st.AddRoute(Route{Dst: own, LinkIndex: 5})
+	k.st.AddRoute(kernel.Route{Dst: own, LinkIndex: 5})
 	if st, err := r.Sync(ctx); err != nil || st.Deleted != 0 {
 		t.Errorf("Sync touched the bridge's route: %+v, %v", st, err)
 	}

@@ -22,73 +22,10 @@
 package reconcile
 
 import (
-	"fmt"
-	"net"
 	"net/netip"
+
+	"github.com/weft-net/weft/internal/kernel"
 )
-
-// Route is a route in the main table.
-type Route struct {
-	Dst       netip.Prefix
-	Gw        netip.Addr // invalid for a device route
-	LinkIndex int
-	OnLink    bool
-	// Blackhole makes it a blackhole route (no gateway, no device) at the
-	// kernel writer's blackhole metric: --ip-blackhole-route's route to the
-	// node's own subnet.
-	Blackhole bool
-}
-
-func (r Route) String() string {
-	if r.Blackhole {
-		return "blackhole " + r.Dst.String()
-	}
-	s := r.Dst.String()
-	if r.Gw.IsValid() {
-		s += " via " + r.Gw.String()
-	}
-	s += fmt.Sprintf(" dev #%d", r.LinkIndex)
-	if r.OnLink {
-		s += " onlink"
-	}
-	return s
-}
-
-// Neigh is a permanent neighbour (ARP/NDP) entry.
-type Neigh struct {
-	IP        netip.Addr
-	MAC       MAC
-	LinkIndex int
-}
-
-func (n Neigh) String() string { return fmt.Sprintf("%s lladdr %s dev #%d", n.IP, n.MAC, n.LinkIndex) }
-
-// FDB is a permanent bridge forwarding entry on a vxlan device: frames for
-// MAC go to the VTEP at Dst.
-type FDB struct {
-	MAC       MAC
-	Dst       netip.Addr
-	LinkIndex int
-}
-
-func (f FDB) String() string { return fmt.Sprintf("%s dst %s dev #%d", f.MAC, f.Dst, f.LinkIndex) }
-
-// MAC is a 48-bit hardware address usable as a map key.
-type MAC [6]byte
-
-// ParseMAC parses "22:56:a3:21:8b:8d".
-func ParseMAC(s string) (MAC, error) {
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		return MAC{}, fmt.Errorf("%q is not a 48-bit MAC address", s)
-	}
-	return MAC(hw), nil
-}
-
-// HardwareAddr returns m as a net.HardwareAddr.
-func (m MAC) HardwareAddr() net.HardwareAddr { return net.HardwareAddr(m[:]) }
-
-func (m MAC) String() string { return m.HardwareAddr().String() }
 
 type neighKey struct {
 	link int
@@ -97,15 +34,15 @@ type neighKey struct {
 
 type fdbKey struct {
 	link int
-	mac  MAC
+	mac  kernel.MAC
 }
 
 // Objects are one peer's kernel objects: a compact list, since thousands of
 // peers each hold a few.
 type Objects struct {
-	Routes []Route
-	Neighs []Neigh
-	FDB    []FDB
+	Routes []kernel.Route
+	Neighs []kernel.Neigh
+	FDB    []kernel.FDB
 }
 
 // Len returns the number of objects.
@@ -113,24 +50,24 @@ func (o Objects) Len() int { return len(o.Routes) + len(o.Neighs) + len(o.FDB) }
 
 // State is a set of kernel objects.
 type State struct {
-	Routes map[netip.Prefix]Route
-	Neighs map[neighKey]Neigh
-	FDB    map[fdbKey]FDB
+	Routes map[netip.Prefix]kernel.Route
+	Neighs map[neighKey]kernel.Neigh
+	FDB    map[fdbKey]kernel.FDB
 }
 
 // NewState returns an empty State.
 func NewState() State {
-	return State{Routes: map[netip.Prefix]Route{}, Neighs: map[neighKey]Neigh{}, FDB: map[fdbKey]FDB{}}
+	return State{Routes: map[netip.Prefix]kernel.Route{}, Neighs: map[neighKey]kernel.Neigh{}, FDB: map[fdbKey]kernel.FDB{}}
 }
 
 // AddRoute adds r (replacing a route to the same destination).
-func (s State) AddRoute(r Route) { s.Routes[r.Dst.Masked()] = r }
+func (s State) AddRoute(r kernel.Route) { s.Routes[r.Dst.Masked()] = r }
 
 // AddNeigh adds n.
-func (s State) AddNeigh(n Neigh) { s.Neighs[neighKey{n.LinkIndex, n.IP}] = n }
+func (s State) AddNeigh(n kernel.Neigh) { s.Neighs[neighKey{n.LinkIndex, n.IP}] = n }
 
 // AddFDB adds f.
-func (s State) AddFDB(f FDB) { s.FDB[fdbKey{f.LinkIndex, f.MAC}] = f }
+func (s State) AddFDB(f kernel.FDB) { s.FDB[fdbKey{f.LinkIndex, f.MAC}] = f }
 
 func (s State) clone() State {
 	c := NewState()

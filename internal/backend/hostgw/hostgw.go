@@ -12,6 +12,7 @@ import (
 	"net/netip"
 
 	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/reconcile"
 )
@@ -60,7 +61,7 @@ func (h *HostGW) Peer(own lease.Lease, p lease.Lease) (reconcile.Objects, error)
 		if !ext.DirectlyConnected(fam.via) {
 			return reconcile.Objects{}, fmt.Errorf("host-gw needs peers on a directly connected subnet, but %s is not on any subnet of %s", fam.via, ext.Name)
 		}
-		st.Routes = append(st.Routes, reconcile.Route{Dst: fam.subnet, Gw: fam.via, LinkIndex: ext.Index})
+		st.Routes = append(st.Routes, kernel.Route{Dst: fam.subnet, Gw: fam.via, LinkIndex: ext.Index})
 	}
 	return st, nil
 }
@@ -72,7 +73,7 @@ func (h *HostGW) Observe(lease.Lease) ([]string, error) { return nil, nil }
 func (h *HostGW) Links() []int { return nil }
 
 // Devices: host-gw owns no device.
-func (h *HostGW) Devices() []string { return nil }
+func (h *HostGW) Devices() []kernel.Device { return nil }
 
 // MTU is the external interface's.
 func (h *HostGW) MTU() int { return h.d.External.MTU }

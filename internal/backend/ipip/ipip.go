@@ -36,6 +36,7 @@ import (
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/backend/tunnel"
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/reconcile"
 )
@@ -86,10 +87,7 @@ func Type() backend.Type {
 // New is the backend.Factory: it chooses the data path (see the package
 // documentation) and logs the choice.
 func New(d backend.Deps) (backend.Backend, error) {
-	return newWith(d, d.Netlink.Raw())
-}
-
-func newWith(d backend.Deps, k links) (backend.Backend, error) {
+	k := d.Kernel
 	opts, _, err := ParseOptions(d.Net)
 	if err != nil {
 		return nil, err
@@ -109,7 +107,7 @@ func newWith(d backend.Deps, k links) (backend.Backend, error) {
 	switch path {
 	case PathKernel:
 		log.Info("ipip data path", "path", PathKernel, "reason", "WEFT_IPIP_PATH=kernel")
-		return &Kernel{base: b, k: k}, nil
+		return &Kernel{base: b}, nil
 	case PathUserspace:
 		log.Info("ipip data path", "path", PathUserspace, "reason", "WEFT_IPIP_PATH=userspace")
 		return newUserspace(b)
@@ -117,12 +115,12 @@ func newWith(d backend.Deps, k links) (backend.Backend, error) {
 	default:
 		return nil, fmt.Errorf("WEFT_IPIP_PATH %q: want %s, %s or %s", path, PathAuto, PathKernel, PathUserspace)
 	}
-	kern := &Kernel{base: b, k: k}
+	kern := &Kernel{base: b}
 	switch l, err := k.LinkByName(DeviceName); {
-	case err == nil && l.Type() == "ipip":
+	case err == nil && l.Kind == kernel.KindIPIP:
 		log.Info("ipip data path", "path", PathKernel, "reason", "a kernel ipip device "+DeviceName+" exists")
 		return kern, nil
-	case err == nil && l.Type() == "tuntap":
+	case err == nil && l.Kind == kernel.KindTUN:
 		log.Info("ipip data path", "path", PathUserspace, "reason", "the userspace path's TUN "+DeviceName+
 			" exists (delete it, or set WEFT_IPIP_PATH=kernel, to switch)")
 		return newUserspace(b)
@@ -152,6 +150,7 @@ func noModule(err error) bool {
 type base struct {
 	d    backend.Deps
 	opts Options
+	own  lease.Lease // of the last Ensure or Observe
 }
 
 // Attrs publishes the type and no data.
@@ -176,16 +175,22 @@ func (b *base) route(own, p lease.Lease, index int) (reconcile.Objects, error) {
 	}
 	ext := b.d.External
 	if b.opts.DirectRouting && ext.DirectlyConnected(p.Attrs.PublicIP) {
-		return reconcile.Objects{Routes: []reconcile.Route{{Dst: p.Subnet, Gw: p.Attrs.PublicIP, LinkIndex: ext.Index}}}, nil
+		return reconcile.Objects{Routes: []kernel.Route{{Dst: p.Subnet, Gw: p.Attrs.PublicIP, LinkIndex: ext.Index}}}, nil
 	}
 	if index <= 0 {
 		return reconcile.Objects{}, fmt.Errorf("%s does not exist yet", DeviceName)
 	}
-	return reconcile.Objects{Routes: []reconcile.Route{{Dst: p.Subnet, Gw: p.Attrs.PublicIP, LinkIndex: index, OnLink: true}}}, nil
+	return reconcile.Objects{Routes: []kernel.Route{{Dst: p.Subnet, Gw: p.Attrs.PublicIP, LinkIndex: index, OnLink: true}}}, nil
 }
 
-// Devices returns flannel.ipip.
-func (b *base) Devices() []string { return []string{DeviceName} }
+// Devices returns flannel.ipip with the MTU and <own subnet>.0/32.
+func (b *base) Devices() []kernel.Device {
+	d := kernel.Device{Name: DeviceName, MTU: b.MTU()}
+	if a, err := ownAddr(b.own); err == nil {
+		d.Addrs = []netip.Prefix{a}
+	}
+	return []kernel.Device{d}
+}
 
 // MTU is the external MTU minus the outer IPv4 header.
 func (b *base) MTU() int { return b.d.External.MTU - Overhead }

@@ -5,29 +5,16 @@ package ipip
 import (
 	"context"
 	"fmt"
-	"net"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
-	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/reconcile"
 )
-
-// links is what the kernel path asks of netlink (*netlink.Handle; a fake in
-// the tests).
-type links interface {
-	netlinkx.DeviceConfigurer
-	LinkByName(name string) (netlink.Link, error)
-	LinkAdd(link netlink.Link) error
-	LinkDel(link netlink.Link) error
-}
 
 // Kernel is the kernel path: flannel.ipip is a kernel ipip device.
 type Kernel struct {
 	base
-	k     links
 	index int
 }
 
@@ -38,58 +25,56 @@ func (b *Kernel) Attrs(context.Context) (lease.Attrs, error) { return b.base.Att
 
 // device is the ipip device flannel makes: local = the public address, no
 // remote, path MTU discovery on.
-func (b *Kernel) device() *netlink.Iptun {
-	return &netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: DeviceName, MTU: b.MTU()},
-		Local: net.IP(b.d.External.PublicIP.AsSlice()), PMtuDisc: 1}
+func (b *Kernel) device() kernel.LinkSpec {
+	return kernel.LinkSpec{Name: DeviceName, Kind: kernel.KindIPIP, MTU: b.MTU(), IPIP: &kernel.IPIP{Local: b.d.External.PublicIP}}
 }
 
 // create makes the device, replacing a device of the name that is not an
 // ipip device with this node's local address.
 func (b *Kernel) create() error {
-	if l, err := b.k.LinkByName(DeviceName); err == nil {
-		t, ok := l.(*netlink.Iptun)
-		if ok && t.Local.Equal(net.IP(b.d.External.PublicIP.AsSlice())) && (len(t.Remote) == 0 || t.Remote.IsUnspecified()) {
+	k := b.d.Kernel
+	if l, err := k.LinkByName(DeviceName); err == nil {
+		if l.IPIP != nil && l.IPIP.Local == b.d.External.PublicIP && !l.IPIP.Remote.IsValid() {
 			return nil
 		}
-		b.d.Logger.Info("replacing a device that is not this node's ipip device", "device", DeviceName, "type", l.Type())
-		if err := b.k.LinkDel(l); err != nil {
+		b.d.Logger.Info("replacing a device that is not this node's ipip device", "device", DeviceName, "kind", l.Kind)
+		if err := k.DeleteLink(l.Index); err != nil {
 			return fmt.Errorf("delete %s: %w", DeviceName, err)
 		}
 	}
-	if err := b.k.LinkAdd(b.device()); err != nil {
+	if err := k.AddLink(b.device()); err != nil {
 		return fmt.Errorf("create ipip device %s: %w", DeviceName, err)
 	}
 	b.d.Logger.Info("created ipip device", "device", DeviceName, "local", b.d.External.PublicIP, "mtu", b.MTU())
 	return nil
 }
 
-// Ensure makes flannel.ipip exist with the MTU, <own subnet>.0/32 and up.
+// Ensure makes flannel.ipip exist (Devices gives its MTU and address to the
+// reconciler).
 func (b *Kernel) Ensure(_ context.Context, own lease.Lease) error {
-	addr, err := ownAddr(own)
-	if err != nil {
+	if _, err := ownAddr(own); err != nil {
 		return err
 	}
+	b.own = own
 	if err := b.create(); err != nil {
 		return err
 	}
-	link, err := b.k.LinkByName(DeviceName)
+	link, err := b.d.Kernel.LinkByName(DeviceName)
 	if err != nil {
 		return fmt.Errorf("find %s: %w", DeviceName, err)
 	}
-	if err := netlinkx.ConfigureDevice(b.k, link, b.MTU(), addr); err != nil {
-		return err
-	}
-	b.index = link.Attrs().Index
+	b.index = link.Index
 	return nil
 }
 
 // Observe finds flannel.ipip as it is (backend.Observer).
-func (b *Kernel) Observe(lease.Lease) ([]string, error) {
-	link, err := b.k.LinkByName(DeviceName)
+func (b *Kernel) Observe(own lease.Lease) ([]string, error) {
+	b.own = own
+	link, err := b.d.Kernel.LinkByName(DeviceName)
 	if err != nil {
 		return []string{DeviceName}, nil
 	}
-	b.index = link.Attrs().Index
+	b.index = link.Index
 	return nil, nil
 }
 

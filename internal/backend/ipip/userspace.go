@@ -31,7 +31,7 @@ func newUserspace(b base) (*Userspace, error) {
 		return nil, err
 	}
 	return &Userspace{base: b, eng: tunnel.New(tunnel.Config{Device: DeviceName, Encap: tunnel.IPIP(), Options: o,
-		Local: b.d.External.PublicIP, Network: b.d.Net.IPv4.Network, MTU: b.MTU(), Netlink: b.d.Netlink, Logger: b.d.Logger})}, nil
+		Local: b.d.External.PublicIP, Network: b.d.Net.IPv4.Network, MTU: b.MTU(), Kernel: b.d.Kernel, Logger: b.d.Logger})}, nil
 }
 
 // Attrs publishes the type and no data.
@@ -43,6 +43,7 @@ func (u *Userspace) Ensure(ctx context.Context, own lease.Lease) error {
 	if _, err := ownAddr(own); err != nil {
 		return err
 	}
+	u.own = own
 	return u.eng.Ensure(ctx, own.Subnet)
 }
 
@@ -59,7 +60,8 @@ func (u *Userspace) Peer(own, p lease.Lease) (reconcile.Objects, error) {
 }
 
 // Observe finds the TUN as it is (backend.Observer).
-func (u *Userspace) Observe(lease.Lease) ([]string, error) {
+func (u *Userspace) Observe(own lease.Lease) ([]string, error) {
+	u.own = own
 	found, err := u.eng.Observe()
 	if err != nil || found {
 		return nil, err

@@ -46,9 +46,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
-	"github.com/weft-net/weft/internal/netlinkx"
+	"github.com/weft-net/weft/internal/kernel"
 )
 
 // Encap is an encapsulation: how the engine's packets travel between nodes.
@@ -131,7 +129,7 @@ type Config struct {
 	Local   netip.Addr   // the node's public IPv4 address: outer source
 	Network netip.Prefix // the cluster network (ICMP errors' source)
 	MTU     int          // the device's MTU
-	Netlink *netlinkx.Handle
+	Kernel  kernel.Kernel
 	Logger  *slog.Logger
 }
 
@@ -193,16 +191,16 @@ func (e *Engine) Lookup(dst netip.Addr) (netip.AddrPort, bool) {
 // Observe finds the device as it is, without opening or changing it, and
 // reports whether it exists (weft status).
 func (e *Engine) Observe() (bool, error) {
-	link, err := e.c.Netlink.Raw().LinkByName(e.c.Device)
+	link, err := e.c.Kernel.LinkByName(e.c.Device)
 	if err != nil {
-		if errors.As(err, new(netlink.LinkNotFoundError)) {
+		if errors.Is(err, kernel.ErrLinkNotFound) {
 			return false, nil
 		}
 		return false, fmt.Errorf("find %s: %w", e.c.Device, err)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.index = link.Attrs().Index
+	e.index = link.Index
 	return true, nil
 }
 
@@ -237,9 +235,9 @@ func (e *Engine) Ensure(ctx context.Context, own netip.Prefix) error {
 		e.stop = cancel
 		go e.report(rctx)
 	}
-	link, err := e.c.Netlink.Raw().LinkByName(e.c.Device)
-	if e.dp != nil && err == nil && link.Attrs().Index == e.index {
-		return e.configureLocked(link, own)
+	link, err := e.c.Kernel.LinkByName(e.c.Device)
+	if e.dp != nil && err == nil && link.Index == e.index {
+		return nil
 	}
 	if e.dp != nil {
 		e.log.Info("the device changed under the data path; reattaching", "device", e.c.Device, "err", err)
@@ -253,13 +251,13 @@ func (e *Engine) Ensure(ctx context.Context, own netip.Prefix) error {
 // cannot be attached to, such as flannel's single-queue flannel0 or a kernel
 // ipip device), configures the device and starts the workers.
 func (e *Engine) attachLocked(ctx context.Context, own netip.Prefix) error {
-	h := e.c.Netlink.Raw()
+	h := e.c.Kernel
 	o := tunOptions{queues: e.c.Options.Queues, offload: !e.c.Options.NoVnet}
 	tun, err := openTUN(e.c.Device, o)
 	if errors.Is(err, errIncompatible) {
 		if link, lerr := h.LinkByName(e.c.Device); lerr == nil {
-			e.log.Info("replacing an incompatible device", "device", e.c.Device, "type", link.Type())
-			if err := h.LinkDel(link); err != nil {
+			e.log.Info("replacing an incompatible device", "device", e.c.Device, "kind", link.Kind)
+			if err := h.DeleteLink(link.Index); err != nil {
 				return fmt.Errorf("delete incompatible %s: %w", e.c.Device, err)
 			}
 		}
@@ -269,14 +267,12 @@ func (e *Engine) attachLocked(ctx context.Context, own netip.Prefix) error {
 		return err
 	}
 	link, err := h.LinkByName(e.c.Device)
-	if err == nil {
-		err = e.configureLocked(link, own)
-	}
 	if err != nil {
 		tun.Close()
-		return fmt.Errorf("configure %s: %w", e.c.Device, err)
+		return fmt.Errorf("find %s: %w", e.c.Device, err)
 	}
-	e.index = link.Attrs().Index
+	e.disableIPv6()
+	e.index = link.Index
 	e.dp = &datapath{tun: tun, conn: e.conn, peers: e.peers, stats: &e.stats, log: e.log, noMerge: e.c.Options.NoMerge,
 		batch: e.c.Options.Batch, vnet: o.offload, mtu: e.c.MTU}
 	e.dp.start(ctx)
@@ -286,14 +282,22 @@ func (e *Engine) attachLocked(ctx context.Context, own netip.Prefix) error {
 	return nil
 }
 
-// configureLocked sets the MTU, the single <subnet>.0/32 address and the
-// link up. Routes are the reconciler's.
-func (e *Engine) configureLocked(link netlink.Link, own netip.Prefix) error {
-	// The tunnel carries IPv4 only: without IPv6 on the device the kernel
-	// sends no router solicitations or MLD reports into it (they counted
-	// as malformed). Best effort: a kernel without IPv6 has no such file.
+// disableIPv6 turns IPv6 off on the device. The tunnel carries IPv4 only:
+// without IPv6 on the device the kernel sends no router solicitations or
+// MLD reports into it (they counted as malformed). Best effort: a kernel
+// without IPv6 has no such file.
+func (e *Engine) disableIPv6() {
 	_ = os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", e.c.Device, "disable_ipv6"), []byte("1"), 0o644)
-	return netlinkx.ConfigureDevice(e.c.Netlink.Raw(), link, e.c.MTU, netip.PrefixFrom(own.Masked().Addr(), 32))
+}
+
+// Device is the TUN as desired state: the MTU and <own subnet>.0/32. Routes
+// and the device's configuration are the reconciler's.
+func (e *Engine) Device(own netip.Prefix) kernel.Device {
+	d := kernel.Device{Name: e.c.Device, MTU: e.c.MTU}
+	if own.IsValid() {
+		d.Addrs = []netip.Prefix{netip.PrefixFrom(own.Masked().Addr(), 32)}
+	}
+	return d
 }
 
 // report logs changed counters until ctx ends; then it stops the data path

@@ -17,6 +17,7 @@ import (
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/backend/tunnel"
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/reconcile"
 )
@@ -56,6 +57,7 @@ const Overhead = 28
 type UDP struct {
 	d   backend.Deps
 	eng *tunnel.Engine
+	own lease.Lease // of the last Ensure or Observe
 }
 
 var (
@@ -89,7 +91,7 @@ func NewWithOptions(d backend.Deps, o tunnel.Options) (*UDP, error) {
 	}
 	enc := tunnel.UDP(nco.Port)
 	return &UDP{d: d, eng: tunnel.New(tunnel.Config{Device: DeviceName, Encap: enc, Options: o, Local: d.External.PublicIP,
-		Network: d.Net.IPv4.Network, MTU: d.External.MTU - enc.Overhead, Netlink: d.Netlink, Logger: d.Logger})}, nil
+		Network: d.Net.IPv4.Network, MTU: d.External.MTU - enc.Overhead, Kernel: d.Kernel, Logger: d.Logger})}, nil
 }
 
 // Attrs publishes the type and no data. flannel's udp lease has no
@@ -138,11 +140,13 @@ func (u *UDP) ForgetPeer(key string) { u.eng.ForgetPeer(key) }
 
 // Ensure makes flannel0 and runs the data path (tunnel.Engine.Ensure).
 func (u *UDP) Ensure(ctx context.Context, own lease.Lease) error {
+	u.own = own
 	return u.eng.Ensure(ctx, own.Subnet)
 }
 
 // Observe finds flannel0 as it is (backend.Observer).
-func (u *UDP) Observe(lease.Lease) ([]string, error) {
+func (u *UDP) Observe(own lease.Lease) ([]string, error) {
+	u.own = own
 	found, err := u.eng.Observe()
 	if err != nil || found {
 		return nil, err
@@ -167,16 +171,16 @@ func (u *UDP) Links() []int {
 // NodeRoutes is the route <Network> dev flannel0 that sends the pods'
 // traffic for other nodes into the data path (backend.NodeRouter); none
 // before Ensure made the device.
-func (u *UDP) NodeRoutes() []reconcile.Route {
+func (u *UDP) NodeRoutes() []kernel.Route {
 	i := u.eng.Index()
 	if i <= 0 {
 		return nil
 	}
-	return []reconcile.Route{{Dst: u.d.Net.IPv4.Network.Masked(), LinkIndex: i}}
+	return []kernel.Route{{Dst: u.d.Net.IPv4.Network.Masked(), LinkIndex: i}}
 }
 
-// Devices returns flannel0.
-func (u *UDP) Devices() []string { return []string{DeviceName} }
+// Devices returns flannel0 with the MTU and <own subnet>.0/32.
+func (u *UDP) Devices() []kernel.Device { return []kernel.Device{u.eng.Device(u.own.Subnet)} }
 
 // MTU is the external MTU minus the IPv4 and UDP headers.
 func (u *UDP) MTU() int { return u.d.External.MTU - Overhead }

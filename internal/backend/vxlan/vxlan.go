@@ -23,11 +23,9 @@ import (
 	"net/netip"
 	"strconv"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
-	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/reconcile"
 )
 
@@ -49,7 +47,7 @@ type family struct {
 	v6      bool
 	name    string
 	local   netip.Addr
-	mac     reconcile.MAC
+	mac     kernel.MAC
 	index   int
 	enabled bool
 }
@@ -60,6 +58,7 @@ type VXLAN struct {
 	opts Options
 	fams []*family
 	mtu  int
+	own  lease.Lease // of the last Ensure or Observe
 }
 
 var _ backend.Backend = (*VXLAN)(nil)
@@ -130,12 +129,12 @@ func (v *VXLAN) Attrs(context.Context) (lease.Attrs, error) {
 	return a, nil
 }
 
-func (v *VXLAN) stableMAC(f *family) reconcile.MAC {
-	if l, err := v.d.Netlink.Raw().LinkByName(f.name); err == nil && len(l.Attrs().HardwareAddr) == 6 {
-		return reconcile.MAC(l.Attrs().HardwareAddr)
+func (v *VXLAN) stableMAC(f *family) kernel.MAC {
+	if l, err := v.d.Kernel.LinkByName(f.name); err == nil && !l.MAC.IsZero() {
+		return l.MAC
 	}
 	sum := sha256.Sum256([]byte(fmt.Sprintf("weft-vtep/%s/%d", f.local, v.opts.VNI)))
-	var m reconcile.MAC
+	var m kernel.MAC
 	copy(m[:], sum[:6])
 	m[0] = m[0]&^0x01 | 0x02 // unicast, locally administered
 	return m
@@ -143,88 +142,71 @@ func (v *VXLAN) stableMAC(f *family) reconcile.MAC {
 
 // Observe finds each device as it is (backend.Observer): its index and MAC,
 // changing nothing.
-func (v *VXLAN) Observe(lease.Lease) ([]string, error) {
+func (v *VXLAN) Observe(own lease.Lease) ([]string, error) {
+	v.own = own
 	var missing []string
 	for _, f := range v.enabled() {
-		l, err := v.d.Netlink.Raw().LinkByName(f.name)
+		l, err := v.d.Kernel.LinkByName(f.name)
 		if err != nil {
 			missing = append(missing, f.name)
 			continue
 		}
-		f.index = l.Attrs().Index
+		f.index = l.Index
 		f.mac = v.stableMAC(f)
 	}
 	return missing, nil
 }
 
-// Ensure creates or repairs each device.
-func (v *VXLAN) Ensure(ctx context.Context, own lease.Lease) error {
+// Ensure creates each device, or replaces one whose settings differ.
+func (v *VXLAN) Ensure(_ context.Context, own lease.Lease) error {
+	v.own = own
 	for _, f := range v.enabled() {
-		subnet := own.Subnet
-		if f.v6 {
-			subnet = own.IPv6Subnet
-		}
-		if err := v.ensureDevice(f, subnet); err != nil {
+		if err := v.ensureDevice(f); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (v *VXLAN) ensureDevice(f *family, subnet netip.Prefix) error {
-	h := v.d.Netlink.Raw()
-	if f.mac == (reconcile.MAC{}) {
+func (v *VXLAN) spec(f *family) kernel.LinkSpec {
+	return kernel.LinkSpec{Name: f.name, Kind: kernel.KindVXLAN, MTU: v.mtu, MAC: f.mac,
+		VXLAN: &kernel.VXLAN{VNI: v.opts.VNI, Dev: v.d.External.Index, Local: f.local, Port: v.opts.Port,
+			Learning: v.opts.Learning, GBP: v.opts.GBP}}
+}
+
+func (v *VXLAN) ensureDevice(f *family) error {
+	k := v.d.Kernel
+	if f.mac.IsZero() {
 		f.mac = v.stableMAC(f)
 	}
-	want := &netlink.Vxlan{
-		LinkAttrs:    netlink.LinkAttrs{Name: f.name, MTU: v.mtu, HardwareAddr: f.mac.HardwareAddr()},
-		VxlanId:      v.opts.VNI,
-		VtepDevIndex: v.d.External.Index,
-		SrcAddr:      f.local.AsSlice(),
-		Port:         v.opts.Port,
-		Learning:     v.opts.Learning,
-		GBP:          v.opts.GBP,
-	}
-	link, err := h.LinkByName(f.name)
-	if err == nil && !compatible(link, want) {
+	want := v.spec(f)
+	link, err := k.LinkByName(f.name)
+	if err == nil && !compatible(link, *want.VXLAN) {
 		v.d.Logger.Info("recreating vxlan device with changed settings", "device", f.name)
-		if err := h.LinkDel(link); err != nil {
+		if err := k.DeleteLink(link.Index); err != nil {
 			return fmt.Errorf("delete incompatible %s: %w", f.name, err)
 		}
-		err = netlink.LinkNotFoundError{}
+		err = kernel.ErrLinkNotFound
 	}
-	var notFound netlink.LinkNotFoundError
-	if errors.As(err, &notFound) {
-		if err := h.LinkAdd(want); err != nil {
+	if errors.Is(err, kernel.ErrLinkNotFound) {
+		if err := k.AddLink(want); err != nil {
 			return fmt.Errorf("create %s: %w", f.name, err)
 		}
 		v.d.Logger.Info("created vxlan device", "device", f.name, "vni", v.opts.VNI, "mac", f.mac.String(), "mtu", v.mtu)
-		link, err = h.LinkByName(f.name)
+		link, err = k.LinkByName(f.name)
 	}
 	if err != nil {
 		return fmt.Errorf("find %s: %w", f.name, err)
 	}
-	return v.configure(link, f, subnet)
+	f.index = link.Index
+	return nil
 }
 
 // compatible reports whether an existing device can be kept.
-func compatible(l netlink.Link, want *netlink.Vxlan) bool {
-	x, ok := l.(*netlink.Vxlan)
-	return ok && x.VxlanId == want.VxlanId && x.VtepDevIndex == want.VtepDevIndex && x.Learning == want.Learning &&
-		x.GBP == want.GBP && (x.Port == want.Port || want.Port == 0) && netlinkx.AddrFromIP(x.SrcAddr) == netlinkx.AddrFromIP(want.SrcAddr)
-}
-
-// configure sets the MAC, then the MTU, the single .0 address and the device
-// up (netlinkx.ConfigureDevice).
-func (v *VXLAN) configure(link netlink.Link, f *family, subnet netip.Prefix) error {
-	h := v.d.Netlink.Raw()
-	f.index = link.Attrs().Index
-	if reconcile.MAC(link.Attrs().HardwareAddr) != f.mac {
-		if err := h.LinkSetHardwareAddr(link, f.mac.HardwareAddr()); err != nil {
-			return fmt.Errorf("set mac of %s: %w", f.name, err)
-		}
-	}
-	return netlinkx.ConfigureDevice(h, link, v.mtu, netip.PrefixFrom(subnet.Masked().Addr(), subnet.Addr().BitLen()))
+func compatible(l kernel.Link, want kernel.VXLAN) bool {
+	x := l.VXLAN
+	return x != nil && x.VNI == want.VNI && x.Dev == want.Dev && x.Learning == want.Learning &&
+		x.GBP == want.GBP && (x.Port == want.Port || want.Port == 0) && x.Local == want.Local
 }
 
 // Peer computes the neighbour, FDB entry and route of one peer.
@@ -253,21 +235,21 @@ func (v *VXLAN) addPeer(st *reconcile.Objects, f *family, p lease.Lease) error {
 		return fmt.Errorf("it has no public address for %s", subnet)
 	}
 	if v.opts.DirectRouting && v.d.External.DirectlyConnected(public) {
-		st.Routes = append(st.Routes, reconcile.Route{Dst: subnet, Gw: public, LinkIndex: v.d.External.Index})
+		st.Routes = append(st.Routes, kernel.Route{Dst: subnet, Gw: public, LinkIndex: v.d.External.Index})
 		return nil
 	}
 	var d Data
 	if err := json.Unmarshal(raw, &d); err != nil {
 		return fmt.Errorf("its vxlan BackendData is not valid: %w", err)
 	}
-	mac, err := reconcile.ParseMAC(d.VtepMAC)
+	mac, err := kernel.ParseMAC(d.VtepMAC)
 	if err != nil {
 		return fmt.Errorf("its VtepMAC: %w", err)
 	}
 	zero := subnet.Masked().Addr()
-	st.FDB = append(st.FDB, reconcile.FDB{MAC: mac, Dst: public, LinkIndex: f.index})
-	st.Neighs = append(st.Neighs, reconcile.Neigh{IP: zero, MAC: mac, LinkIndex: f.index})
-	st.Routes = append(st.Routes, reconcile.Route{Dst: subnet, Gw: zero, LinkIndex: f.index, OnLink: true})
+	st.FDB = append(st.FDB, kernel.FDB{MAC: mac, Dst: public, LinkIndex: f.index})
+	st.Neighs = append(st.Neighs, kernel.Neigh{IP: zero, MAC: mac, LinkIndex: f.index})
+	st.Routes = append(st.Routes, kernel.Route{Dst: subnet, Gw: zero, LinkIndex: f.index, OnLink: true})
 	return nil
 }
 
@@ -282,11 +264,20 @@ func (v *VXLAN) Links() []int {
 	return out
 }
 
-// Devices returns the devices' names.
-func (v *VXLAN) Devices() []string {
-	var out []string
+// Devices returns each device with its MAC, the MTU and the own subnet's
+// .0 address (/32, /128).
+func (v *VXLAN) Devices() []kernel.Device {
+	var out []kernel.Device
 	for _, f := range v.enabled() {
-		out = append(out, f.name)
+		subnet := v.own.Subnet
+		if f.v6 {
+			subnet = v.own.IPv6Subnet
+		}
+		d := kernel.Device{Name: f.name, MTU: v.mtu, MAC: f.mac}
+		if subnet.IsValid() {
+			d.Addrs = []netip.Prefix{netip.PrefixFrom(subnet.Masked().Addr(), subnet.Addr().BitLen())}
+		}
+		out = append(out, d)
 	}
 	return out
 }

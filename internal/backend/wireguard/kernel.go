@@ -6,62 +6,50 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/vishvananda/netlink"
+	"github.com/weft-net/weft/internal/kernel"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-
-	"github.com/weft-net/weft/internal/netlinkx"
 )
 
-// links is what both paths ask of netlink: a *netlink.Handle, or a test's
-// fake.
-type links interface {
-	netlinkx.DeviceConfigurer
-	LinkByName(name string) (netlink.Link, error)
-	LinkAdd(link netlink.Link) error
-}
-
-// kernel is the data path where the kernel has WireGuard: the devices are
+// kernelPath is the data path where the kernel has WireGuard: the devices are
 // kernel wireguard links, configured over generic netlink (wgctrl). They
 // keep their keys and peers when weftd stops.
-type kernel struct {
-	k   links
+type kernelPath struct {
+	k   kernel.Kernel
 	ctl control
 	// closeCtl releases the wgctrl client (nil with a fake).
 	closeCtl func() error
 }
 
-func (*kernel) String() string { return "kernel" }
+func (*kernelPath) String() string { return "kernel" }
 
 // newKernel opens a wgctrl client.
-func newKernel(k links) (*kernel, error) {
+func newKernel(k kernel.Kernel) (*kernelPath, error) {
 	c, err := wgctrl.New()
 	if err != nil {
 		return nil, fmt.Errorf("open wgctrl: %w", err)
 	}
-	return &kernel{k: k, ctl: c, closeCtl: c.Close}, nil
+	return &kernelPath{k: k, ctl: c, closeCtl: c.Close}, nil
 }
 
 // ensure creates the wireguard link name when it is missing.
-func (kp *kernel) ensure(name string, mtu int) error {
+func (kp *kernelPath) ensure(name string, mtu int) error {
 	l, err := kp.k.LinkByName(name)
 	if err == nil {
-		if l.Type() != "wireguard" {
-			return fmt.Errorf("%s exists as a %s device, not a wireguard one; delete it (ip link del %s) or set WEFT_WIREGUARD_PATH=userspace", name, l.Type(), name)
+		if l.Kind != kernel.KindWireGuard {
+			return fmt.Errorf("%s exists as a %s device, not a wireguard one; delete it (ip link del %s) or set WEFT_WIREGUARD_PATH=userspace", name, l.Kind, name)
 		}
 		return nil
 	}
-	var nf netlink.LinkNotFoundError
-	if !errors.As(err, &nf) {
+	if !errors.Is(err, kernel.ErrLinkNotFound) {
 		return fmt.Errorf("look up %s: %w", name, err)
 	}
 	return kp.create(name, mtu)
 }
 
-func (kp *kernel) create(name string, mtu int) error {
-	l := &netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}, LinkType: "wireguard"}
-	if err := kp.k.LinkAdd(l); err != nil && !errors.Is(err, unix.EEXIST) {
+func (kp *kernelPath) create(name string, mtu int) error {
+	if err := kp.k.AddLink(kernel.LinkSpec{Name: name, Kind: kernel.KindWireGuard, MTU: mtu}); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("create wireguard device %s: %w", name, err)
 	}
 	return nil
@@ -74,15 +62,15 @@ func noModule(err error) bool {
 }
 
 // Device implements control.
-func (kp *kernel) Device(name string) (*wgtypes.Device, error) { return kp.ctl.Device(name) }
+func (kp *kernelPath) Device(name string) (*wgtypes.Device, error) { return kp.ctl.Device(name) }
 
 // ConfigureDevice implements control.
-func (kp *kernel) ConfigureDevice(name string, cfg wgtypes.Config) error {
+func (kp *kernelPath) ConfigureDevice(name string, cfg wgtypes.Config) error {
 	return kp.ctl.ConfigureDevice(name, cfg)
 }
 
 // Close releases the wgctrl client; the devices stay.
-func (kp *kernel) Close() error {
+func (kp *kernelPath) Close() error {
 	if kp.closeCtl == nil {
 		return nil
 	}

@@ -44,12 +44,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weft-net/weft/internal/backend"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
-	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/reconcile"
 )
 
@@ -91,13 +90,14 @@ type dev struct {
 type WireGuard struct {
 	d    backend.Deps
 	o    Options
-	k    links
+	k    kernel.Kernel
 	path datapath
 	devs []dev
 	priv secret
 	ps   *peerSync
 
 	mu      sync.Mutex
+	own     lease.Lease // of the last Ensure or Observe
 	indices map[string]int
 	stop    context.CancelFunc
 	done    sync.WaitGroup
@@ -114,12 +114,12 @@ var (
 
 // New is the backend.Factory.
 func New(d backend.Deps) (backend.Backend, error) {
-	return newWith(d, d.Netlink.Raw(), nil)
+	return newWith(d, nil)
 }
 
-// newWith builds the backend on k; path, when not nil, is the data path to
-// use (a test's fake), else it is chosen as the package documentation says.
-func newWith(d backend.Deps, k links, path datapath) (*WireGuard, error) {
+// newWith builds the backend; path, when not nil, is the data path to use (a
+// test's fake), else it is chosen as the package documentation says.
+func newWith(d backend.Deps, path datapath) (*WireGuard, error) {
 	o, _, err := ParseOptions(d.Net)
 	if err != nil {
 		return nil, err
@@ -135,7 +135,7 @@ func newWith(d backend.Deps, k links, path datapath) (*WireGuard, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &WireGuard{d: d, o: o, k: k, devs: devs, indices: map[string]int{}}
+	b := &WireGuard{d: d, o: o, k: d.Kernel, devs: devs, indices: map[string]int{}}
 	keyFile := d.Getenv("WIREGUARD_KEY_FILE")
 	if keyFile == "" {
 		keyFile = DefaultKeyFile
@@ -236,15 +236,15 @@ func (b *WireGuard) choosePath() (datapath, error) {
 	}
 	name := b.devs[0].name
 	switch l, err := b.k.LinkByName(name); {
-	case err == nil && l.Type() == "wireguard":
+	case err == nil && l.Kind == kernel.KindWireGuard:
 		return kern("a kernel wireguard device " + name + " exists")
-	case err == nil && l.Type() == "tuntap":
+	case err == nil && l.Kind == kernel.KindTUN:
 		return user("the userspace path's TUN " + name + " exists (delete it, or set WEFT_WIREGUARD_PATH=kernel, to switch)")
 	}
 	if b.d.ReadOnly { // weft status: no device yet, and nothing may be made
 		return kern("no device yet")
 	}
-	probe := &kernel{k: b.k}
+	probe := &kernelPath{k: b.k}
 	err := probe.create(name, b.MTU())
 	if err == nil {
 		return kern("the kernel made a wireguard device")
@@ -274,22 +274,12 @@ func (b *WireGuard) Attrs(context.Context) (lease.Attrs, error) {
 	return a, nil
 }
 
-// Ensure makes every device exist with its MTU, addresses and up, and
-// starts keeping the peers.
+// Ensure makes every device exist and starts keeping the peers (Devices
+// gives the devices' MTU and addresses to the reconciler).
 func (b *WireGuard) Ensure(ctx context.Context, own lease.Lease) error {
 	for _, v := range b.devs {
-		var addrs []netip.Prefix
-		if v.v4 {
-			if !own.Subnet.IsValid() {
-				return fmt.Errorf("the own lease %s has no IPv4 subnet", own.Key())
-			}
-			addrs = append(addrs, netip.PrefixFrom(own.Subnet.Masked().Addr(), 32))
-		}
-		if v.v6 {
-			if !own.IPv6Subnet.IsValid() {
-				return fmt.Errorf("the own lease %s has no IPv6 subnet", own.Key())
-			}
-			addrs = append(addrs, netip.PrefixFrom(own.IPv6Subnet.Masked().Addr(), 128))
+		if _, err := b.addrs(v, own); err != nil {
+			return err
 		}
 		if err := b.path.ensure(v.name, b.MTU()); err != nil {
 			return err
@@ -298,11 +288,9 @@ func (b *WireGuard) Ensure(ctx context.Context, own lease.Lease) error {
 		if err != nil {
 			return fmt.Errorf("find %s: %w", v.name, err)
 		}
-		if err := netlinkx.ConfigureDevice(b.k, link, b.MTU(), addrs...); err != nil {
-			return err
-		}
 		b.mu.Lock()
-		b.indices[v.name] = link.Attrs().Index
+		b.indices[v.name] = link.Index
+		b.own = own
 		b.mu.Unlock()
 	}
 	b.mu.Lock()
@@ -465,20 +453,20 @@ func (b *WireGuard) PrunePeers() { b.ps.prune() }
 
 // NodeRoutes are <Network> dev flannel-wg and the IPv6 network's route
 // (backend.NodeRouter); none for a device not made yet.
-func (b *WireGuard) NodeRoutes() []reconcile.Route {
+func (b *WireGuard) NodeRoutes() []kernel.Route {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []reconcile.Route
+	var out []kernel.Route
 	for _, v := range b.devs {
 		i := b.indices[v.name]
 		if i <= 0 {
 			continue
 		}
 		if v.v4 {
-			out = append(out, reconcile.Route{Dst: b.d.Net.IPv4.Network.Masked(), LinkIndex: i})
+			out = append(out, kernel.Route{Dst: b.d.Net.IPv4.Network.Masked(), LinkIndex: i})
 		}
 		if v.v6 {
-			out = append(out, reconcile.Route{Dst: b.d.Net.IPv6.Network.Masked(), LinkIndex: i})
+			out = append(out, kernel.Route{Dst: b.d.Net.IPv6.Network.Masked(), LinkIndex: i})
 		}
 	}
 	return out
@@ -497,13 +485,35 @@ func (b *WireGuard) Links() []int {
 	return out
 }
 
-// Devices returns the devices' names.
-func (b *WireGuard) Devices() []string {
-	out := make([]string, len(b.devs))
+// Devices returns each device with the MTU and its addresses.
+func (b *WireGuard) Devices() []kernel.Device {
+	b.mu.Lock()
+	own := b.own
+	b.mu.Unlock()
+	out := make([]kernel.Device, len(b.devs))
 	for i, v := range b.devs {
-		out[i] = v.name
+		out[i] = kernel.Device{Name: v.name, MTU: b.MTU()}
+		out[i].Addrs, _ = b.addrs(v, own) // none before the first Ensure
 	}
 	return out
+}
+
+// addrs are a device's addresses: the own subnets' first, /32 and /128.
+func (b *WireGuard) addrs(v dev, own lease.Lease) ([]netip.Prefix, error) {
+	var addrs []netip.Prefix
+	if v.v4 {
+		if !own.Subnet.IsValid() {
+			return nil, fmt.Errorf("the own lease %s has no IPv4 subnet", own.Key())
+		}
+		addrs = append(addrs, netip.PrefixFrom(own.Subnet.Masked().Addr(), 32))
+	}
+	if v.v6 {
+		if !own.IPv6Subnet.IsValid() {
+			return nil, fmt.Errorf("the own lease %s has no IPv6 subnet", own.Key())
+		}
+		addrs = append(addrs, netip.PrefixFrom(own.IPv6Subnet.Masked().Addr(), 128))
+	}
+	return addrs, nil
 }
 
 // MTU is Backend.MTU, or the external MTU, less WireGuard's overhead.
@@ -515,20 +525,22 @@ func (b *WireGuard) MTU() int {
 }
 
 // Observe finds the devices as they are (backend.Observer).
-func (b *WireGuard) Observe(lease.Lease) ([]string, error) {
+func (b *WireGuard) Observe(own lease.Lease) ([]string, error) {
+	b.mu.Lock()
+	b.own = own
+	b.mu.Unlock()
 	var missing []string
 	for _, v := range b.devs {
 		l, err := b.k.LinkByName(v.name)
 		if err != nil {
-			var nf netlink.LinkNotFoundError
-			if errors.As(err, &nf) {
+			if errors.Is(err, kernel.ErrLinkNotFound) {
 				missing = append(missing, v.name)
 				continue
 			}
 			return nil, fmt.Errorf("look up %s: %w", v.name, err)
 		}
 		b.mu.Lock()
-		b.indices[v.name] = l.Attrs().Index
+		b.indices[v.name] = l.Index
 		b.mu.Unlock()
 	}
 	return missing, nil

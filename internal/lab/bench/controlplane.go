@@ -14,9 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/internal/backend/vxlan"
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/netlinkx"
-	"github.com/weft-net/weft/internal/reconcile"
 )
 
 // joinNode is the node that joins the simulated cluster.
@@ -218,11 +218,11 @@ func (b *bench) direct(ctx context.Context, peers []peer) (joinRun, error) {
 		return joinRun{}, err
 	}
 	defer closeNL()
-	l, err := h.Raw().LinkByName("flannel.1")
+	l, err := h.LinkByName("flannel.1")
 	if err != nil {
 		return joinRun{}, fmt.Errorf("find flannel.1 in %s: %w", ns, err)
 	}
-	ws := peerWrites(peers, l.Attrs().Index)
+	ws := peerWrites(peers, l.Index)
 	var r joinRun
 	err = lab.Do(ns, func() error {
 		var before, after unix.Rusage
@@ -267,7 +267,7 @@ func (b *bench) publishToRoute(ctx context.Context, peers []peer, publish func(c
 		return nil, nil, err
 	}
 	defer closeNL()
-	l, err := h.Raw().LinkByName("flannel.1")
+	l, err := h.LinkByName("flannel.1")
 	if err != nil {
 		return nil, nil, fmt.Errorf("find flannel.1 in %s: %w", ns, err)
 	}
@@ -290,7 +290,7 @@ func (b *bench) publishToRoute(ctx context.Context, peers []peer, publish func(c
 		lat = append(lat, at.Sub(t0))
 		// Outside the cluster network, so weftd leaves it alone.
 		dst := netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 31, byte(i), 0}), 24)
-		rt := reconcile.Route{Dst: dst, Gw: dst.Addr(), LinkIndex: l.Attrs().Index, OnLink: true}
+		rt := kernel.Route{Dst: dst, Gw: dst.Addr(), LinkIndex: l.Index, OnLink: true}
 		t1 := time.Now()
 		if err := h.ReplaceRoute(rt); err != nil {
 			return nil, nil, fmt.Errorf("write route %s: %w", dst, err)

@@ -11,15 +11,15 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lab/cluster"
-	"github.com/weft-net/weft/internal/reconcile"
 )
 
 // peer is one simulated vxlan node.
 type peer struct {
 	subnet   netip.Prefix
 	publicIP netip.Addr
-	mac      reconcile.MAC
+	mac      kernel.MAC
 }
 
 func (p peer) key() string {
@@ -46,7 +46,7 @@ func simPeers(n int, taken map[netip.Prefix]bool) ([]peer, error) {
 		}
 		i := len(out)
 		out = append(out, peer{subnet: s, publicIP: netip.AddrFrom4([4]byte{172, 20 + byte(i>>16), byte(i >> 8), byte(i)}),
-			mac: reconcile.MAC{0x0a, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}})
+			mac: kernel.MAC{0x0a, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}})
 	}
 	return out, nil
 }
@@ -91,17 +91,17 @@ func putPeers(ctx context.Context, cli *clientv3.Client, peers []peer) (clientv3
 
 // peerWrites are the kernel objects a vxlan node programs for peers on the
 // device at linkIndex, in the reconciler's order.
-func peerWrites(peers []peer, linkIndex int) []reconcile.Write {
-	ws := make([]reconcile.Write, 0, 3*len(peers))
+func peerWrites(peers []peer, linkIndex int) []kernel.Write {
+	ws := make([]kernel.Write, 0, 3*len(peers))
 	for _, p := range peers {
-		ws = append(ws, reconcile.Write{Op: reconcile.OpSetFDB, FDB: reconcile.FDB{MAC: p.mac, Dst: p.publicIP, LinkIndex: linkIndex}})
+		ws = append(ws, kernel.Write{Op: kernel.OpSetFDB, FDB: kernel.FDB{MAC: p.mac, Dst: p.publicIP, LinkIndex: linkIndex}})
 	}
 	for _, p := range peers {
-		ws = append(ws, reconcile.Write{Op: reconcile.OpSetNeigh, Neigh: reconcile.Neigh{IP: p.subnet.Addr(), MAC: p.mac, LinkIndex: linkIndex}})
+		ws = append(ws, kernel.Write{Op: kernel.OpSetNeigh, Neigh: kernel.Neigh{IP: p.subnet.Addr(), MAC: p.mac, LinkIndex: linkIndex}})
 	}
 	for _, p := range peers {
-		ws = append(ws, reconcile.Write{Op: reconcile.OpReplaceRoute,
-			Route: reconcile.Route{Dst: p.subnet, Gw: p.subnet.Addr(), LinkIndex: linkIndex, OnLink: true}})
+		ws = append(ws, kernel.Write{Op: kernel.OpReplaceRoute,
+			Route: kernel.Route{Dst: p.subnet, Gw: p.subnet.Addr(), LinkIndex: linkIndex, OnLink: true}})
 	}
 	return ws
 }

@@ -206,7 +206,7 @@ func runDaemon(t *testing.T, s *Store, nl *netlinkx.Handle, o config.Options, lo
 	done := make(chan error, 1)
 	result := make(chan error, 1)
 	go func() {
-		err := daemon.Run(ctx, o, daemon.Deps{Logger: logs.logger(), Store: s, Netlink: nl,
+		err := daemon.Run(ctx, o, daemon.Deps{Logger: logs.logger(), Store: s, Kernel: nl,
 			Backends: backend.Registry{hostgw.Type()},
 			Ready:    func(lease.Lease) { go up(ctx) }})
 		done <- err
