@@ -4,19 +4,18 @@ package ipip
 
 import (
 	"errors"
-	"fmt"
-	"net"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/internal/backend"
-	"github.com/weft-net/weft/internal/backend/backendtest"
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/kernel"
+	"github.com/weft-net/weft/internal/kernel/kerneltest"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/reconcile"
 	"github.com/weft-net/weft/internal/store"
@@ -24,18 +23,25 @@ import (
 
 var public = netip.MustParseAddr("192.168.100.11")
 
-func deps(t *testing.T, netconf string, env map[string]string) backend.Deps {
+// deps builds the backend's dependencies over f, whose external interface
+// eth0 (192.168.100.11/24, MTU 1500) it adds.
+func deps(t *testing.T, f *kerneltest.Fake, netconf string, env map[string]string) backend.Deps {
 	t.Helper()
 	nc, _, err := config.ParseNetConf([]byte(netconf))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return backend.Deps{Net: nc, External: backend.External{Name: "eth0", Index: 2, MTU: 1500, PublicIP: public,
-		Addrs: []netip.Prefix{netip.MustParsePrefix("192.168.100.11/24")}},
+	addrs := []netip.Prefix{netip.MustParsePrefix("192.168.100.11/24")}
+	ext := f.AddExternal("eth0", 1500, true, addrs...)
+	f.Calls()
+	return backend.Deps{Net: nc, Kernel: f, Logger: slog.New(slog.DiscardHandler),
+		External:  backend.External{Name: "eth0", Index: ext, MTU: 1500, PublicIP: public, Addrs: addrs},
 		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
 }
 
 const netconf = `{"Network":"10.244.0.0/16","Backend":{"Type":"ipip"}}`
+
+var forceKernel = map[string]string{"WEFT_IPIP_PATH": "kernel"}
 
 func mustLease(t *testing.T, key, value string) lease.Lease {
 	t.Helper()
@@ -46,12 +52,22 @@ func mustLease(t *testing.T, key, value string) lease.Lease {
 	return l
 }
 
+func mustLink(t *testing.T, f *kerneltest.Fake, name string) kernel.Link {
+	t.Helper()
+	l, err := f.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // The kernel path makes flannel's device: kind ipip, local = the public
-// address, no remote, MTU external - 20, <own subnet>.0/32, up; a stale
-// address goes.
+// address, no remote, MTU external - 20. Its address, MTU and up flag are
+// desired state (Devices) that the reconciler applies, a stale address
+// going; Ensure itself writes none of them.
 func TestKernelEnsure(t *testing.T) {
-	f := backendtest.NewLinks()
-	b, err := newWith(deps(t, netconf, nil), f)
+	f := kerneltest.New()
+	b, err := New(deps(t, f, netconf, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,57 +75,114 @@ func TestKernelEnsure(t *testing.T) {
 	if !ok {
 		t.Fatalf("auto with a kernel that makes ipip devices chose %T", b)
 	}
+	if got := f.Calls(); !slices.Equal(got, []string{"add ipip " + DeviceName}) {
+		t.Errorf("New: calls %v, want the one ipip device", got)
+	}
+	l := mustLink(t, f, DeviceName)
+	if l.Kind != kernel.KindIPIP || l.IPIP == nil || l.IPIP.Local != public || l.IPIP.Remote.IsValid() || l.MTU != 1480 {
+		t.Fatalf("device %+v (ipip %+v); want kind ipip, local %s, no remote, mtu 1480", l, l.IPIP, public)
+	}
+	stale := netip.MustParsePrefix("10.244.9.0/32")
+	if err := f.AddAddr(l.Index, stale); err != nil {
+		t.Fatal(err)
+	}
+	f.Calls()
+
 	own := mustLease(t, "10.244.7.0-24", `{"PublicIP":"192.168.100.11","BackendType":"ipip"}`)
-	f.Addrs[DeviceName] = []netlink.Addr{{IPNet: &net.IPNet{IP: net.IPv4(10, 244, 9, 0), Mask: net.CIDRMask(32, 32)}}}
 	if err := k.Ensure(t.Context(), own); err != nil {
 		t.Fatal(err)
 	}
-	l, ok := f.ByName[DeviceName].(*netlink.Iptun)
-	if !ok {
-		t.Fatalf("device is %T, want *netlink.Iptun", f.ByName[DeviceName])
+	if got := f.Calls(); len(got) != 0 {
+		t.Errorf("Ensure over the right device wrote %v; addresses, MTU and up are the reconciler's", got)
 	}
-	if !l.Local.Equal(net.IP(public.AsSlice())) || l.Remote != nil || l.MTU != 1480 || l.PMtuDisc != 1 {
-		t.Errorf("device local %v remote %v mtu %d pmtudisc %d; want local %s, no remote, mtu 1480, pmtudisc 1", l.Local, l.Remote, l.MTU, l.PMtuDisc, public)
+	if addrs, _ := f.Addrs(l.Index); !slices.Equal(addrs, []netip.Prefix{stale}) {
+		t.Errorf("Ensure changed the addresses to %v", addrs)
 	}
-	if got := fmt.Sprint(f.Addrs[DeviceName]); !strings.Contains(got, "10.244.7.0/32") || strings.Contains(got, "10.244.9.0") {
-		t.Errorf("addresses %s, want only 10.244.7.0/32", got)
+	addr := netip.MustParsePrefix("10.244.7.0/32")
+	want := kernel.Device{Name: DeviceName, MTU: 1480, Addrs: []netip.Prefix{addr}}
+	if ds := k.Devices(); len(ds) != 1 || !ds[0].Equal(want) {
+		t.Errorf("Devices() = %+v, want [%+v]", ds, want)
 	}
-	if l.Flags&net.FlagUp == 0 {
-		t.Error("device is not up")
+	if !slices.Equal(k.Links(), []int{l.Index}) || k.MTU() != 1480 {
+		t.Errorf("Links %v MTU %d; want [%d] 1480", k.Links(), k.MTU(), l.Index)
 	}
-	if k.Links()[0] != l.Index || k.MTU() != 1480 || k.Devices()[0] != DeviceName {
-		t.Errorf("Links %v MTU %d Devices %v", k.Links(), k.MTU(), k.Devices())
+
+	// The reconciler configures it: the address (the stale one gone), the
+	// MTU (someone changed it) and up.
+	if err := f.SetLinkMTU(l.Index, 1400); err != nil {
+		t.Fatal(err)
 	}
+	rec := reconcile.New(f, slog.New(slog.DiscardHandler))
+	rec.SetDevices(k.Devices())
+	st, err := rec.Apply(t.Context())
+	if err != nil || len(st.Missing) != 0 {
+		t.Fatalf("Apply: %+v, %v", st, err)
+	}
+	l = mustLink(t, f, DeviceName)
+	if addrs, _ := f.Addrs(l.Index); !slices.Equal(addrs, []netip.Prefix{addr}) || l.MTU != 1480 || !l.Up {
+		t.Errorf("after the reconciler: addresses %v, mtu %d, up %v; want only %s, 1480, up", addrs, l.MTU, l.Up, addr)
+	}
+
 	// Idempotent: a second Ensure keeps the device and changes nothing.
-	f.Calls = nil
+	f.Calls()
 	if err := k.Ensure(t.Context(), own); err != nil {
 		t.Fatal(err)
 	}
-	if slices.ContainsFunc(f.Calls, func(c string) bool { return strings.HasPrefix(c, "add ") || strings.HasPrefix(c, "del") }) {
-		t.Errorf("second Ensure changed the device: %v", f.Calls)
+	if got := f.Calls(); len(got) != 0 {
+		t.Errorf("second Ensure changed the kernel: %v", got)
+	}
+	if again := mustLink(t, f, DeviceName); again.Index != l.Index {
+		t.Errorf("second Ensure replaced the device (#%d -> #%d)", l.Index, again.Index)
+	}
+
+	// A lease without an IPv4 subnet is refused before anything is made.
+	if err := k.Ensure(t.Context(), lease.Lease{IPv6Subnet: netip.MustParsePrefix("fd00::/64")}); err == nil ||
+		!strings.Contains(err.Error(), "no IPv4 subnet") {
+		t.Errorf("Ensure without an IPv4 subnet: %v", err)
 	}
 }
 
 // A device of the name that is not this node's ipip device (another local
-// address, a TUN left by the userspace path when the kernel path is
-// forced) is replaced.
+// address, a fixed remote, a TUN left by the userspace path when the kernel
+// path is forced) is replaced.
 func TestKernelReplacesForeignDevice(t *testing.T) {
-	for _, old := range []netlink.Link{
-		&netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: DeviceName, Index: 3}, Local: net.IPv4(192, 168, 100, 99)},
-		&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: DeviceName, Index: 3}, Mode: netlink.TUNTAP_MODE_TUN},
+	for name, add := range map[string]func(f *kerneltest.Fake) error{
+		"other local": func(f *kerneltest.Fake) error {
+			return f.AddLink(kernel.LinkSpec{Name: DeviceName, Kind: kernel.KindIPIP,
+				IPIP: &kernel.IPIP{Local: netip.MustParseAddr("192.168.100.99")}})
+		},
+		"a remote": func(f *kerneltest.Fake) error {
+			return f.AddLink(kernel.LinkSpec{Name: DeviceName, Kind: kernel.KindIPIP,
+				IPIP: &kernel.IPIP{Local: public, Remote: netip.MustParseAddr("192.168.100.12")}})
+		},
+		"tun": func(f *kerneltest.Fake) error { return f.AddTUN(DeviceName) },
 	} {
-		f := backendtest.NewLinks()
-		f.ByName[DeviceName] = old
-		b, err := newWith(deps(t, netconf, map[string]string{"WEFT_IPIP_PATH": "kernel"}), f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Ensure(t.Context(), mustLease(t, "10.244.7.0-24", `{"PublicIP":"192.168.100.11"}`)); err != nil {
-			t.Fatal(err)
-		}
-		if want := []string{"del " + old.Type(), "add ipip"}; !slices.Equal(f.Calls[:2], want) {
-			t.Errorf("over a %s: calls %v, want %v first", old.Type(), f.Calls, want)
-		}
+		t.Run(name, func(t *testing.T) {
+			f := kerneltest.New()
+			d := deps(t, f, netconf, forceKernel)
+			if err := add(f); err != nil {
+				t.Fatal(err)
+			}
+			old := mustLink(t, f, DeviceName)
+			b, err := New(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Calls()
+			if err := b.Ensure(t.Context(), mustLease(t, "10.244.7.0-24", `{"PublicIP":"192.168.100.11"}`)); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := f.Calls(), []string{"del " + DeviceName, "add ipip " + DeviceName}; !slices.Equal(got, want) {
+				t.Errorf("calls %v, want %v", got, want)
+			}
+			l := mustLink(t, f, DeviceName)
+			if l.Index == old.Index || l.Kind != kernel.KindIPIP || l.IPIP.Local != public || l.IPIP.Remote.IsValid() {
+				t.Errorf("device after Ensure %+v (ipip %+v), want a new ipip device local %s", l, l.IPIP, public)
+			}
+			if !slices.Equal(b.Links(), []int{l.Index}) {
+				t.Errorf("Links %v, want [%d]", b.Links(), l.Index)
+			}
+		})
 	}
 }
 
@@ -117,35 +190,44 @@ func TestKernelReplacesForeignDevice(t *testing.T) {
 // told; a kernel without ipip support means userspace, any other failure
 // is an error.
 func TestPathChoice(t *testing.T) {
-	tun := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: DeviceName, Index: 3}, Mode: netlink.TUNTAP_MODE_TUN}
-	ipip := &netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: DeviceName, Index: 3}, Local: net.IP(public.AsSlice())}
+	addTUN := func(f *kerneltest.Fake) error { return f.AddTUN(DeviceName) }
+	addIPIP := func(f *kerneltest.Fake) error {
+		return f.AddLink(kernel.LinkSpec{Name: DeviceName, Kind: kernel.KindIPIP, IPIP: &kernel.IPIP{Local: public}})
+	}
 	for _, tc := range []struct {
 		name     string
 		path     string
-		existing netlink.Link
+		existing func(*kerneltest.Fake) error
 		addErr   error
 		want     string // "kernel", "userspace" or an error's text
 	}{
 		{"auto, kernel makes the device", "", nil, nil, "kernel"},
 		{"auto, no module", "", nil, unix.EOPNOTSUPP, "userspace"},
+		{"auto, no address family", "", nil, unix.EAFNOSUPPORT, "userspace"},
 		{"auto, other failure", "", nil, unix.EPERM, "operation not permitted"},
-		{"auto keeps a kernel device", "auto", ipip, unix.EOPNOTSUPP, "kernel"},
-		{"auto keeps the userspace TUN", "", tun, nil, "userspace"},
+		{"auto keeps a kernel device", "auto", addIPIP, unix.EOPNOTSUPP, "kernel"},
+		{"auto keeps the userspace TUN", "", addTUN, nil, "userspace"},
 		{"forced kernel", "kernel", nil, unix.EOPNOTSUPP, "kernel"},
-		{"forced userspace", "userspace", ipip, nil, "userspace"},
+		{"forced userspace", "userspace", addIPIP, nil, "userspace"},
 		{"bad value", "fast", nil, nil, `WEFT_IPIP_PATH "fast": want auto, kernel or userspace`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := backendtest.NewLinks()
-			f.AddErr = tc.addErr
-			if tc.existing != nil {
-				f.ByName[DeviceName] = tc.existing
-			}
+			f := kerneltest.New()
 			env := map[string]string{}
 			if tc.path != "" {
 				env["WEFT_IPIP_PATH"] = tc.path
 			}
-			b, err := newWith(deps(t, netconf, env), f)
+			d := deps(t, f, netconf, env)
+			oldIndex := 0
+			if tc.existing != nil {
+				if err := tc.existing(f); err != nil {
+					t.Fatal(err)
+				}
+				oldIndex = mustLink(t, f, DeviceName).Index
+				f.Calls()
+			}
+			f.FailOn("add ipip", tc.addErr)
+			b, err := New(d)
 			got := ""
 			switch b.(type) {
 			case *Kernel:
@@ -159,10 +241,49 @@ func TestPathChoice(t *testing.T) {
 			if !strings.Contains(got, tc.want) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
-			if tc.existing != nil && f.ByName[DeviceName] != tc.existing && got == "userspace" {
-				t.Error("choosing the path deleted the existing device")
+			calls := f.Calls()
+			if tc.existing != nil {
+				if l, err := f.LinkByName(DeviceName); err != nil || l.Index != oldIndex || len(calls) != 0 {
+					t.Errorf("choosing the path changed the existing device: %v, calls %v", err, calls)
+				}
+			}
+			if tc.path != "" && tc.path != "auto" && len(calls) != 0 {
+				t.Errorf("a forced path wrote %v when built", calls)
 			}
 		})
+	}
+}
+
+// weft status builds the backend read-only: with no device yet it takes
+// the kernel path and makes nothing; Observe reports the device missing.
+func TestReadOnly(t *testing.T) {
+	f := kerneltest.New()
+	d := deps(t, f, netconf, nil)
+	d.ReadOnly = true
+	b, err := New(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, ok := b.(*Kernel)
+	if !ok {
+		t.Fatalf("read-only without a device chose %T", b)
+	}
+	own := mustLease(t, "10.244.7.0-24", `{"PublicIP":"192.168.100.11","BackendType":"ipip"}`)
+	if missing, err := k.Observe(own); err != nil || !slices.Equal(missing, []string{DeviceName}) {
+		t.Errorf("Observe without a device = %v, %v; want [%s]", missing, err, DeviceName)
+	}
+	if got := f.Calls(); len(got) != 0 {
+		t.Errorf("read-only backend wrote %v", got)
+	}
+	if err := f.AddLink(kernel.LinkSpec{Name: DeviceName, Kind: kernel.KindIPIP, IPIP: &kernel.IPIP{Local: public}}); err != nil {
+		t.Fatal(err)
+	}
+	l := mustLink(t, f, DeviceName)
+	if missing, err := k.Observe(own); err != nil || len(missing) != 0 || !slices.Equal(k.Links(), []int{l.Index}) {
+		t.Errorf("Observe with the device = %v, %v, Links %v; want none missing, [%d]", missing, err, k.Links(), l.Index)
+	}
+	if ds := k.Devices(); len(ds) != 1 || !slices.Equal(ds[0].Addrs, []netip.Prefix{netip.MustParsePrefix("10.244.7.0/32")}) {
+		t.Errorf("Devices after Observe %+v", ds)
 	}
 }
 
@@ -175,18 +296,15 @@ func TestPeerRoutes(t *testing.T) {
 	near := mustLease(t, "10.244.8.0-24", `{"PublicIP":"192.168.100.12","BackendType":"ipip"}`)
 	far := mustLease(t, "10.244.9.0-24", `{"PublicIP":"192.168.200.13","BackendType":"ipip"}`)
 	for _, tc := range []struct {
-		conf      string
-		near, far reconcile.Route
+		conf       string
+		nearDirect bool
 	}{
-		{netconf,
-			reconcile.Route{Dst: near.Subnet, Gw: near.Attrs.PublicIP, LinkIndex: 11, OnLink: true},
-			reconcile.Route{Dst: far.Subnet, Gw: far.Attrs.PublicIP, LinkIndex: 11, OnLink: true}},
-		{`{"Network":"10.244.0.0/16","Backend":{"Type":"ipip","DirectRouting":true}}`,
-			reconcile.Route{Dst: near.Subnet, Gw: near.Attrs.PublicIP, LinkIndex: 2},
-			reconcile.Route{Dst: far.Subnet, Gw: far.Attrs.PublicIP, LinkIndex: 11, OnLink: true}},
+		{netconf, false},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"ipip","DirectRouting":true}}`, true},
 	} {
-		f := backendtest.NewLinks()
-		b, err := newWith(deps(t, tc.conf, map[string]string{"WEFT_IPIP_PATH": "kernel"}), f)
+		f := kerneltest.New()
+		d := deps(t, f, tc.conf, forceKernel)
+		b, err := New(d)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,18 +314,35 @@ func TestPeerRoutes(t *testing.T) {
 		if err := b.Ensure(t.Context(), own); err != nil {
 			t.Fatal(err)
 		}
+		dev := mustLink(t, f, DeviceName).Index
+		tunnelRoute := func(p lease.Lease) kernel.Route {
+			return kernel.Route{Dst: p.Subnet, Gw: p.Attrs.PublicIP, LinkIndex: dev, OnLink: true}
+		}
+		wantNear := tunnelRoute(near)
+		if tc.nearDirect {
+			wantNear = kernel.Route{Dst: near.Subnet, Gw: near.Attrs.PublicIP, LinkIndex: d.External.Index}
+		}
 		for _, p := range []struct {
 			l    lease.Lease
-			want reconcile.Route
-		}{{near, tc.near}, {far, tc.far}} {
+			want kernel.Route
+		}{{near, wantNear}, {far, tunnelRoute(far)}} {
 			st, err := b.Peer(own, p.l)
 			if err != nil || len(st.Routes) != 1 || st.Routes[0] != p.want || len(st.Neighs)+len(st.FDB) != 0 {
 				t.Errorf("%s: Peer(%s) = %+v, %v; want the one route %s", tc.conf, p.l.Key(), st, err, p.want)
 			}
 		}
+		if got := f.Calls(); len(got) != 1 || got[0] != "add ipip "+DeviceName {
+			t.Errorf("Peer wrote to the kernel: %v", got)
+		}
 	}
-	b, _ := newWith(deps(t, netconf, map[string]string{"WEFT_IPIP_PATH": "kernel"}), backendtest.NewLinks())
-	_ = b.Ensure(t.Context(), own)
+	f := kerneltest.New()
+	b, err := New(deps(t, f, netconf, forceKernel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ensure(t.Context(), own); err != nil {
+		t.Fatal(err)
+	}
 	for _, bad := range []struct{ key, value, why string }{
 		{"10.244.8.0-24", `{"PublicIP":"192.168.100.12","BackendType":"vxlan"}`, `BackendType "vxlan"`},
 		{"10.244.8.0-24", `{"PublicIP":"192.168.100.11","BackendType":"ipip"}`, "own public address"},
@@ -224,7 +359,7 @@ func TestPeerRoutes(t *testing.T) {
 // The lease carries the type and no data; IPv6 networks and a node without
 // a public IPv4 address are refused with the reason.
 func TestAttrsAndRefusals(t *testing.T) {
-	b, err := newWith(deps(t, netconf, map[string]string{"WEFT_IPIP_PATH": "kernel"}), backendtest.NewLinks())
+	b, err := New(deps(t, kerneltest.New(), netconf, forceKernel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,13 +370,17 @@ func TestAttrsAndRefusals(t *testing.T) {
 	if v, _ := a.MarshalJSON(); string(v) != `{"PublicIP":"192.168.100.11","PublicIPv6":null,"BackendType":"ipip"}` {
 		t.Errorf("lease value %s", v)
 	}
-	d := deps(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"ipip"}}`, nil)
-	if _, err := newWith(d, backendtest.NewLinks()); !errors.Is(err, config.ErrNetConf) || !strings.Contains(err.Error(), "IPv4 only") {
+	d := deps(t, kerneltest.New(), `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"ipip"}}`, nil)
+	if _, err := New(d); !errors.Is(err, config.ErrNetConf) || !strings.Contains(err.Error(), "IPv4 only") {
 		t.Errorf("IPv6 network: %v", err)
 	}
-	d = deps(t, netconf, nil)
+	f := kerneltest.New()
+	d = deps(t, f, netconf, nil)
 	d.External.PublicIP = netip.Addr{}
-	if _, err := newWith(d, backendtest.NewLinks()); err == nil || !strings.Contains(err.Error(), "public IPv4 address") {
+	if _, err := New(d); err == nil || !strings.Contains(err.Error(), "public IPv4 address") {
 		t.Errorf("no public IPv4: %v", err)
+	}
+	if got := f.Calls(); len(got) != 0 {
+		t.Errorf("a refused backend wrote %v", got)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strconv"
 
@@ -68,6 +69,9 @@ func New(d backend.Deps) (backend.Backend, error) {
 	opts, _, err := ParseOptions(d.Net)
 	if err != nil {
 		return nil, err
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	v := &VXLAN{d: d, opts: opts}
 	vni := strconv.Itoa(v.opts.VNI)

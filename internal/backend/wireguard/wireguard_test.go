@@ -5,30 +5,33 @@ package wireguard
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/internal/backend"
-	"github.com/weft-net/weft/internal/backend/backendtest"
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/kernel"
+	"github.com/weft-net/weft/internal/kernel/kerneltest"
 	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/reconcile"
 )
 
-// fakePath is a data path over backendtest.Links and fakeControl.
+// fakePath is a data path over kerneltest.Fake and fakeControl.
 type fakePath struct {
 	*fakeControl
-	k *backendtest.Links
+	k *kerneltest.Fake
 }
 
 func (p fakePath) ensure(name string, mtu int) error {
 	if _, err := p.k.LinkByName(name); err != nil {
-		if err := p.k.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}}); err != nil {
+		if err := p.k.AddLink(kernel.LinkSpec{Name: name, Kind: kernel.KindWireGuard, MTU: mtu}); err != nil {
 			return err
 		}
 	}
@@ -52,10 +55,17 @@ func netConf(t *testing.T, js string) *config.NetConf {
 	return c
 }
 
-func deps(t *testing.T, js string, env map[string]string) backend.Deps {
+// deps builds the backend's dependencies over k, whose external interface
+// eth0 (192.168.1.1/24, fd00::1/64, MTU 1500) it adds; the key file is in a
+// temporary directory.
+func deps(t *testing.T, k *kerneltest.Fake, js string, env map[string]string) backend.Deps {
 	key := filepath.Join(t.TempDir(), "wgkey")
-	return backend.Deps{Net: netConf(t, js), External: backend.External{Name: "eth0", Index: 2, MTU: 1500,
-		PublicIP: netip.MustParseAddr("192.168.1.1"), PublicIPv6: netip.MustParseAddr("fd00::1")},
+	addrs := []netip.Prefix{netip.MustParsePrefix("192.168.1.1/24"), netip.MustParsePrefix("fd00::1/64")}
+	ext := k.AddExternal("eth0", 1500, true, addrs...)
+	k.Calls()
+	return backend.Deps{Net: netConf(t, js), Kernel: k, Logger: slog.New(slog.DiscardHandler),
+		External: backend.External{Name: "eth0", Index: ext, MTU: 1500, Addrs: addrs,
+			PublicIP: netip.MustParseAddr("192.168.1.1"), PublicIPv6: netip.MustParseAddr("fd00::1")},
 		LookupEnv: func(k string) (string, bool) {
 			if k == "WIREGUARD_KEY_FILE" {
 				return key, true
@@ -63,6 +73,16 @@ func deps(t *testing.T, js string, env map[string]string) backend.Deps {
 			v, ok := env[k]
 			return v, ok
 		}}
+}
+
+// index returns the index of the link name in k.
+func index(t *testing.T, k *kerneltest.Fake, name string) int {
+	t.Helper()
+	l, err := k.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Index
 }
 
 func peerLease(t *testing.T, subnet, subnet6, ip, ip6 string, data, data6 any) lease.Lease {
@@ -92,31 +112,39 @@ func peerLease(t *testing.T, subnet, subnet6, ip, ip6 string, data, data6 any) l
 
 const dual = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"wireguard"%s}}`
 
-// Each Mode's devices, lease data, peers and routes, as flannel's.
+// Each Mode's devices, lease data, peers and routes, as flannel's. Ensure
+// makes the devices; their MTU and addresses are Devices', which the
+// reconciler applies.
 func TestModes(t *testing.T) {
 	own := lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:1::/64")}
 	peerKey := genKey(t).PublicKey().String()
 	peer := peerLease(t, "10.244.2.0/24", "fd00:10:244:2::/64", "192.168.1.2", "fd00::2",
 		leaseData{PublicKey: peerKey, Port: 51820}, leaseData{PublicKey: peerKey, Port: 51821})
+	const a4, a6 = "10.244.1.0/32", "fd00:10:244:1::/128"
 	tests := []struct {
 		name, opts string
 		devs       map[string][]string // device -> endpoint, allowed...
+		addrs      map[string][]string // device -> addresses
 		routes     []string
 		v6Port     int
 	}{
 		{"separate", "", map[string][]string{
 			DeviceName:   {"192.168.1.2:51820", "10.244.2.0/24"},
-			DeviceNameV6: {"[fd00::2]:51821", "fd00:10:244:2::/64"}}, []string{"10.244.0.0/16 dev #11", "fd00:10:244::/56 dev #12"}, 51821},
+			DeviceNameV6: {"[fd00::2]:51821", "fd00:10:244:2::/64"}},
+			map[string][]string{DeviceName: {a4}, DeviceNameV6: {a6}},
+			[]string{"10.244.0.0/16 dev " + DeviceName, "fd00:10:244::/56 dev " + DeviceNameV6}, 51821},
 		{"auto", `,"Mode":"auto"`, map[string][]string{DeviceName: {"192.168.1.2:51820", "10.244.2.0/24", "fd00:10:244:2::/64"}},
-			[]string{"10.244.0.0/16 dev #11", "fd00:10:244::/56 dev #11"}, 51820},
+			map[string][]string{DeviceName: {a4, a6}},
+			[]string{"10.244.0.0/16 dev " + DeviceName, "fd00:10:244::/56 dev " + DeviceName}, 51820},
 		{"ipv6", `,"Mode":"ipv6"`, map[string][]string{DeviceName: {"[fd00::2]:51820", "10.244.2.0/24", "fd00:10:244:2::/64"}},
-			[]string{"10.244.0.0/16 dev #11", "fd00:10:244::/56 dev #11"}, 51820},
+			map[string][]string{DeviceName: {a4, a6}},
+			[]string{"10.244.0.0/16 dev " + DeviceName, "fd00:10:244::/56 dev " + DeviceName}, 51820},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			k := backendtest.NewLinks()
+			k := kerneltest.New()
 			p := fakePath{newFakeControl(), k}
-			b, err := newWith(deps(t, strings.ReplaceAll(dual, "%s", tc.opts), nil), k, p)
+			b, err := newWith(deps(t, k, strings.ReplaceAll(dual, "%s", tc.opts), nil), p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,10 +154,22 @@ func TestModes(t *testing.T) {
 				d4.PublicKey != b.priv.public().String() || d6.PublicKey != d4.PublicKey || d4.Port != 51820 || d6.Port != tc.v6Port {
 				t.Errorf("lease data %s / %s", a.BackendData, a.BackendV6Data)
 			}
+			if len(b.NodeRoutes()) != 0 || len(b.Links()) != 0 {
+				t.Errorf("before Ensure: routes %v, links %v; want none", b.NodeRoutes(), b.Links())
+			}
 			if err := b.Ensure(t.Context(), own); err != nil {
 				t.Fatal(err)
 			}
 			defer b.Close()
+			var wantCalls []string
+			for _, name := range []string{DeviceName, DeviceNameV6} {
+				if _, ok := tc.devs[name]; ok {
+					wantCalls = append(wantCalls, "add wireguard "+name)
+				}
+			}
+			if got := k.Calls(); !slices.Equal(got, wantCalls) {
+				t.Errorf("Ensure wrote %v, want only %v (addresses and MTU are the reconciler's)", got, wantCalls)
+			}
 			if _, err := b.Peer(own, peer); err != nil {
 				t.Fatal(err)
 			}
@@ -149,31 +189,101 @@ func TestModes(t *testing.T) {
 					t.Errorf("%s peer %v, want %v", devName, got, want)
 				}
 			}
-			if len(b.Devices()) != len(tc.devs) {
-				t.Errorf("devices %v", b.Devices())
+			names := map[int]string{}
+			var wantLinks []int
+			for _, name := range []string{DeviceName, DeviceNameV6} {
+				if _, ok := tc.devs[name]; ok {
+					names[index(t, k, name)] = name
+					wantLinks = append(wantLinks, index(t, k, name))
+				}
+			}
+			if !slices.Equal(b.Links(), wantLinks) {
+				t.Errorf("Links %v, want %v", b.Links(), wantLinks)
 			}
 			var routes []string
 			for _, r := range b.NodeRoutes() {
-				routes = append(routes, r.String())
+				if r.Gw.IsValid() || r.OnLink || r.Blackhole {
+					t.Errorf("route %s, want a plain device route", r)
+				}
+				routes = append(routes, fmt.Sprintf("%s dev %s", r.Dst, names[r.LinkIndex]))
 			}
 			if strings.Join(routes, ",") != strings.Join(tc.routes, ",") {
 				t.Errorf("routes %v, want %v", routes, tc.routes)
 			}
-			if addrs := k.Addrs[DeviceName]; len(addrs) == 0 || addrs[0].IPNet.String() != "10.244.1.0/32" {
-				t.Errorf("%s addresses %v", DeviceName, addrs)
+			devs := b.Devices()
+			if len(devs) != len(tc.devs) {
+				t.Fatalf("devices %+v, want %d", devs, len(tc.devs))
+			}
+			for _, d := range devs {
+				want := kernel.Device{Name: d.Name, MTU: 1420}
+				for _, a := range tc.addrs[d.Name] {
+					want.Addrs = append(want.Addrs, netip.MustParsePrefix(a))
+				}
+				if len(want.Addrs) == 0 || !d.Equal(want) {
+					t.Errorf("device %+v, want %+v", d, want)
+				}
+				if have, _ := k.Addrs(index(t, k, d.Name)); len(have) != 0 {
+					t.Errorf("Ensure gave %s addresses %v", d.Name, have)
+				}
 			}
 			if b.MTU() != 1420 {
 				t.Errorf("MTU %d, want 1420", b.MTU())
 			}
+
+			// The reconciler configures the devices as Devices says.
+			rec := reconcile.New(k, slog.New(slog.DiscardHandler))
+			rec.SetDevices(devs)
+			if st, err := rec.Apply(t.Context()); err != nil || len(st.Missing) != 0 {
+				t.Fatalf("Apply: %+v %v", st, err)
+			}
+			for _, d := range devs {
+				l, _ := k.LinkByName(d.Name)
+				if have, _ := k.Addrs(l.Index); !slices.Equal(have, d.Addrs) || l.MTU != 1420 || !l.Up {
+					t.Errorf("%s after the reconciler: addresses %v, mtu %d, up %v; want %v, 1420, up", d.Name, have, l.MTU, l.Up, d.Addrs)
+				}
+			}
 		})
+	}
+}
+
+// Devices has no addresses before the first Ensure (or Observe); Observe
+// finds the devices as they are, creating nothing, and names the missing.
+func TestObserve(t *testing.T) {
+	k := kerneltest.New()
+	b, err := newWith(deps(t, k, strings.ReplaceAll(dual, "%s", ""), nil), fakePath{newFakeControl(), k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range b.Devices() {
+		if len(d.Addrs) != 0 || d.MTU != 1420 {
+			t.Errorf("before Ensure: %+v, want MTU 1420 and no address", d)
+		}
+	}
+	if err := k.AddLink(kernel.LinkSpec{Name: DeviceName, Kind: kernel.KindWireGuard}); err != nil {
+		t.Fatal(err)
+	}
+	k.Calls()
+	own := lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:1::/64")}
+	missing, err := b.Observe(own)
+	if err != nil || !slices.Equal(missing, []string{DeviceNameV6}) {
+		t.Errorf("Observe = %v, %v; want [%s]", missing, err, DeviceNameV6)
+	}
+	if got := k.Calls(); len(got) != 0 {
+		t.Errorf("Observe wrote %v", got)
+	}
+	if want := []int{index(t, k, DeviceName)}; !slices.Equal(b.Links(), want) {
+		t.Errorf("Links %v, want %v", b.Links(), want)
+	}
+	if d := b.Devices(); len(d) != 2 || len(d[0].Addrs) != 1 || d[0].Addrs[0] != netip.MustParsePrefix("10.244.1.0/32") {
+		t.Errorf("Devices after Observe %+v", d)
 	}
 }
 
 // A flannel lease carries no Port (its peers use their own ListenPort); a
 // lease another node wrote wrong is refused with the reason.
 func TestPeerLeases(t *testing.T) {
-	k := backendtest.NewLinks()
-	b, err := newWith(deps(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard","ListenPort":7000,"MTU":1400}}`, nil), k, fakePath{newFakeControl(), k})
+	k := kerneltest.New()
+	b, err := newWith(deps(t, k, `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard","ListenPort":7000,"MTU":1400}}`, nil), fakePath{newFakeControl(), k})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,32 +314,45 @@ func TestPeerLeases(t *testing.T) {
 			t.Errorf("%s: err %v, want %q", name, err, l.want)
 		}
 	}
+	if got := k.Calls(); len(got) != 0 {
+		t.Errorf("building and Peer wrote %v", got)
+	}
 }
 
 // The data path is chosen as ipip's: a kernel device where the kernel makes
 // one, userspace where it cannot, what WEFT_WIREGUARD_PATH forces.
 func TestChoosePath(t *testing.T) {
 	const js = `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`
+	addWG := func(k *kerneltest.Fake) error {
+		return k.AddLink(kernel.LinkSpec{Name: DeviceName, Kind: kernel.KindWireGuard})
+	}
+	addTUN := func(k *kerneltest.Fake) error { return k.AddTUN(DeviceName) }
 	for _, tc := range []struct {
 		name   string
 		env    map[string]string
 		addErr error
-		exists netlink.Link
+		exists func(*kerneltest.Fake) error
 		want   string
+		calls  []string // the writes of building the backend
 	}{
-		{"kernel made one", nil, nil, nil, "kernel"},
-		{"no module", nil, unix.EOPNOTSUPP, nil, "userspace"},
-		{"existing kernel device", nil, unix.EOPNOTSUPP, &netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: DeviceName}}, "kernel"},
-		{"existing tun", nil, nil, &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: DeviceName}}, "userspace"},
-		{"forced", map[string]string{"WEFT_WIREGUARD_PATH": "userspace"}, nil, nil, "userspace"},
+		{"kernel made one", nil, nil, nil, "kernel", []string{"add wireguard " + DeviceName}},
+		{"no module", nil, unix.EOPNOTSUPP, nil, "userspace", nil},
+		{"existing kernel device", nil, unix.EOPNOTSUPP, addWG, "kernel", nil},
+		{"existing tun", nil, nil, addTUN, "userspace", nil},
+		{"forced", map[string]string{"WEFT_WIREGUARD_PATH": "userspace"}, nil, nil, "userspace", nil},
+		{"forced kernel", map[string]string{"WEFT_WIREGUARD_PATH": "kernel"}, unix.EOPNOTSUPP, addTUN, "kernel", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			k := backendtest.NewLinks()
-			k.AddErr = tc.addErr
+			k := kerneltest.New()
+			d := deps(t, k, js, tc.env)
 			if tc.exists != nil {
-				k.ByName[DeviceName] = tc.exists
+				if err := tc.exists(k); err != nil {
+					t.Fatal(err)
+				}
+				k.Calls()
 			}
-			b, err := newWith(deps(t, js, tc.env), k, nil)
+			k.FailOn("add wireguard", tc.addErr)
+			b, err := newWith(d, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -237,14 +360,18 @@ func TestChoosePath(t *testing.T) {
 			if b.path.String() != tc.want {
 				t.Errorf("path %s, want %s", b.path, tc.want)
 			}
+			if got := k.Calls(); !slices.Equal(got, tc.calls) {
+				t.Errorf("building wrote %v, want %v", got, tc.calls)
+			}
 		})
 	}
-	k := backendtest.NewLinks()
-	k.AddErr = unix.EPERM
-	if _, err := newWith(deps(t, js, nil), k, nil); !errors.Is(err, unix.EPERM) {
+	k := kerneltest.New()
+	d := deps(t, k, js, nil)
+	k.FailOn("add wireguard", unix.EPERM)
+	if _, err := newWith(d, nil); !errors.Is(err, unix.EPERM) {
 		t.Errorf("a failure other than a missing module: %v", err)
 	}
-	if _, err := newWith(deps(t, js, map[string]string{"WEFT_WIREGUARD_PATH": "ebpf"}), k, nil); err == nil ||
+	if _, err := newWith(deps(t, kerneltest.New(), js, map[string]string{"WEFT_WIREGUARD_PATH": "ebpf"}), nil); err == nil ||
 		!strings.Contains(err.Error(), `WEFT_WIREGUARD_PATH "ebpf"`) {
 		t.Errorf("bad WEFT_WIREGUARD_PATH: %v", err)
 	}
@@ -257,8 +384,8 @@ func FuzzPeerLease(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data, data6 []byte) {
 		own := lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:1::/64")}
 		for _, opts := range []string{"", `,"Mode":"auto"`} {
-			k := backendtest.NewLinks()
-			b, err := newWith(deps(t, strings.ReplaceAll(dual, "%s", opts), nil), k, fakePath{newFakeControl(), k})
+			k := kerneltest.New()
+			b, err := newWith(deps(t, k, strings.ReplaceAll(dual, "%s", opts), nil), fakePath{newFakeControl(), k})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -281,21 +408,31 @@ func FuzzPeerLease(f *testing.F) {
 // MTU, keeps one that exists, and refuses a device of another kind with
 // how to fix it; its peers go through the same peerSync as userspace's.
 func TestKernelPathDevice(t *testing.T) {
-	k := backendtest.NewLinks()
-	kp := &kernel{k: k, ctl: newFakeControl(DeviceName)}
+	k := kerneltest.New()
+	kp := &kernelPath{k: k, ctl: newFakeControl(DeviceName)}
 	if err := kp.ensure(DeviceName, 1420); err != nil {
 		t.Fatal(err)
 	}
-	l := k.ByName[DeviceName]
-	if !slices.Equal(k.Calls, []string{"add wireguard"}) || l.Type() != "wireguard" || l.Attrs().MTU != 1420 {
-		t.Fatalf("calls %v, link %+v; want one wireguard link flannel-wg mtu 1420", k.Calls, l)
+	l, err := k.LinkByName(DeviceName)
+	if calls := k.Calls(); err != nil || !slices.Equal(calls, []string{"add wireguard " + DeviceName}) ||
+		l.Kind != kernel.KindWireGuard || l.MTU != 1420 {
+		t.Fatalf("calls %v, link %+v, %v; want one wireguard link %s mtu 1420", calls, l, err, DeviceName)
 	}
-	if err := kp.ensure(DeviceName, 1420); err != nil || len(k.Calls) != 1 {
-		t.Errorf("an existing device: err %v, calls %v", err, k.Calls)
+	if err := kp.ensure(DeviceName, 1420); err != nil {
+		t.Errorf("an existing device: %v", err)
 	}
-	k.ByName[DeviceNameV6] = &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: DeviceNameV6}}
-	if err := kp.ensure(DeviceNameV6, 1420); err == nil || !strings.Contains(err.Error(), "exists as a tuntap device") ||
+	if calls := k.Calls(); len(calls) != 0 {
+		t.Errorf("ensure over an existing device wrote %v", calls)
+	}
+	if err := k.AddTUN(DeviceNameV6); err != nil {
+		t.Fatal(err)
+	}
+	k.Calls()
+	if err := kp.ensure(DeviceNameV6, 1420); err == nil || !strings.Contains(err.Error(), "exists as a tun device") ||
 		!strings.Contains(err.Error(), "WEFT_WIREGUARD_PATH=userspace") {
 		t.Errorf("a TUN where a kernel device should be: %v", err)
+	}
+	if calls := k.Calls(); len(calls) != 0 {
+		t.Errorf("ensure over a TUN wrote %v; it must not delete the userspace path's device", calls)
 	}
 }
