@@ -393,6 +393,10 @@ func (dm *Daemon) sync(ctx context.Context) {
 		// Once: a device that cannot be made waits for the retry timer.
 		st, err = dm.rec.Sync(ctx)
 		dm.observe(st, true)
+		if len(st.Missing) > 0 {
+			dm.log.Warn("devices still missing after their backend made them; retrying", "devices", st.Missing)
+			dm.scheduleRetry()
+		}
 	}
 	if err != nil && ctx.Err() == nil {
 		dm.log.Warn("resync failed; retrying", "err", err)

@@ -15,20 +15,16 @@ type devState struct {
 	index int // 0 until a pass found it
 }
 
-// SetDevices replaces the desired devices (a backend's, after its Ensure).
-// Every one is checked by the next Apply. Devices left out are no longer
-// looked after; nothing is deleted.
+// SetDevices replaces the desired devices (a backend's, after its Ensure,
+// which may have made them anew: the next pass takes each at the index it
+// finds). Every one is checked by the next Apply. Devices left out are no
+// longer looked after; nothing is deleted.
 func (r *Reconciler) SetDevices(ds []kernel.Device) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old := r.devices
 	r.devices = make(map[string]*devState, len(ds))
 	for _, d := range ds {
-		st := &devState{want: d}
-		if o, ok := old[d.Name]; ok {
-			st.index = o.index
-		}
-		r.devices[d.Name] = st
+		r.devices[d.Name] = &devState{want: d}
 		r.devDirty[d.Name] = true
 	}
 }

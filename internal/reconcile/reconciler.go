@@ -430,6 +430,12 @@ func (r *Reconciler) forgetLinkLocked(link int) {
 func (r *Reconciler) applyLocked(ctx context.Context, allDevices bool) (Stats, error) {
 	var st Stats
 	errs := r.devicesLocked(allDevices, &st)
+	if len(st.Missing) > 0 {
+		// The objects on a missing device cannot be written, and those of
+		// the others are rewritten anyway once its backend has made it
+		// again (the caller's next pass): write none now.
+		return st, errors.Join(errs...)
+	}
 	dirty := r.dirty
 	r.dirty = NewState()
 	phases := r.planLocked(dirty)

@@ -80,8 +80,8 @@ func (f *Fake) FailOn(prefix string, err error) {
 	f.fail[prefix] = err
 }
 
-// Calls returns the log of writes so far ("add vxlan flannel.1", "mtu
-// flannel.1 1450", "addr flannel.1 10.244.1.0/32", "route 10.244.2.0/24 via
+// Calls returns the log of writes so far ("add vxlan flannel.1", "mtu 1450
+// flannel.1", "addr flannel.1 10.244.1.0/32", "route 10.244.2.0/24 via
 // 10.244.2.0 dev #3 onlink", ...) and clears it.
 func (f *Fake) Calls() []string {
 	f.mu.Lock()
