@@ -23,7 +23,6 @@ import (
 	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/kernel/kerneltest"
 	"github.com/weft-net/weft/internal/lease"
-	"github.com/weft-net/weft/internal/metrics"
 	"github.com/weft-net/weft/internal/netfilter/netfiltertest"
 	"github.com/weft-net/weft/internal/store/storetest"
 	"github.com/weft-net/weft/internal/subnetfile"
@@ -83,34 +82,9 @@ func (n *fakeNode) start(t *testing.T, kern kernel.Kernel, args ...string) *runn
 	}
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan lease.Lease, 1)
-	r := &running{cancel: cancel, done: make(chan struct{}), log: logs, file: n.file, m: metrics.New("test")}
-	go func() {
-		defer close(r.done)
-		r.err = Run(ctx, o, Deps{Logger: log, Store: n.st.Client(log), Backends: backends(), Kernel: kern,
-			NewRules:    func(*config.NetConf) (Rules, error) { return n.rules, nil },
-			ResyncEvery: time.Hour, Ready: func(l lease.Lease) { ready <- l }, Metrics: r.m})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-r.done:
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return within 10 s of its context's end")
-		}
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", logs.String())
-		}
-	})
-	select {
-	case r.own = <-ready:
-	case <-r.done:
-		t.Fatalf("daemon exited: %v\n%s", r.err, logs.String())
-	case <-time.After(5 * time.Second):
-		t.Fatalf("daemon not ready after 5 s\n%s", logs.String())
-	}
-	return r
+	return launch(t, o, Deps{Logger: log, Store: n.st.Client(log), Backends: backends(), Kernel: kern,
+		NewRules:    func(*config.NetConf) (Rules, error) { return n.rules, nil },
+		ResyncEvery: time.Hour}, logs, n.file, 5*time.Second, nil)
 }
 
 // fakeVXLANPeer is one vxlan peer's objects as kerneltest's Dump shows them.

@@ -241,18 +241,33 @@ func startDaemonWith(t testing.TB, reg backend.Registry, n *node, c *cluster, su
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	o, st := c.daemonInputs(t, log, append([]string{"--subnet-file", subnetFile, "--public-ip", n.addr.String()}, args...)...)
+	return launch(t, o, Deps{Logger: log, Store: st, Backends: reg, Kernel: n.nl, ResyncEvery: 5 * time.Second},
+		logs, subnetFile, 30*time.Second, func() { _ = st.Close() })
+}
+
+// launch runs the daemon with o and d until the test ends (Ready and
+// Metrics are set here; after, when set, runs once Run has returned) and
+// waits up to readyIn for it to be ready.
+func launch(t testing.TB, o config.Options, d Deps, logs *logBuffer, file string, readyIn time.Duration, after func()) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan lease.Lease, 1)
-	r := &running{cancel: cancel, done: make(chan struct{}), log: logs, file: subnetFile, m: metrics.New("test")}
+	r := &running{cancel: cancel, done: make(chan struct{}), log: logs, file: file, m: metrics.New("test")}
+	d.Ready, d.Metrics = func(l lease.Lease) { ready <- l }, r.m
 	go func() {
 		defer close(r.done)
-		r.err = Run(ctx, o, Deps{Logger: log, Store: st, Backends: reg, Kernel: n.nl, ResyncEvery: 5 * time.Second,
-			Ready: func(l lease.Lease) { ready <- l }, Metrics: r.m})
-		_ = st.Close()
+		r.err = Run(ctx, o, d)
+		if after != nil {
+			after()
+		}
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-r.done
+		select {
+		case <-r.done:
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return within 10 s of its context's end")
+		}
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", logs.String())
 		}
@@ -261,8 +276,8 @@ func startDaemonWith(t testing.TB, reg backend.Registry, n *node, c *cluster, su
 	case r.own = <-ready:
 	case <-r.done:
 		t.Fatalf("daemon exited: %v\n%s", r.err, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("daemon not ready after 30 s\n%s", logs.String())
+	case <-time.After(readyIn):
+		t.Fatalf("daemon not ready after %v\n%s", readyIn, logs.String())
 	}
 	return r
 }

@@ -52,15 +52,6 @@ func mustLease(t *testing.T, key, value string) lease.Lease {
 	return l
 }
 
-func mustLink(t *testing.T, f *kerneltest.Fake, name string) kernel.Link {
-	t.Helper()
-	l, err := f.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
 // The kernel path makes flannel's device: kind ipip, local = the public
 // address, no remote, MTU external - 20. Its address, MTU and up flag are
 // desired state (Devices) that the reconciler applies, a stale address
@@ -78,7 +69,7 @@ func TestKernelEnsure(t *testing.T) {
 	if got := f.Calls(); !slices.Equal(got, []string{"add ipip " + DeviceName}) {
 		t.Errorf("New: calls %v, want the one ipip device", got)
 	}
-	l := mustLink(t, f, DeviceName)
+	l := f.MustLink(t, DeviceName)
 	if l.Kind != kernel.KindIPIP || l.IPIP == nil || l.IPIP.Local != public || l.IPIP.Remote.IsValid() || l.MTU != 1480 {
 		t.Fatalf("device %+v (ipip %+v); want kind ipip, local %s, no remote, mtu 1480", l, l.IPIP, public)
 	}
@@ -118,7 +109,7 @@ func TestKernelEnsure(t *testing.T) {
 	if err != nil || len(st.Missing) != 0 {
 		t.Fatalf("Apply: %+v, %v", st, err)
 	}
-	l = mustLink(t, f, DeviceName)
+	l = f.MustLink(t, DeviceName)
 	if addrs, _ := f.Addrs(l.Index); !slices.Equal(addrs, []netip.Prefix{addr}) || l.MTU != 1480 || !l.Up {
 		t.Errorf("after the reconciler: addresses %v, mtu %d, up %v; want only %s, 1480, up", addrs, l.MTU, l.Up, addr)
 	}
@@ -131,7 +122,7 @@ func TestKernelEnsure(t *testing.T) {
 	if got := f.Calls(); len(got) != 0 {
 		t.Errorf("second Ensure changed the kernel: %v", got)
 	}
-	if again := mustLink(t, f, DeviceName); again.Index != l.Index {
+	if again := f.MustLink(t, DeviceName); again.Index != l.Index {
 		t.Errorf("second Ensure replaced the device (#%d -> #%d)", l.Index, again.Index)
 	}
 
@@ -163,7 +154,7 @@ func TestKernelReplacesForeignDevice(t *testing.T) {
 			if err := add(f); err != nil {
 				t.Fatal(err)
 			}
-			old := mustLink(t, f, DeviceName)
+			old := f.MustLink(t, DeviceName)
 			b, err := New(d)
 			if err != nil {
 				t.Fatal(err)
@@ -175,7 +166,7 @@ func TestKernelReplacesForeignDevice(t *testing.T) {
 			if got, want := f.Calls(), []string{"del " + DeviceName, "add ipip " + DeviceName}; !slices.Equal(got, want) {
 				t.Errorf("calls %v, want %v", got, want)
 			}
-			l := mustLink(t, f, DeviceName)
+			l := f.MustLink(t, DeviceName)
 			if l.Index == old.Index || l.Kind != kernel.KindIPIP || l.IPIP.Local != public || l.IPIP.Remote.IsValid() {
 				t.Errorf("device after Ensure %+v (ipip %+v), want a new ipip device local %s", l, l.IPIP, public)
 			}
@@ -223,7 +214,7 @@ func TestPathChoice(t *testing.T) {
 				if err := tc.existing(f); err != nil {
 					t.Fatal(err)
 				}
-				oldIndex = mustLink(t, f, DeviceName).Index
+				oldIndex = f.MustLink(t, DeviceName).Index
 				f.Calls()
 			}
 			f.FailOn("add ipip", tc.addErr)
@@ -278,7 +269,7 @@ func TestReadOnly(t *testing.T) {
 	if err := f.AddLink(kernel.LinkSpec{Name: DeviceName, Kind: kernel.KindIPIP, IPIP: &kernel.IPIP{Local: public}}); err != nil {
 		t.Fatal(err)
 	}
-	l := mustLink(t, f, DeviceName)
+	l := f.MustLink(t, DeviceName)
 	if missing, err := k.Observe(own); err != nil || len(missing) != 0 || !slices.Equal(k.Links(), []int{l.Index}) {
 		t.Errorf("Observe with the device = %v, %v, Links %v; want none missing, [%d]", missing, err, k.Links(), l.Index)
 	}
@@ -314,7 +305,7 @@ func TestPeerRoutes(t *testing.T) {
 		if err := b.Ensure(t.Context(), own); err != nil {
 			t.Fatal(err)
 		}
-		dev := mustLink(t, f, DeviceName).Index
+		dev := f.MustLink(t, DeviceName).Index
 		tunnelRoute := func(p lease.Lease) kernel.Route {
 			return kernel.Route{Dst: p.Subnet, Gw: p.Attrs.PublicIP, LinkIndex: dev, OnLink: true}
 		}

@@ -56,15 +56,6 @@ func newVXLAN(t *testing.T, d backend.Deps) *VXLAN {
 	return b.(*VXLAN)
 }
 
-func mustLink(t *testing.T, f *kerneltest.Fake, name string) kernel.Link {
-	t.Helper()
-	l, err := f.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
 func ownLease() lease.Lease {
 	return lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"),
 		Attrs: lease.Attrs{PublicIP: public, PublicIPv6: public6, BackendType: Name}}
@@ -96,7 +87,7 @@ func TestEnsureCreatesDevice(t *testing.T) {
 			if got := f.Calls(); !slices.Equal(got, []string{"add vxlan " + tc.dev}) {
 				t.Errorf("Ensure wrote %v, want only the device", got)
 			}
-			l := mustLink(t, f, tc.dev)
+			l := f.MustLink(t, tc.dev)
 			want := tc.want
 			want.Dev, want.Local = d.External.Index, public
 			if l.Kind != kernel.KindVXLAN || l.VXLAN == nil || *l.VXLAN != want || l.MTU != 1450 {
@@ -137,7 +128,7 @@ func TestStableMAC(t *testing.T) {
 		if err := v.Ensure(t.Context(), ownLease()); err != nil {
 			t.Fatal(err)
 		}
-		return mustLink(t, f, "flannel.1").MAC
+		return f.MustLink(t, "flannel.1").MAC
 	}
 	m1, m2 := mac(public), mac(public)
 	if m1 != m2 || m1.IsZero() {
@@ -178,7 +169,7 @@ func TestStableMAC(t *testing.T) {
 			if got := f.Calls(); !slices.Equal(got, tc.calls) {
 				t.Errorf("Ensure wrote %v, want %v", got, tc.calls)
 			}
-			if l := mustLink(t, f, "flannel.1"); l.MAC != kept || v.Devices()[0].MAC != kept {
+			if l := f.MustLink(t, "flannel.1"); l.MAC != kept || v.Devices()[0].MAC != kept {
 				t.Errorf("device MAC %s, desired %s; want %s kept", l.MAC, v.Devices()[0].MAC, kept)
 			}
 		})
@@ -217,13 +208,13 @@ func TestReplacesIncompatibleDevice(t *testing.T) {
 			if err := f.AddLink(spec); err != nil {
 				t.Fatal(err)
 			}
-			old := mustLink(t, f, "flannel.1")
+			old := f.MustLink(t, "flannel.1")
 			f.Calls()
 			v := newVXLAN(t, d)
 			if err := v.Ensure(t.Context(), ownLease()); err != nil {
 				t.Fatal(err)
 			}
-			l := mustLink(t, f, "flannel.1")
+			l := f.MustLink(t, "flannel.1")
 			calls := f.Calls()
 			if !tc.replaced {
 				if len(calls) != 0 || l.Index != old.Index {
@@ -277,7 +268,7 @@ func TestDevices(t *testing.T) {
 				t.Fatalf("Devices %+v, want %d", ds, len(tc.addrs))
 			}
 			for _, d := range ds {
-				l := mustLink(t, f, d.Name)
+				l := f.MustLink(t, d.Name)
 				want := kernel.Device{Name: d.Name, MTU: tc.mtu, MAC: l.MAC, Addrs: []netip.Prefix{netip.MustParsePrefix(tc.addrs[d.Name])}}
 				if !d.Equal(want) || d.MAC.IsZero() {
 					t.Errorf("device %+v, want %+v", d, want)
@@ -292,7 +283,7 @@ func TestDevices(t *testing.T) {
 
 			// Someone changes the MAC and the MTU; the reconciler restores
 			// them and adds the addresses.
-			l := mustLink(t, f, ds[0].Name)
+			l := f.MustLink(t, ds[0].Name)
 			if err := f.SetLinkMAC(l.Index, kernel.MAC{0x02, 1, 2, 3, 4, 5}); err != nil {
 				t.Fatal(err)
 			}
@@ -305,7 +296,7 @@ func TestDevices(t *testing.T) {
 				t.Fatalf("Apply: %+v %v", st, err)
 			}
 			for _, d := range ds {
-				l := mustLink(t, f, d.Name)
+				l := f.MustLink(t, d.Name)
 				addrs, _ := f.Addrs(l.Index)
 				if l.MAC != d.MAC || l.MTU != d.MTU || !l.Up || !slices.Equal(addrs, d.Addrs) {
 					t.Errorf("%s after the reconciler: %+v %v, want %+v up", d.Name, l, addrs, d)
@@ -361,7 +352,7 @@ func TestPeer(t *testing.T) {
 		if err := v.Ensure(t.Context(), ownLease()); err != nil {
 			t.Fatal(err)
 		}
-		dev := mustLink(t, f, "flannel.1").Index
+		dev := f.MustLink(t, "flannel.1").Index
 		f.Calls()
 		got, err := v.Peer(ownLease(), peerLease("10.244.2.0/24", "", "192.168.1.2", "", peerData, ""))
 		want := reconcile.Objects{
@@ -383,7 +374,7 @@ func TestPeer(t *testing.T) {
 		if err := v.Ensure(t.Context(), ownLease()); err != nil {
 			t.Fatal(err)
 		}
-		dev, dev6 := mustLink(t, f, "flannel.1").Index, mustLink(t, f, "flannel-v6.1").Index
+		dev, dev6 := f.MustLink(t, "flannel.1").Index, f.MustLink(t, "flannel-v6.1").Index
 		got, err := v.Peer(ownLease(), peerLease("10.244.2.0/24", "fd00:10:244:2::/64", "192.168.1.2", "fd00::2", peerData, peerV6))
 		want := reconcile.Objects{
 			Routes: []kernel.Route{{Dst: pfx("10.244.2.0/24"), Gw: ip("10.244.2.0"), LinkIndex: dev, OnLink: true},
@@ -408,7 +399,7 @@ func TestPeer(t *testing.T) {
 		if err := v.Ensure(t.Context(), ownLease()); err != nil {
 			t.Fatal(err)
 		}
-		dev := mustLink(t, f, "flannel.1").Index
+		dev := f.MustLink(t, "flannel.1").Index
 		got, err := v.Peer(ownLease(), peerLease("10.244.2.0/24", "", "192.168.1.2", "", peerData, ""))
 		want := reconcile.Objects{Routes: []kernel.Route{{Dst: pfx("10.244.2.0/24"), Gw: ip("192.168.1.2"), LinkIndex: d.External.Index}}}
 		if err != nil || !sameObjects(got, want) {
@@ -482,7 +473,7 @@ func TestObserve(t *testing.T) {
 		VXLAN: &kernel.VXLAN{VNI: 1, Dev: d.External.Index, Local: public, Port: 8472}}); err != nil {
 		t.Fatal(err)
 	}
-	dev := mustLink(t, f, "flannel.1").Index
+	dev := f.MustLink(t, "flannel.1").Index
 	f.Calls()
 	v = newVXLAN(t, d)
 	missing, err = v.Observe(ownLease())

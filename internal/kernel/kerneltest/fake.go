@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/weft-net/weft/internal/kernel"
 )
@@ -168,6 +169,16 @@ func (f *Fake) AddLink(s kernel.LinkSpec) error {
 		return err
 	}
 	return f.addLinkLocked(kernel.Link{Name: s.Name, Kind: s.Kind, MTU: s.MTU, MAC: s.MAC, VXLAN: s.VXLAN, IPIP: s.IPIP})
+}
+
+// MustLink returns the link of that name, failing t when there is none.
+func (f *Fake) MustLink(t testing.TB, name string) kernel.Link {
+	t.Helper()
+	l, err := f.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // AddTUN adds a TUN link as a process opening /dev/net/tun would.

@@ -21,15 +21,6 @@ var (
 	mac = kernel.MAC{0x0a, 0, 0, 0, 0, 1}
 )
 
-func mustLink(t *testing.T, f *kerneltest.Fake, name string) kernel.Link {
-	t.Helper()
-	l, err := f.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -42,12 +33,12 @@ func must(t *testing.T, err error) {
 // is a layer-3 device; a taken name is refused.
 func TestLinks(t *testing.T) {
 	f := kerneltest.New()
-	lo := mustLink(t, f, "lo")
+	lo := f.MustLink(t, "lo")
 	if lo.Index != 1 || !lo.Up || lo.Kind != "" {
 		t.Errorf("lo %+v", lo)
 	}
 	eth := f.AddExternal("eth0", 9000, true, pfx("192.168.1.1/24"))
-	if l := mustLink(t, f, "eth0"); l.Index != eth || l.MTU != 9000 || !l.Up {
+	if l := f.MustLink(t, "eth0"); l.Index != eth || l.MTU != 9000 || !l.Up {
 		t.Errorf("eth0 %+v", l)
 	}
 	if ds, _ := f.DefaultRouteLinks(); !slices.Equal(ds, []int{eth}) {
@@ -56,11 +47,11 @@ func TestLinks(t *testing.T) {
 	must(t, f.AddLink(kernel.LinkSpec{Name: "flannel.1", Kind: kernel.KindVXLAN, VXLAN: &kernel.VXLAN{VNI: 1, Dev: eth}}))
 	must(t, f.AddLink(kernel.LinkSpec{Name: "flannel.ipip", Kind: kernel.KindIPIP, MTU: 1480, IPIP: &kernel.IPIP{Local: ip("192.168.1.1")}}))
 	must(t, f.AddTUN("flannel0"))
-	vx, tun := mustLink(t, f, "flannel.1"), mustLink(t, f, "flannel0")
+	vx, tun := f.MustLink(t, "flannel.1"), f.MustLink(t, "flannel0")
 	if vx.Index <= eth || vx.Up || vx.MTU != 1500 || vx.MAC.IsZero() || vx.VXLAN == nil || vx.VXLAN.VNI != 1 {
 		t.Errorf("flannel.1 %+v", vx)
 	}
-	if l := mustLink(t, f, "flannel.ipip"); l.MTU != 1480 || !l.MAC.IsZero() || l.IPIP == nil {
+	if l := f.MustLink(t, "flannel.ipip"); l.MTU != 1480 || !l.MAC.IsZero() || l.IPIP == nil {
 		t.Errorf("flannel.ipip %+v", l)
 	}
 	if tun.Kind != kernel.KindTUN || !tun.MAC.IsZero() {
@@ -89,17 +80,17 @@ func TestLinks(t *testing.T) {
 	// Links are copies: changing one changes nothing in the kernel.
 	links[2].VXLAN.VNI = 99
 	vx.VXLAN.VNI = 98
-	if mustLink(t, f, "flannel.1").VXLAN.VNI != 1 {
+	if f.MustLink(t, "flannel.1").VXLAN.VNI != 1 {
 		t.Error("a returned link aliases the fake's")
 	}
 	must(t, f.SetLinkMTU(vx.Index, 1450))
 	must(t, f.SetLinkMAC(vx.Index, mac))
 	must(t, f.SetLinkUp(vx.Index))
-	if l := mustLink(t, f, "flannel.1"); l.MTU != 1450 || l.MAC != mac || !l.Up {
+	if l := f.MustLink(t, "flannel.1"); l.MTU != 1450 || l.MAC != mac || !l.Up {
 		t.Errorf("after the sets: %+v", l)
 	}
 	must(t, f.SetLinkDown(vx.Index))
-	if mustLink(t, f, "flannel.1").Up {
+	if f.MustLink(t, "flannel.1").Up {
 		t.Error("SetLinkDown left it up")
 	}
 	if got := f.Calls(); !slices.Equal(got, []string{"mtu 1450 flannel.1", "mac " + mac.String() + " flannel.1", "up flannel.1", "down flannel.1"}) {
@@ -113,7 +104,7 @@ func TestIdempotent(t *testing.T) {
 	f := kerneltest.New()
 	eth := f.AddExternal("eth0", 1500, true, pfx("192.168.1.1/24"))
 	must(t, f.AddLink(kernel.LinkSpec{Name: "flannel.1", Kind: kernel.KindVXLAN}))
-	dev := mustLink(t, f, "flannel.1").Index
+	dev := f.MustLink(t, "flannel.1").Index
 	r := kernel.Route{Dst: pfx("10.244.2.0/24"), Gw: ip("10.244.2.0"), LinkIndex: dev, OnLink: true}
 	n := kernel.Neigh{IP: ip("10.244.2.0"), MAC: mac, LinkIndex: dev}
 	e := kernel.FDB{MAC: mac, Dst: ip("192.168.1.2"), LinkIndex: dev}
@@ -199,7 +190,7 @@ func TestDeleteLinkTakesItsObjects(t *testing.T) {
 	eth := f.AddExternal("eth0", 1500, true, pfx("192.168.1.1/24"))
 	must(t, f.AddLink(kernel.LinkSpec{Name: "flannel.1", Kind: kernel.KindVXLAN}))
 	must(t, f.AddLink(kernel.LinkSpec{Name: "flannel-v6.1", Kind: kernel.KindVXLAN}))
-	dev, dev6 := mustLink(t, f, "flannel.1").Index, mustLink(t, f, "flannel-v6.1").Index
+	dev, dev6 := f.MustLink(t, "flannel.1").Index, f.MustLink(t, "flannel-v6.1").Index
 	must(t, f.AddAddr(dev, pfx("10.244.1.0/32")))
 	must(t, f.ReplaceRoute(kernel.Route{Dst: pfx("10.244.2.0/24"), Gw: ip("10.244.2.0"), LinkIndex: dev, OnLink: true}))
 	must(t, f.SetNeigh(kernel.Neigh{IP: ip("10.244.2.0"), MAC: mac, LinkIndex: dev}))
@@ -239,7 +230,7 @@ func TestDeleteLinkTakesItsObjects(t *testing.T) {
 	}
 	// The index is not reused.
 	must(t, f.AddLink(kernel.LinkSpec{Name: "flannel.1", Kind: kernel.KindVXLAN}))
-	if l := mustLink(t, f, "flannel.1"); l.Index == dev || l.Index == eth {
+	if l := f.MustLink(t, "flannel.1"); l.Index == dev || l.Index == eth {
 		t.Errorf("a new link got a deleted link's index %d", l.Index)
 	}
 }
@@ -257,7 +248,7 @@ func TestMonitorOrder(t *testing.T) {
 	must(t, f.Monitor(ctx, out, &wg))
 
 	must(t, f.AddLink(kernel.LinkSpec{Name: "flannel.1", Kind: kernel.KindVXLAN}))
-	dev := mustLink(t, f, "flannel.1").Index
+	dev := f.MustLink(t, "flannel.1").Index
 	must(t, f.SetLinkMTU(dev, 1450))
 	a := pfx("10.244.1.0/32")
 	must(t, f.AddAddr(dev, a))
