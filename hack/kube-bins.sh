@@ -20,29 +20,9 @@ bins=(kube-apiserver kube-controller-manager kubectl)
 
 stamp="$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -d' ' -f1)"
 
-ready() {
-  local b
-  for b in "${bins[@]}"; do
-    [ -x "$dir/$b" ] || return 1
-  done
-  [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$stamp" ]
-}
-
-if ready; then
-  echo "$dir"
-  exit 0
-fi
-
-mkdir -p "$dir"
-exec 9>"$dir/.lock"
-flock 9
-if ready; then # another run built them while we waited
-  echo "$dir"
-  exit 0
-fi
-
-tmp="$(mktemp -d "$dir/.build.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=lib/cache.sh
+source "$root/hack/lib/cache.sh"
+cache_begin "$dir" "$stamp" "${bins[@]}"
 
 minor="${KUBE_VERSION#v1.}"
 minor="${minor%%.*}"
@@ -61,9 +41,5 @@ start=$(date +%s)
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kubectl
 )
-for b in "${bins[@]}"; do
-  mv -f "$tmp/$b" "$dir/$b"
-done
-echo "$stamp" >"$dir/.stamp"
 echo "built in $(($(date +%s) - start)) s" >&2
-echo "$dir"
+cache_commit "$dir" "$stamp" "${bins[@]}"
