@@ -105,6 +105,16 @@ type PeerPruner interface {
 	PrunePeers()
 }
 
+// PeerSyncer is an optional capability of a Backend whose peers live outside
+// the reconciler and that keeps them in a loop of its own (the kernel sends
+// no notice of their changes): SyncPeers asks for a check now. The daemon
+// calls it on every full sync of the reconciler (the periodic check, lost
+// notices, a recreated device), so that those peers are repaired by the same
+// checks as every other kernel object.
+type PeerSyncer interface {
+	SyncPeers()
+}
+
 // PeerDiffer is an optional capability of a Backend whose peers live outside
 // the reconciler, for weft status: after Peer was called for every lease,
 // DiffPeers names each way the peers in the kernel (or the userspace data

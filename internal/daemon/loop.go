@@ -389,6 +389,9 @@ func (dm *Daemon) apply(ctx context.Context) {
 func (dm *Daemon) sync(ctx context.Context) {
 	st, err := dm.rec.Sync(ctx)
 	dm.observe(st, true)
+	if ps, ok := dm.be.(backend.PeerSyncer); ok {
+		ps.SyncPeers()
+	}
 	if len(st.Missing) > 0 && dm.recreate(ctx, st.Missing) {
 		// Once: a device that cannot be made waits for the retry timer.
 		st, err = dm.rec.Sync(ctx)

@@ -110,6 +110,7 @@ var (
 	_ backend.NodeRouter    = (*WireGuard)(nil)
 	_ backend.Observer      = (*WireGuard)(nil)
 	_ backend.PeerDiffer    = (*WireGuard)(nil)
+	_ backend.PeerSyncer    = (*WireGuard)(nil)
 )
 
 // New is the backend.Factory.
@@ -545,6 +546,9 @@ func (b *WireGuard) Observe(own lease.Lease) ([]string, error) {
 	}
 	return missing, nil
 }
+
+// SyncPeers asks the peer loop for a check now (backend.PeerSyncer).
+func (b *WireGuard) SyncPeers() { b.ps.poke() }
 
 // DiffPeers names how the devices' peers differ from the leases
 // (backend.PeerDiffer).

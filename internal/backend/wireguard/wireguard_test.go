@@ -3,6 +3,7 @@
 package wireguard
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -434,5 +436,46 @@ func TestKernelPathDevice(t *testing.T) {
 	}
 	if calls := k.Calls(); len(calls) != 0 {
 		t.Errorf("ensure over a TUN wrote %v; it must not delete the userspace path's device", calls)
+	}
+}
+
+// SyncPeers (the daemon's full syncs) makes the peer loop check at once,
+// long before its own interval: a peer removed by hand is back.
+func TestSyncPeersChecksNow(t *testing.T) {
+	k := kerneltest.New()
+	ctl := newFakeControl(DeviceName)
+	b, err := newWith(deps(t, k, `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`, nil), fakePath{ctl, k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.168.1.1")}}
+	key := genKey(t).PublicKey().String()
+	peer := peerLease(t, "10.244.2.0/24", "", "192.168.1.2", "", `{"PublicKey":"`+key+`"}`, nil)
+	if _, err := b.Peer(own, peer); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.ps.run(ctx, time.Hour) }()
+	defer func() { cancel(); <-done }()
+	peers := func() int {
+		d, err := ctl.Device(DeviceName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(d.Peers)
+	}
+	for round := range 2 { // the first check adds the peer; the second restores it
+		b.SyncPeers()
+		deadline := time.Now().Add(5 * time.Second)
+		for peers() != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: no peer 5 s after SyncPeers (the loop's own interval is an hour)", round)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		ctl.mu.Lock()
+		ctl.devs[DeviceName].Peers = nil // removed by hand
+		ctl.mu.Unlock()
 	}
 }
