@@ -21,12 +21,23 @@ func labEnv(nodeDir string) []string {
 // LabExec wraps argv, to be run through lab.Command (whose `ip netns exec`
 // gives it a mount namespace of its own), so that it sees the node's
 // socket directory at /var/run/wireguard, where wg(8) looks: `wg show` then
-// finds that node's userspace devices. A node without the directory (not
-// running wireguard) gets argv unchanged.
+// finds that node's userspace devices. The mount point is the host's
+// directory: when the host has none, it is made for the command and removed
+// after it. A node without the directory (not running wireguard) gets argv
+// unchanged.
 func LabExec(nodeDir string, argv []string) []string {
 	dir := labSocketDir(nodeDir)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return argv
 	}
-	return append([]string{"sh", "-c", `mkdir -p ` + DefaultSocketDir + ` && mount --bind "$0" ` + DefaultSocketDir + ` && exec "$@"`, dir}, argv...)
+	return append([]string{"sh", "-c", labExecScript, dir}, argv...)
 }
+
+// labExecScript runs "$@" with "$0" bind-mounted at DefaultSocketDir.
+const labExecScript = `d=` + DefaultSocketDir + `; made=
+[ -d "$d" ] || { mkdir "$d" && made=1; } || exit 125
+mount --bind "$0" "$d" || { [ -z "$made" ] || rmdir "$d"; exit 125; }
+"$@"; rc=$?
+umount "$d"
+[ -z "$made" ] || rmdir "$d" 2>/dev/null
+exit $rc`
