@@ -54,6 +54,28 @@ type goDevice struct {
 	dev  *device.Device
 	ln   *net.UnixListener
 	done sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // open control connections, closed by close
+}
+
+// track records an open control connection; it reports false, closing c,
+// once the device is closing.
+func (g *goDevice) track(c net.Conn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.conns == nil {
+		_ = c.Close()
+		return false
+	}
+	g.conns[c] = struct{}{}
+	return true
+}
+
+func (g *goDevice) untrack(c net.Conn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.conns, c)
 }
 
 func newUserspace(log *slog.Logger, sockDir string) *userspace {
@@ -108,7 +130,7 @@ func (u *userspace) start(name string, mtu int) (_ *goDevice, retErr error) {
 		},
 		Errorf: func(format string, args ...any) { log.Info("wireguard-go: " + fmt.Sprintf(format, args...)) },
 	})
-	g := &goDevice{dev: dev}
+	g := &goDevice{dev: dev, conns: map[net.Conn]struct{}{}}
 	defer func() {
 		if retErr != nil {
 			g.close()
@@ -170,9 +192,13 @@ func (u *userspace) serve(g *goDevice) {
 		if err != nil {
 			return
 		}
+		if !g.track(c) {
+			return
+		}
 		g.done.Add(1)
 		go func() {
 			defer g.done.Done()
+			defer g.untrack(c)
 			g.dev.IpcHandle(c)
 			if u.changed != nil {
 				u.changed()
@@ -181,10 +207,19 @@ func (u *userspace) serve(g *goDevice) {
 	}
 }
 
+// close stops wireguard-go on the device. A wg(8) still connected to the
+// control socket (or one that connected and never wrote) is cut off rather
+// than waited for.
 func (g *goDevice) close() {
 	if g.ln != nil {
 		_ = g.ln.Close() // unlinks the socket
 	}
+	g.mu.Lock()
+	for c := range g.conns {
+		_ = c.Close()
+	}
+	g.conns = nil
+	g.mu.Unlock()
 	g.dev.Close() // closes the TUN queue; the persistent device stays
 	g.done.Wait()
 }
