@@ -3,9 +3,9 @@ package etcd
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,13 +152,37 @@ func TestFaultAllMembersDown(t *testing.T) {
 }
 
 // proxy forwards TCP to target until Cut, which drops every connection and
-// refuses new ones until Restore.
+// refuses new ones until Restore, or Freeze, which turns it into a black
+// hole: connections stay open and new ones are accepted, but what is sent
+// either way is dropped, as a firewall or a vanished host does, until
+// Restore.
 type proxy struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
 	cut    bool
+	frozen atomic.Bool
 	conns  []net.Conn
+}
+
+// Freeze drops everything sent on the proxied connections until Restore.
+func (p *proxy) Freeze() { p.frozen.Store(true) }
+
+// pipe copies src to dst, dropping what arrives while the proxy is frozen.
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.frozen.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -194,8 +218,8 @@ func (p *proxy) serve() {
 		}
 		p.conns = append(p.conns, c, u)
 		p.mu.Unlock()
-		go func() { _, _ = io.Copy(u, c); u.Close() }()
-		go func() { _, _ = io.Copy(c, u); c.Close() }()
+		go p.pipe(u, c)
+		go p.pipe(c, u)
 	}
 }
 
@@ -213,6 +237,50 @@ func (p *proxy) Restore() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cut = false
+	p.frozen.Store(false)
+}
+
+// A connection that silently stops carrying packets is noticed by the
+// client's keepalive: the watch is reported down once a ping goes
+// unanswered (gRPC pings every 10 s at the most often, so within 10 s plus
+// the answer timeout), and once the path is back every lease written
+// meanwhile arrives. Without
+// the keepalive the watch waits on the dead connection for ever, reported
+// up.
+func TestFaultBlackholedConnection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out keepalive timeouts; skipped with -short")
+	}
+	c := startEmbedded(t, 1)
+	h := newHarness(t, c.Endpoints())
+	h.SetConfig(t, faultNetConf)
+	p := newProxy(t, c.Endpoints()[0][len("http://"):])
+	const keepAlive = 2 * time.Second
+	s, err := New(Options{Endpoints: []string{p.addr()}, Prefix: h.prefix, Logger: quiet(), KeepAlive: keepAlive,
+		ResetCheckEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ch := watchAll(t, s)
+	want := ops(0, 40)
+	apply(t, h.cli, h.prefix, want[:20])
+	collect(t, ch, want[:20], 30*time.Second)
+	if !s.health.Up() {
+		t.Fatal("the watch is not up before the black hole")
+	}
+	p.Freeze()
+	frozen := time.Now()
+	for s.health.Up() {
+		if time.Since(frozen) > 10*time.Second+5*keepAlive {
+			t.Fatalf("the watch still reports up %v into the black hole (keepalive %v)", time.Since(frozen).Round(time.Millisecond), keepAlive)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("down %v after the black hole began (keepalive %v)", time.Since(frozen).Round(time.Millisecond), keepAlive)
+	apply(t, h.cli, h.prefix, want[20:])
+	p.Restore()
+	collect(t, ch, want[20:], 30*time.Second)
 }
 
 func TestFaultCompactionDuringDisconnect(t *testing.T) {

@@ -62,6 +62,10 @@ const (
 	DefaultTTL    = 24 * time.Hour
 	// DefaultResetCheck is how often a watch checks for a reset etcd.
 	DefaultResetCheck = 5 * time.Second
+	// DefaultKeepAlive is the client's ping interval and answer timeout: a
+	// connection that silently stopped carrying packets is dropped and
+	// dialled again within 20 s.
+	DefaultKeepAlive = 10 * time.Second
 )
 
 // reconnectMax bounds the wait between two attempts to reach a lost etcd.
@@ -88,6 +92,13 @@ type Options struct {
 	// ResetCheckEvery is how often a lease watch asks etcd whether it was
 	// reset (reset.go); default DefaultResetCheck.
 	ResetCheckEvery time.Duration
+	// KeepAlive is how often the client pings etcd on an idle connection
+	// (gRPC pings every 10 s at the most often), and how long it waits for
+	// the answer before it drops the connection and dials again; default
+	// DefaultKeepAlive. Without it, a connection
+	// whose packets are silently dropped (a firewall, a host gone without
+	// a reset) would hold the lease watch forever, delivering nothing.
+	KeepAlive time.Duration
 	// Logger defaults to a discarding logger; Rand to a randomly seeded
 	// generator; Now to time.Now.
 	Logger *slog.Logger
@@ -147,6 +158,9 @@ func New(opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = DefaultKeepAlive
+	}
 	tlsCfg, err := tlsConfig(opts)
 	if err != nil {
 		return nil, err
@@ -158,6 +172,11 @@ func New(opts Options) (*Store, error) {
 		Username:    opts.Username,
 		Password:    opts.Password,
 		Logger:      zap.NewNop(),
+		// etcd's servers accept a ping every 5 s at most
+		// (--grpc-keepalive-min-time), and only while a stream is open
+		// (the lease watch always is).
+		DialKeepAliveTime:    opts.KeepAlive,
+		DialKeepAliveTimeout: opts.KeepAlive,
 		// gRPC's default reconnect backoff grows to 2 minutes: after an
 		// outage of 30 s a node took 5 to 9 s to see etcd again, and a
 		// lease written meanwhile as long to reach it. Redial at least
