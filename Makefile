@@ -7,7 +7,7 @@ CNI_TOOLS := $(PLUGINS)/main/bridge $(PLUGINS)/ipam/host-local $(PLUGINS)/meta/p
 FUZZTIME  ?= 30s
 TESTFLAGS ?=
 
-.PHONY: all build deps test test-plain test-privileged test-e2e lint unit fuzz bench gobench lab lab-down clean
+.PHONY: all build deps test test-plain test-privileged test-e2e test-kubelet node-bins lint unit fuzz bench gobench lab lab-down clean
 
 all: build
 
@@ -61,6 +61,20 @@ test-privileged: deps build kube-bins
 
 test-e2e: deps build kube-bins
 	WEFT_TEST_TIERS=e2e WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
+
+# The real-node tier (root): a lab whose nodes run containerd and kubelet
+# v1.36.3, weft deployed by its manifest and image (internal/lab/kubelet).
+# It builds, once each and cached in ~/.cache/weft, kubelet and
+# kube-scheduler (hack/node-bins.sh), containerd (hack/containerd-bins.sh)
+# and the pause and busybox images (hack/node-images.sh), and weft's image
+# (make image). CI runs it after `make test`.
+node-bins:
+	@GO=$(GO) bash hack/node-bins.sh >/dev/null
+	@GO=$(GO) bash hack/containerd-bins.sh >/dev/null
+	@GO=$(GO) bash hack/node-images.sh >/dev/null
+
+test-kubelet: deps build image kube-bins node-bins
+	WEFT_TEST_TIERS=e2e WEFT_TEST_KUBELET=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 20m -v $(TESTFLAGS) ./internal/lab/kubelet/
 
 # Run every fuzz target for FUZZTIME each, then keep the corpus: the inputs the
 # fuzzer found interesting are copied from the build cache into the package's
