@@ -45,6 +45,7 @@ func TestDeviceRepairs(t *testing.T) {
 		{"link", "set", "flannel.1", "down"},
 		{"link", "set", "flannel.1", "address", "0a:11:22:33:44:55"},
 	} {
+		before := scrape(t, d).Value("weft_reconcile_repairs_total", map[string]string{"object": "link"})
 		sh(t, append([]string{"ip", "-n", n.name}, cmd...)...)
 		took := eventually(t, time.Second, "repair after ip "+strings.Join(cmd, " "), func() bool {
 			ok := healthy()
@@ -52,5 +53,8 @@ func TestDeviceRepairs(t *testing.T) {
 			return ok
 		})
 		t.Logf("repaired after %q in %v", strings.Join(cmd, " "), took)
+		eventually(t, time.Second, "weft_reconcile_repairs_total{object=link} counting the repair", func() bool {
+			return scrape(t, d).Value("weft_reconcile_repairs_total", map[string]string{"object": "link"}) > before
+		})
 	}
 }

@@ -337,7 +337,7 @@ func (dm *Daemon) onNotice(ctx context.Context, n kernel.Notice) bool {
 		}
 	case kernel.LinkGone:
 		if dm.rec.MarkDevice(n.LinkName, n.LinkIndex) {
-			dm.log.Info("device removed by someone else; recreating it and replaying every peer", "device", n.LinkName)
+			dm.log.Info("device removed by someone else", "device", n.LinkName)
 			dm.rec.ForgetLink(n.LinkIndex)
 			return true
 		}

@@ -37,6 +37,15 @@ func (dm *Daemon) observe(st reconcile.Stats, repair bool) {
 			dm.repaired(op.Object(), n)
 		}
 	}
+	if n := st.DeviceWrites; n > 0 {
+		// A device's MTU, MAC, address or up flag set. Once the node is up,
+		// only someone else's change makes one (or a recreated device,
+		// itself a repair).
+		m.Writes.WithLabelValues("link", "set").Add(float64(n))
+		if dm.health.ready.Load() {
+			dm.repaired("link", n)
+		}
+	}
 	if st.Failed > 0 {
 		m.WriteErrors.Add(float64(st.Failed))
 		dm.minute.writeErrors += st.Failed
