@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/proc"
 )
 
 const apiserverName = "kube-apiserver"
@@ -66,7 +67,7 @@ func (c *ControlPlane) writeKubeconfigs() error {
 // /readyz. It returns ErrRunning while the apiserver runs.
 func (c *ControlPlane) StartAPIServer(ctx context.Context) error {
 	c.mu.Lock()
-	if c.apiserver != nil && !c.apiserver.exited() {
+	if c.apiserver != nil && !c.apiserver.Exited() {
 		c.mu.Unlock()
 		return ErrRunning
 	}
@@ -78,7 +79,7 @@ func (c *ControlPlane) StartAPIServer(ctx context.Context) error {
 	}
 	c.apiserver = p
 	c.mu.Unlock()
-	c.log.Info("started kube-apiserver", "pid", p.pid(), "url", c.url, "log", p.log)
+	c.log.Info("started kube-apiserver", "pid", p.Pid(), "url", c.url, "log", p.Log())
 	if err := c.waitReady(ctx, p); err != nil {
 		return err
 	}
@@ -97,7 +98,7 @@ func (c *ControlPlane) StopAPIServer() error {
 	if p == nil {
 		return nil
 	}
-	if err := p.stop(stopGrace); err != nil {
+	if err := p.Stop(stopGrace); err != nil {
 		return err
 	}
 	c.log.Info("stopped kube-apiserver")
@@ -132,7 +133,7 @@ func (c *ControlPlane) apiserverArgs() []string {
 
 // waitReady polls /readyz until it answers 200, failing early with the log's
 // tail when the process exits.
-func (c *ControlPlane) waitReady(ctx context.Context, p *proc) error {
+func (c *ControlPlane) waitReady(ctx context.Context, p *proc.Proc) error {
 	ctx, cancel := context.WithTimeout(ctx, c.o.StartTimeout)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -149,14 +150,14 @@ func (c *ControlPlane) waitReady(ctx context.Context, p *proc) error {
 			last = err.Error()
 		}
 		select {
-		case <-p.done:
-			err := p.exitError()
-			if logHas(p.log, "address already in use") {
+		case <-p.Done():
+			err := p.ExitError()
+			if logHas(p.Log(), "address already in use") {
 				err = fmt.Errorf("%w: %w", errPortInUse, err)
 			}
 			return err
 		case <-ctx.Done():
-			return p.failure(fmt.Errorf("wait for kube-apiserver /readyz at %s (last: %s): %w", c.url, last, ctx.Err()))
+			return p.Failure(fmt.Errorf("wait for kube-apiserver /readyz at %s (last: %s): %w", c.url, last, ctx.Err()))
 		case <-tick.C:
 		}
 	}

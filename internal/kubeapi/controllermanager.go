@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/weft-net/weft/internal/proc"
 )
 
 const (
@@ -29,7 +31,7 @@ func (c *ControlPlane) startControllerManager(ctx context.Context) error {
 	c.mu.Lock()
 	c.kcm = p
 	c.mu.Unlock()
-	c.log.Info("started kube-controller-manager", "pid", p.pid(), "log", p.log)
+	c.log.Info("started kube-controller-manager", "pid", p.Pid(), "log", p.Log())
 	cidrs, err := c.probeNodeIPAM(ctx, p)
 	if err != nil {
 		return err
@@ -93,7 +95,7 @@ type node struct {
 // probeNodeIPAM creates the probe Node, waits until the controller manager
 // has given it a podCIDR for every cluster CIDR, deletes it and returns the
 // podCIDRs it got.
-func (c *ControlPlane) probeNodeIPAM(ctx context.Context, p *proc) ([]string, error) {
+func (c *ControlPlane) probeNodeIPAM(ctx context.Context, p *proc.Proc) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.o.StartTimeout)
 	defer cancel()
 	obj := map[string]any{
@@ -109,7 +111,7 @@ func (c *ControlPlane) probeNodeIPAM(ctx context.Context, p *proc) ([]string, er
 	for {
 		var n node
 		if _, err := c.doJSON(ctx, http.MethodGet, "/api/v1/nodes/"+probeNode, nil, &n); err != nil {
-			return nil, p.failure(fmt.Errorf("read probe node: %w", err))
+			return nil, p.Failure(fmt.Errorf("read probe node: %w", err))
 		}
 		if len(n.Spec.PodCIDRs) == len(c.o.ClusterCIDRs) {
 			if _, err := c.doJSON(ctx, http.MethodDelete, "/api/v1/nodes/"+probeNode, nil, nil); err != nil {
@@ -118,10 +120,10 @@ func (c *ControlPlane) probeNodeIPAM(ctx context.Context, p *proc) ([]string, er
 			return n.Spec.PodCIDRs, nil
 		}
 		select {
-		case <-p.done:
-			return nil, p.exitError()
+		case <-p.Done():
+			return nil, p.ExitError()
 		case <-ctx.Done():
-			return nil, p.failure(fmt.Errorf("wait for kube-controller-manager to give node %s a podCIDR: %w",
+			return nil, p.Failure(fmt.Errorf("wait for kube-controller-manager to give node %s a podCIDR: %w",
 				probeNode, ctx.Err()))
 		case <-tick.C:
 		}

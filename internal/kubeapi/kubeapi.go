@@ -44,11 +44,13 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/weft-net/weft/internal/proc"
 )
 
 // ErrExited is wrapped when a control-plane process exits while it is waited
 // for.
-var ErrExited = errors.New("process exited")
+var ErrExited = proc.ErrExited
 
 // ErrRunning is returned by StartAPIServer while the apiserver runs.
 var ErrRunning = errors.New("kube-apiserver is already running")
@@ -125,8 +127,8 @@ type ControlPlane struct {
 	url  string
 
 	mu        sync.Mutex // guards apiserver and kcm
-	apiserver *proc      // nil while stopped
-	kcm       *proc      // nil while stopped
+	apiserver *proc.Proc // nil while stopped
+	kcm       *proc.Proc // nil while stopped
 }
 
 // Start starts the apiserver and the controller manager and returns when
@@ -173,9 +175,9 @@ func (c *ControlPlane) Stop() error {
 	c.kcm, c.apiserver = nil, nil
 	c.mu.Unlock()
 	var errs []error
-	for _, p := range []*proc{kcm, api} {
+	for _, p := range []*proc.Proc{kcm, api} {
 		if p != nil {
-			errs = append(errs, p.stop(stopGrace))
+			errs = append(errs, p.Stop(stopGrace))
 		}
 	}
 	if kcm != nil || api != nil {
@@ -212,9 +214,9 @@ func (c *ControlPlane) Processes() []Process {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []Process
-	for _, p := range []*proc{c.apiserver, c.kcm} {
-		if p != nil && !p.exited() {
-			out = append(out, Process{Name: p.name, PID: p.pid(), Log: p.log})
+	for _, p := range []*proc.Proc{c.apiserver, c.kcm} {
+		if p != nil && !p.Exited() {
+			out = append(out, Process{Name: p.Name(), PID: p.Pid(), Log: p.Log()})
 		}
 	}
 	return out
