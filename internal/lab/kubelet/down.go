@@ -58,8 +58,9 @@ func (l *Lab) Down(ctx context.Context) error {
 // dir/host.json: it kills every process in the nodes' cgroups and in the
 // lab's network namespaces, deletes the namespaces, removes the cgroups, the
 // directory (refusing while anything is mounted under it) and the mount
-// points the lab created on the host, and restores the sysctls saved in
-// host.json. It succeeds when nothing is left.
+// points the lab created on the host, restores the sysctls saved in
+// host.json and releases LockFile when it names the lab. It succeeds when
+// nothing is left.
 func Purge(ctx context.Context, log *slog.Logger, name, dir string) error {
 	if err := lab.ValidateName(name); err != nil {
 		return err
@@ -99,6 +100,9 @@ func Purge(ctx context.Context, log *slog.Logger, name, dir string) error {
 			log.Info("sysctls restored", "lab", name, "sysctls", restored)
 		}
 	}
+	// Released even when something above failed: the error says what is
+	// left, and a lock held by a live process would stall every later lab.
+	errs = append(errs, unlock(name, dir))
 	return errors.Join(errs...)
 }
 
@@ -151,6 +155,9 @@ func (l *Lab) Leftovers() []string {
 	}
 	if _, err := os.Stat(l.o.Dir); err == nil {
 		out = append(out, "directory "+l.o.Dir+" exists")
+	}
+	if lockedBy(l.o.Name, l.o.Dir) {
+		out = append(out, "lock "+LockFile+" still names the lab")
 	}
 	if r := globCgroupRoots(l.o.Name); len(r) > 0 {
 		out = append(out, fmt.Sprintf("cgroups: %v", r))

@@ -28,8 +28,10 @@ type nodeInfo struct {
 // podInfo is what the lab reads of a Pod.
 type podInfo struct {
 	name, node, phase string
+	uid               string
 	ip                netip.Addr
 	running, ready    bool
+	images            []string // the containers' (not the init containers')
 }
 
 // Name, Node and IP describe a pod for callers.
@@ -82,8 +84,11 @@ func (l *Lab) pods(ctx context.Context, namespace, selector string) ([]podInfo, 
 	}
 	var pods []podInfo
 	for _, p := range list.Items {
-		pi := podInfo{name: p.Name, node: p.Spec.NodeName, phase: string(p.Status.Phase),
-			running: p.Status.Phase == corev1.PodRunning}
+		pi := podInfo{name: p.Name, node: p.Spec.NodeName, phase: string(p.Status.Phase), uid: string(p.UID),
+			running: p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil}
+		for _, c := range p.Spec.Containers {
+			pi.images = append(pi.images, c.Image)
+		}
 		pi.ip, _ = netip.ParseAddr(p.Status.PodIP)
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodReady {

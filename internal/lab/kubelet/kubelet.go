@@ -32,6 +32,12 @@
 //   - weftd's in-cluster configuration dials the kubernetes Service's
 //     address (10.96.0.1:443); no kube-proxy runs, so each node namespace
 //     DNATs it to the apiserver.
+//   - One kubelet lab at a time: two would share the host mount points
+//     above and kubelet's sysctls. Up takes LockFile (/run/weft-lab/
+//     kubelet.lock), naming the lab, its directory and its process, and
+//     waits up to Options.LockWait for another lab to go down; Purge (so
+//     Down) releases it. A lock whose process is gone and whose lab is gone
+//     (directory or namespaces) is stale and taken over (lock.go).
 //   - Everything the lab changes outside its directory and namespaces is
 //     recorded in <Dir>/host.json before it is changed (sysctls, mount
 //     points created on the host, cgroup roots), and Purge, which needs
@@ -142,6 +148,10 @@ type Options struct {
 	Bins Bins
 	// Logger gets progress; nil discards it.
 	Logger *slog.Logger
+	// LockWait is how long Up waits for another kubelet lab to go down
+	// (only one may be up at a time: see LockFile); 0 means Up fails at once
+	// with ErrLabRunning.
+	LockWait time.Duration
 }
 
 // Test objects.
@@ -233,8 +243,11 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 		return nil, fmt.Errorf("kubelet lab: %s is not empty", o.Dir)
 	}
 	l := &Lab{o: o, log: o.Logger.With("component", "kubelet-lab", "lab", o.Name)}
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+	if err := l.lock(ctx); err != nil {
 		return nil, err
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, errors.Join(err, unlock(o.Name, o.Dir))
 	}
 	defer func() {
 		if retErr != nil {
@@ -298,6 +311,42 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 	}
 	l.phase("test pods Running", begin)
 	return l, nil
+}
+
+// lock takes LockFile for the lab, waiting up to LockWait while another
+// kubelet lab holds it.
+func (l *Lab) lock(ctx context.Context) error {
+	deadline := time.Now().Add(l.o.LockWait)
+	logged := false
+	for {
+		holder, stale, err := tryLock(l.o.Name, l.o.Dir)
+		if err != nil {
+			return fmt.Errorf("kubelet lab lock: %w", err)
+		}
+		if stale != nil {
+			l.log.Warn("took over a stale kubelet lab lock", "lock", LockFile, "was", stale.String())
+		}
+		if holder == nil {
+			return nil
+		}
+		if !time.Now().Before(deadline) {
+			waited := ""
+			if l.o.LockWait > 0 {
+				waited = fmt.Sprintf(" (waited %v)", l.o.LockWait)
+			}
+			return fmt.Errorf("%w%s: %s holds %s; only one kubelet lab may be up at a time (they share host mount points "+
+				"and sysctls): take it down first", ErrLabRunning, waited, holder, LockFile)
+		}
+		if !logged {
+			l.log.Info("waiting for another kubelet lab to go down", "holder", holder.String(), "for", l.o.LockWait)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s to go down: %w", holder, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // saveHost records the host's state before anything changes, and creates

@@ -16,23 +16,36 @@ import (
 	"github.com/weft-net/weft/internal/testenv"
 )
 
-// EnvKubelet selects the real-node lab test (it takes about a minute and
-// needs the binaries of hack/node-bins.sh, hack/containerd-bins.sh,
-// hack/node-images.sh, hack/kube-bins.sh, make build and make image).
+// EnvKubelet selects the real-node lab tests (each takes about half a minute
+// or more and needs the binaries of hack/node-bins.sh,
+// hack/containerd-bins.sh, hack/node-images.sh, hack/kube-bins.sh, make
+// build and make image).
 const EnvKubelet = "WEFT_TEST_KUBELET"
 
-// TestKubeletLab brings up a 3-node lab of real nodes (containerd and
-// kubelet per node, weft by its manifest), checks that the test pods on
-// every node ping each other through `kubectl exec`, takes it down and
-// checks that nothing is left: namespaces, processes, mounts, cgroups, host
-// paths, sysctls.
-func TestKubeletLab(t *testing.T) {
-	testenv.EndToEnd(t, "runs containerd and kubelet in every node of a lab", "ip", "nsenter", "unshare", "iptables", "runc")
+// lockWait bounds how long a test waits for another kubelet lab (another
+// test process's) to go down: only one may be up at a time.
+const lockWait = 5 * time.Minute
+
+// testLab is a lab of a test, with the test's Down.
+type testLab struct {
+	*Lab
+	bins Bins
+	// down takes the lab down (once) and checks that nothing is left; it is
+	// also a Cleanup of the test.
+	down func()
+}
+
+// startLab skips t unless the real-node lab tests are selected, then brings
+// up a lab of nodes nodes (waiting up to lockWait for another kubelet lab to
+// go down) that is taken down, and checked for leftovers, when t ends or
+// when the returned down is called.
+func startLab(t *testing.T, ctx context.Context, nodes int) *testLab {
+	t.Helper()
+	testenv.EndToEnd(t, "runs containerd and kubelet in every node of a lab", "ip", "nsenter", "unshare", "iptables", "runc",
+		"ping")
 	if os.Getenv(EnvKubelet) != "1" {
-		t.Skipf("set %s=1 to run the real-node lab (containerd and kubelet per node; about a minute)", EnvKubelet)
+		t.Skipf("set %s=1 to run the real-node lab (containerd and kubelet per node; about half a minute)", EnvKubelet)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
-	defer cancel()
 	repo, err := filepath.Abs(filepath.Join("..", "..", ".."))
 	if err != nil {
 		t.Fatal(err)
@@ -47,40 +60,56 @@ func TestKubeletLab(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "lab")
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	var l *Lab
+	tl := &testLab{bins: bins}
 	downed := false
-	down := func() {
+	tl.down = func() {
 		t.Helper()
 		if downed {
 			return
 		}
 		downed = true
-		if l == nil {
+		if tl.Lab == nil {
 			if err := Purge(context.WithoutCancel(ctx), log, name, dir); err != nil {
 				t.Errorf("purge: %v", err)
 			}
 			return
 		}
+		if t.Failed() {
+			t.Logf("logs:\n%s", tl.Logs(20))
+		}
 		begin := time.Now()
-		if err := l.Down(context.WithoutCancel(ctx)); err != nil {
+		if err := tl.Down(context.WithoutCancel(ctx)); err != nil {
 			t.Errorf("down: %v", err)
 		}
 		t.Logf("down in %v", time.Since(begin).Round(time.Millisecond))
-		if left := l.Leftovers(); len(left) > 0 {
+		if left := tl.Leftovers(); len(left) > 0 {
 			t.Errorf("left after down:\n  %s", strings.Join(left, "\n  "))
 		}
 	}
-	t.Cleanup(down) // Down is idempotent: this is for a test that stops early
+	t.Cleanup(tl.down) // Down is idempotent: this is for a test that stops early
 
 	begin := time.Now()
-	l, err = Up(ctx, Options{Name: name, Nodes: 3, Dir: dir, Bins: bins, Logger: log})
+	l, err := Up(ctx, Options{Name: name, Nodes: nodes, Dir: dir, Bins: bins, Logger: log, LockWait: lockWait})
 	if err != nil {
 		t.Fatalf("up: %v", err)
 	}
+	tl.Lab = l
 	t.Logf("up in %v", time.Since(begin).Round(time.Millisecond))
 	for _, p := range l.Phases() {
 		t.Logf("  %-55s %v", p.Name, p.Took.Round(time.Millisecond))
 	}
+	return tl
+}
+
+// TestKubeletLab brings up a 3-node lab of real nodes (containerd and
+// kubelet per node, weft by its manifest), checks that the test pods on
+// every node ping each other through `kubectl exec`, takes it down and
+// checks that nothing is left: namespaces, processes, mounts, cgroups, host
+// paths, sysctls, the lock.
+func TestKubeletLab(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	l := startLab(t, ctx, 3)
 	mem := l.Memory()
 	var names []string
 	for k := range mem {
@@ -102,7 +131,7 @@ func TestKubeletLab(t *testing.T) {
 	if len(nodes) != 3 {
 		t.Errorf("test pods on %d nodes, want 3", len(nodes))
 	}
-	begin = time.Now()
+	begin := time.Now()
 	results, err := l.PingAll(ctx)
 	t.Logf("ping matrix (%d pings through kubectl exec) in %v", len(results), time.Since(begin).Round(time.Millisecond))
 	for _, r := range results {
@@ -113,13 +142,10 @@ func TestKubeletLab(t *testing.T) {
 		t.Logf("  %s -> %s (%s): %s", r.FromNode, r.ToNode, r.Dst, status)
 	}
 	if err != nil {
-		t.Errorf("ping: %v\n%s", err, l.Logs(15))
+		t.Errorf("ping: %v", err)
 	}
 	if len(results) != 6 {
 		t.Errorf("%d pings, want 6", len(results))
 	}
-	if t.Failed() {
-		t.Logf("logs:\n%s", l.Logs(20))
-	}
-	down()
+	l.down()
 }
