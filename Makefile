@@ -7,7 +7,7 @@ CNI_TOOLS := $(PLUGINS)/main/bridge $(PLUGINS)/ipam/host-local $(PLUGINS)/meta/p
 FUZZTIME  ?= 30s
 TESTFLAGS ?=
 
-.PHONY: all build deps test test-plain test-privileged test-e2e test-kubelet node-bins lint unit fuzz bench gobench lab lab-down clean
+.PHONY: all build deps test test-plain test-privileged test-e2e test-kubelet bench-kubelet node-bins lint unit fuzz bench gobench lab lab-down clean
 
 all: build
 
@@ -75,6 +75,13 @@ node-bins:
 
 test-kubelet: deps build image kube-bins node-bins
 	WEFT_TEST_TIERS=e2e WEFT_TEST_KUBELET=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 20m -v $(TESTFLAGS) ./internal/lab/kubelet/
+	WEFT_TEST_TIERS=e2e WEFT_TEST_KUBELET=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 20m -v -run 'TestLabUpKubelet' $(TESTFLAGS) ./internal/lab/cli/
+
+# The real-node benchmark (root): a lab with weft and one with the bridge
+# plugin alone, each timed phase by phase, then 20 pods created one at a time
+# in each (create to Running p50/p95); BENCHMARKS.md has the figures.
+bench-kubelet: deps build image kube-bins node-bins
+	WEFT_TEST_TIERS=e2e WEFT_TEST_KUBELET=1 WEFT_BENCH_KUBELET=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 25m -v -run TestKubeletBench ./internal/lab/kubelet/
 
 # Run every fuzz target for FUZZTIME each, then keep the corpus: the inputs the
 # fuzzer found interesting are copied from the build cache into the package's

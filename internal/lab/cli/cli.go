@@ -9,7 +9,10 @@
 // file, etcd's data and log, and per node its subnet.env, CNI state and
 // weftd.log. `weft lab up` leaves etcd and the weftd processes running and
 // returns; `weft lab down` finds everything by the lab's name, so it also
-// cleans up after a crashed `up`.
+// cleans up after a crashed `up`. `weft lab up --kubelet` makes a lab of real
+// nodes (internal/lab/kubelet) in the same directory, left running the same
+// way; status, exec and down recognise it by its kubelet.json and host.json
+// (kubelet.go), and down removes it with kubelet.Purge.
 package cli
 
 import (
@@ -23,6 +26,7 @@ import (
 	"path/filepath"
 
 	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/kubelet"
 )
 
 // DefaultStateRoot holds one directory per lab.
@@ -42,7 +46,8 @@ const usage = `usage: weft lab <command> [flags]
 
 commands:
   up      build a lab and start etcd (--store kube: and a Kubernetes control plane), a weftd per node and pods;
-          print the nodes and a ping matrix
+          print the nodes and a ping matrix. --kubelet: real nodes instead (containerd and kubelet per node, weft
+          deployed by its manifest and image, a Deployment of test pods; one such lab at a time)
   status  print the nodes, pods and each daemon's /readyz again
   exec    run a command in a node or pod: weft lab exec [--name N] n1|n1-p2 -- <command>
   down    remove every namespace, process and file of a lab (also after a crash)
@@ -104,7 +109,11 @@ func down(ctx context.Context, args []string, env Env) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "removing lab %s: its processes, namespaces and %s\n", c.name, c.dir())
+	what := "its processes, namespaces and"
+	if kubelet.IsLab(c.name, c.dir()) {
+		what = "a kubelet lab: its processes, cgroups, namespaces, the host's mount points and sysctls it changed, its lock and"
+	}
+	fmt.Fprintf(env.Stdout, "removing lab %s: %s %s\n", c.name, what, c.dir())
 	if err := labDown(ctx, env, c); err != nil {
 		return err
 	}
@@ -113,6 +122,11 @@ func down(ctx context.Context, args []string, env Env) error {
 }
 
 func labDown(ctx context.Context, env Env, c common) error {
+	if kubelet.IsLab(c.name, c.dir()) {
+		// Its processes, cgroups, the host's mount points and sysctls, the
+		// lock, then the namespaces and the directory.
+		return kubelet.Purge(ctx, env.Logger, c.name, c.dir())
+	}
 	if err := lab.Down(ctx, env.Logger, c.name, c.dir()); err != nil {
 		return err
 	}

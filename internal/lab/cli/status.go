@@ -19,6 +19,7 @@ import (
 	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+	"github.com/weft-net/weft/internal/lab/kubelet"
 	"github.com/weft-net/weft/internal/lab/labetcd"
 )
 
@@ -28,6 +29,9 @@ func status(ctx context.Context, args []string, env Env) error {
 	c.add(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if kubelet.IsLab(c.name, c.dir()) {
+		return statusKubelet(ctx, env, c)
 	}
 	l, err := lab.Load(env.Logger, c.dir(), c.name)
 	if err != nil {
@@ -227,6 +231,11 @@ func execIn(ctx context.Context, args []string, env Env) error {
 	rest := fs.Args()
 	if len(rest) < 3 || rest[1] != "--" {
 		return fmt.Errorf("usage: weft lab exec [--name N] <n1|n1-p1|sw|rt|out> -- <command>")
+	}
+	if kubelet.IsLab(c.name, c.dir()) {
+		if ok, err := execKubelet(ctx, env, c, rest[0], rest[2:]); ok {
+			return err
+		}
 	}
 	ns := lab.NSName(c.name, rest[0])
 	if _, err := os.Stat(lab.NSPath(ns)); err != nil {

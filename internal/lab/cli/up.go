@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,6 +25,10 @@ type upFlags struct {
 	store       string
 	direct      bool
 	far, masq   bool
+	// --kubelet: real nodes (kubelet.go).
+	kubelet  bool
+	repo     string
+	lockWait time.Duration
 }
 
 func up(ctx context.Context, args []string, env Env) error {
@@ -38,8 +43,20 @@ func up(ctx context.Context, args []string, env Env) error {
 	fs.BoolVar(&f.direct, "directrouting", false, "DirectRouting, for the backends that have it (vxlan, ipip; needs --far to show both paths)")
 	fs.BoolVar(&f.far, "far", false, "put the last node on a second underlay subnet behind a router")
 	fs.BoolVar(&f.masq, "ip-masq", false, "run weftd with --ip-masq and add an outside-world namespace behind the router")
+	fs.BoolVar(&f.kubelet, "kubelet", false, "real nodes: containerd and kubelet per node, weft deployed by kubectl apply of "+
+		"deploy/kube-weft.yml from its image, a Deployment of test pods (implies --store kube; --pods is per node, default 1; "+
+		"one such lab at a time; needs the source tree: see --repo)")
+	fs.StringVar(&f.repo, "repo", "", "with --kubelet: weft's source tree, whose hack/ scripts build (once) and find kubelet, containerd, "+
+		"the node images and the Kubernetes binaries, and whose bin/ holds make build's CNI plugins and make image's "+
+		"weft-image.oci.tar (default: the parent of the weft binary's directory)")
+	fs.DurationVar(&f.lockWait, "wait", 0, "with --kubelet: how long to wait for another kubelet lab to go down (0: fail at once)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if f.kubelet {
+		set := map[string]bool{}
+		fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+		return upKubelet(ctx, env, f, set)
 	}
 	if f.store != cluster.StoreEtcd && f.store != cluster.StoreKube {
 		return fmt.Errorf("--store %q: want %s or %s", f.store, cluster.StoreEtcd, cluster.StoreKube)

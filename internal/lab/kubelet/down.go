@@ -43,7 +43,7 @@ func (l *Lab) Down(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	errs = append(errs, l.sched.stop(3*time.Second))
+	errs = append(errs, l.sched.Stop(3*time.Second))
 	if l.cp != nil {
 		errs = append(errs, l.cp.Stop())
 	}
@@ -55,7 +55,9 @@ func (l *Lab) Down(ctx context.Context) error {
 }
 
 // Purge removes lab name whose directory is dir without any state but
-// dir/host.json: it kills every process in the nodes' cgroups and in the
+// dir/host.json (and dir/kubelet.json when there is one): it kills the
+// processes kubelet.json records that still run (kubelets first: a detached
+// lab's run until then), every process in the nodes' cgroups and in the
 // lab's network namespaces, deletes the namespaces, removes the cgroups, the
 // directory (refusing while anything is mounted under it) and the mount
 // points the lab created on the host, restores the sysctls saved in
@@ -68,9 +70,13 @@ func Purge(ctx context.Context, log *slog.Logger, name, dir string) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Held by this process until the end (released even on error below).
+	if err := claim(name, dir); err != nil {
+		return fmt.Errorf("kubelet lab lock: %w", err)
+	}
 	host, err := loadHostState(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+		return errors.Join(err, unlock(name, dir))
 	}
 	if host == nil {
 		host = &hostState{}
@@ -80,11 +86,15 @@ func Purge(ctx context.Context, log *slog.Logger, name, dir string) error {
 		roots = globCgroupRoots(name)
 	}
 	var errs []error
+	errs = append(errs, killRecorded(dir, 10*time.Second))
 	for _, r := range roots {
 		errs = append(errs, killCgroup(r, 15*time.Second))
 	}
 	errs = append(errs, lab.Down(ctx, log, name, ""))
 	for _, r := range roots {
+		// Again: a container a surviving shim or containerd started after
+		// the first pass.
+		errs = append(errs, killCgroup(r, 15*time.Second))
 		errs = append(errs, removeCgroup(r, 10*time.Second))
 	}
 	if m := mountsUnder(dir); len(m) > 0 {

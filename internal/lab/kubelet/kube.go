@@ -46,7 +46,7 @@ func (n nodeInfo) String() string {
 }
 
 func (l *Lab) nodeInfos(ctx context.Context) (map[string]*nodeInfo, error) {
-	out, err := l.cp.Kubectl(ctx, "get", "nodes", "-o", "json")
+	out, err := l.kubectl(ctx, "get", "nodes", "-o", "json")
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func (l *Lab) nodeInfos(ctx context.Context) (map[string]*nodeInfo, error) {
 }
 
 func (l *Lab) pods(ctx context.Context, namespace, selector string) ([]podInfo, error) {
-	out, err := l.cp.Kubectl(ctx, "get", "pods", "-n", namespace, "-l", selector, "-o", "json")
+	out, err := l.kubectl(ctx, "get", "pods", "-n", namespace, "-l", selector, "-o", "json")
 	if err != nil {
 		return nil, err
 	}
@@ -142,13 +142,13 @@ func (l *Lab) poll(ctx context.Context, what string, check func() (bool, string,
 		}
 		for _, n := range l.nodes {
 			for _, p := range []*proc{n.kubelet, n.containerd} {
-				if p != nil && p.exited() {
-					return fmt.Errorf("wait for %s: node %s: %w", what, n.name, p.exitError())
+				if p != nil && p.Exited() {
+					return fmt.Errorf("wait for %s: node %s: %w", what, n.name, p.ExitError())
 				}
 			}
 		}
-		if l.sched != nil && l.sched.exited() {
-			return fmt.Errorf("wait for %s: %w", what, l.sched.exitError())
+		if l.sched != nil && l.sched.Exited() {
+			return fmt.Errorf("wait for %s: %w", what, l.sched.ExitError())
 		}
 		select {
 		case <-ctx.Done():

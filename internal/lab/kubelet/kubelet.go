@@ -43,6 +43,19 @@
 //     points created on the host, cgroup roots), and Purge, which needs
 //     nothing else, puts it back: Down is Purge after stopping what this
 //     process started, and Purge alone cleans up after a crash.
+//   - Two lifetimes. A test's lab (the default) is tied to the test
+//     process: etcd is embedded in it and every other process dies with it
+//     (PR_SET_PDEATHSIG). With Options.Detach (`weft lab up --kubelet`)
+//     etcd runs as a process of its own (Options.EtcdCommand, `weft lab
+//     etcd`, in the switch namespace, as the CLI's etcd lab does) and every
+//     process is started in a session of its own, so the lab outlives the
+//     command. Either way <Dir>/kubelet.json records the nodes, how to run
+//     kubectl, and every process started with its pid and start time, so
+//     another process finds the lab again (Attach: `weft lab status`,
+//     `exec`) and Purge stops kubelet and containerd before it kills what
+//     is left by cgroup and namespace (`weft lab down`). The lock outlives
+//     the command too: it is held while the lab's directory and namespaces
+//     exist.
 package kubelet
 
 import (
@@ -148,10 +161,25 @@ type Options struct {
 	Bins Bins
 	// Logger gets progress; nil discards it.
 	Logger *slog.Logger
+	// BridgeOnly leaves weft out: each node gets a conflist of the bridge
+	// plugin alone (host-local over its podCIDR), the baseline of the
+	// real-node benchmark. Pods on different nodes cannot reach each other.
+	BridgeOnly bool
 	// LockWait is how long Up waits for another kubelet lab to go down
 	// (only one may be up at a time: see LockFile); 0 means Up fails at once
 	// with ErrLabRunning.
 	LockWait time.Duration
+	// Detach leaves the lab running after this process exits: etcd runs as
+	// EtcdCommand (required with Detach) instead of embedded, and every
+	// process is started in a session of its own. Purge (`weft lab down`)
+	// removes such a lab.
+	Detach bool
+	// EtcdCommand is the argv of the etcd process of a detached lab (`weft
+	// lab etcd`; "--dir", "--host" are appended), run in the switch
+	// namespace.
+	EtcdCommand []string
+	// Progress, when set, is told each phase of Up as it ends.
+	Progress func(step string)
 }
 
 // Test objects.
@@ -177,6 +205,9 @@ type Lab struct {
 	sched *proc
 	nodes []*node
 	host  *hostState
+	// state is what Attach loaded (kubectl without a ControlPlane); nil for a
+	// lab this process brought up.
+	state *labState
 
 	mu     sync.Mutex
 	phases []Phase
@@ -195,6 +226,9 @@ func (l *Lab) phase(name string, begin time.Time) {
 	l.phases = append(l.phases, Phase{name, took})
 	l.mu.Unlock()
 	l.log.Info("phase done", "phase", name, "took", took.Round(time.Millisecond))
+	if l.o.Progress != nil {
+		l.o.Progress(fmt.Sprintf("%s (%v)", name, took.Round(time.Millisecond)))
+	}
 }
 
 // ControlPlane returns the control plane (nil before it started).
@@ -239,6 +273,9 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 	if o.Dir == "" || !filepath.IsAbs(o.Dir) {
 		return nil, fmt.Errorf("kubelet lab: Dir %q must be an absolute path", o.Dir)
 	}
+	if o.Detach && len(o.EtcdCommand) == 0 {
+		return nil, errors.New("kubelet lab: a detached lab needs EtcdCommand")
+	}
 	if ents, err := os.ReadDir(o.Dir); err == nil && len(ents) > 0 {
 		return nil, fmt.Errorf("kubelet lab: %s is not empty", o.Dir)
 	}
@@ -268,8 +305,12 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 		idle[i] = i + 1
 	}
 	var err error
-	l.cl, err = cluster.Up(ctx, cluster.Options{Lab: lab.Options{Name: o.Name, Nodes: o.Nodes}, Idle: idle,
-		Dir: filepath.Join(o.Dir, "cluster"), Logger: l.log})
+	co := cluster.Options{Lab: lab.Options{Name: o.Name, Nodes: o.Nodes}, Idle: idle,
+		Dir: filepath.Join(o.Dir, "cluster"), Logger: l.log}
+	if o.Detach {
+		co.EtcdCommand, co.Detach = o.EtcdCommand, true
+	}
+	l.cl, err = cluster.Up(ctx, co)
 	if err != nil {
 		return l, err
 	}
@@ -279,10 +320,17 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 	if err := l.startControlPlane(ctx); err != nil {
 		return l, err
 	}
+	if err := l.saveState(); err != nil {
+		return l, err
+	}
 	l.phase("control plane (apiserver, controller-manager, scheduler)", begin)
 
 	begin = time.Now()
-	if err := l.startNodes(ctx); err != nil {
+	err = l.startNodes(ctx)
+	if serr := l.saveState(); err == nil {
+		err = serr
+	}
+	if err != nil {
 		return l, err
 	}
 	l.phase("containerd and kubelet started, images imported", begin)
@@ -294,10 +342,17 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 	l.phase("nodes registered", begin)
 
 	begin = time.Now()
-	if err := l.deployWeft(ctx); err != nil {
-		return l, err
+	if o.BridgeOnly {
+		if err := l.installBridge(ctx); err != nil {
+			return l, err
+		}
+		l.phase("bridge conflist installed", begin)
+	} else {
+		if err := l.deployWeft(ctx); err != nil {
+			return l, err
+		}
+		l.phase("weft DaemonSet Running, NetworkUnavailable False", begin)
 	}
-	l.phase("weft DaemonSet Running, NetworkUnavailable False", begin)
 
 	begin = time.Now()
 	if err := l.waitNodes(ctx, "Ready", func(n *nodeInfo) bool { return n.ready }); err != nil {
@@ -310,7 +365,7 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 		return l, err
 	}
 	l.phase("test pods Running", begin)
-	return l, nil
+	return l, l.saveState()
 }
 
 // lock takes LockFile for the lab, waiting up to LockWait while another
@@ -399,7 +454,7 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	var err error
 	l.cp, err = kubeapi.Start(ctx, kubeapi.Options{Dir: filepath.Join(l.o.Dir, "kube"), Bins: l.o.Bins.Kube,
 		EtcdURL: l.cl.Endpoint(), BindAddress: topo.ServiceAddr(), NetNS: topo.ServiceNS(),
-		Controllers: controllers(), Logger: l.log})
+		Controllers: controllers(), Detach: l.o.Detach, Logger: l.log})
 	if err != nil {
 		return err
 	}
@@ -410,7 +465,7 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	argv := []string{"nsenter", "--net=" + lab.NSPath(topo.ServiceNS()), "--",
 		filepath.Join(l.o.Bins.NodeDir, "kube-scheduler"), "--kubeconfig=" + kc, "--leader-elect=false",
 		"--secure-port=0", "--v=1"}
-	l.sched, err = startProc("kube-scheduler", filepath.Join(l.cp.Dir(), "kube-scheduler.log"), nil, argv)
+	l.sched, err = startProc("kube-scheduler", filepath.Join(l.cp.Dir(), "kube-scheduler.log"), l.o.Detach, nil, argv)
 	if err != nil {
 		return err
 	}
@@ -418,8 +473,8 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	// for it to be ready: the first pods wait in Pending until it is, and
 	// poll fails at once if it exits. This only catches bad flags.
 	time.Sleep(200 * time.Millisecond)
-	if l.sched.exited() {
-		return l.sched.exitError()
+	if l.sched.Exited() {
+		return l.sched.ExitError()
 	}
 	return nil
 }
@@ -446,7 +501,7 @@ func (l *Lab) startNodes(ctx context.Context) error {
 			}
 		}
 		n := &node{i: i + 1, name: ip.String(), ns: h.NS, ip: ip, dir: filepath.Join(l.o.Dir, "nodes", "n"+strconv.Itoa(i+1)),
-			cgroupRoot: cgroupRoot(l.o.Name, i+1)}
+			cgroupRoot: cgroupRoot(l.o.Name, i+1), detach: l.o.Detach}
 		l.nodes = append(l.nodes, n)
 	}
 	errs := make([]error, len(l.nodes))
@@ -661,7 +716,7 @@ func (l *Lab) deployPods(ctx context.Context) error {
 			if p.running && p.ip.IsValid() {
 				running++
 			}
-			st = append(st, p.name+"@"+p.node+":"+p.phase)
+			st = append(st, p.Name()+"@"+p.node+":"+p.phase)
 		}
 		return running == l.o.Replicas, strings.Join(st, " "), nil
 	})
@@ -677,8 +732,12 @@ type PingResult struct {
 	From, To         string // pod names
 	FromNode, ToNode string
 	Dst              netip.Addr
+	RTT              time.Duration // the reply's time, when answered
 	Err              error
 }
+
+// pingTime is ping's "time=0.123 ms".
+var pingTime = regexp.MustCompile(`time=([0-9.]+) ?ms`)
 
 // PingAll runs `kubectl exec <pod> -- ping -c1 -W2 <ip>` from every test pod
 // to every other one and returns the results (and an error naming the
@@ -696,9 +755,13 @@ func (l *Lab) PingAll(ctx context.Context) ([]PingResult, error) {
 				continue
 			}
 			r := PingResult{From: a.name, To: b.name, FromNode: a.node, ToNode: b.node, Dst: b.ip}
-			_, r.Err = l.cp.Kubectl(ctx, "exec", "-n", TestNamespace, a.name, "--", "ping", "-c1", "-W2", b.ip.String())
+			var got string
+			got, r.Err = l.kubectl(ctx, "exec", "-n", TestNamespace, a.name, "--", "ping", "-c1", "-W2", b.ip.String())
 			if r.Err != nil {
 				errs = append(errs, fmt.Errorf("%s (%s) -> %s (%s, %s): %w", a.name, a.node, b.name, b.node, b.ip, r.Err))
+			} else if m := pingTime.FindStringSubmatch(got); m != nil {
+				ms, _ := strconv.ParseFloat(m[1], 64)
+				r.RTT = time.Duration(ms * float64(time.Millisecond))
 			}
 			out = append(out, r)
 		}
@@ -712,13 +775,13 @@ func (l *Lab) Memory() map[string]int {
 	out := map[string]int{}
 	for _, n := range l.nodes {
 		for _, p := range []*proc{n.kubelet, n.containerd} {
-			if p != nil && !p.exited() {
-				out[fmt.Sprintf("%s n%d", p.name, n.i)] = rssKB(p.pid())
+			if p != nil && !p.Exited() {
+				out[fmt.Sprintf("%s n%d", p.Name(), n.i)] = rssKB(p.Pid())
 			}
 		}
 	}
-	if l.sched != nil && !l.sched.exited() {
-		out["kube-scheduler"] = rssKB(l.sched.pid())
+	if l.sched != nil && !l.sched.Exited() {
+		out["kube-scheduler"] = rssKB(l.sched.Pid())
 	}
 	if l.cp != nil {
 		for _, p := range l.cp.Processes() {

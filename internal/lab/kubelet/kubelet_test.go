@@ -41,6 +41,12 @@ type testLab struct {
 // when the returned down is called.
 func startLab(t *testing.T, ctx context.Context, nodes int) *testLab {
 	t.Helper()
+	return startLabWith(t, ctx, func(o *Options) { o.Nodes = nodes })
+}
+
+// startLabWith is startLab with the Options changed by mod.
+func startLabWith(t *testing.T, ctx context.Context, mod func(*Options)) *testLab {
+	t.Helper()
 	testenv.EndToEnd(t, "runs containerd and kubelet in every node of a lab", "ip", "nsenter", "unshare", "iptables", "runc",
 		"ping")
 	if os.Getenv(EnvKubelet) != "1" {
@@ -89,7 +95,9 @@ func startLab(t *testing.T, ctx context.Context, nodes int) *testLab {
 	t.Cleanup(tl.down) // Down is idempotent: this is for a test that stops early
 
 	begin := time.Now()
-	l, err := Up(ctx, Options{Name: name, Nodes: nodes, Dir: dir, Bins: bins, Logger: log, LockWait: lockWait})
+	o := Options{Name: name, Dir: dir, Bins: bins, Logger: log, LockWait: lockWait}
+	mod(&o)
+	l, err := Up(ctx, o)
 	if err != nil {
 		t.Fatalf("up: %v", err)
 	}

@@ -94,12 +94,26 @@ func pidStart(pid int) (uint64, bool) {
 	return v, err == nil
 }
 
+// pidAlive reports whether pid is the process that started at start and
+// has not exited (a zombie its parent has not reaped yet is gone).
 func pidAlive(pid int, start uint64) bool {
 	if pid <= 0 {
 		return false
 	}
 	s, ok := pidStart(pid)
-	return ok && s == start
+	return ok && s == start && !zombie(pid)
+}
+
+// zombie reports whether pid has exited and waits to be reaped (state Z,
+// field 3 of /proc/<pid>/stat).
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && strings.HasPrefix(s[i+1:], " Z")
 }
 
 // withLockDir runs f with LockDir flocked (it creates the directory when
@@ -170,6 +184,37 @@ func tryLock(name, dir string) (holder, stale *LabLock, err error) {
 		return atomicfile.Write(LockFile, append(b, '\n'), 0o644)
 	})
 	return holder, stale, err
+}
+
+// claim makes this process the lock's holder when the lock names lab name
+// in dir, so that it stays held while Purge removes the lab: the lock of a
+// detached lab whose `weft lab up` exited is held only by the lab's
+// directory and namespaces, and Purge deletes the namespaces before it puts
+// the host's sysctls and mount points back, which another lab waiting for
+// the lock must not see half done.
+func claim(name, dir string) error {
+	if _, err := os.Stat(LockFile); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return withLockDir(func() error {
+		k, err := readLock()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if k.Name != name || k.Dir != dir || k.PID == os.Getpid() {
+			return nil
+		}
+		start, ok := pidStart(os.Getpid())
+		if !ok {
+			return errors.New("cannot read this process's start time")
+		}
+		k.PID, k.Start = os.Getpid(), start
+		b, _ := json.MarshalIndent(k, "", "  ")
+		return atomicfile.Write(LockFile, append(b, '\n'), 0o644)
+	})
 }
 
 // unlock releases the lock when it names lab name in dir, and removes

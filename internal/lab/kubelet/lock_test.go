@@ -67,4 +67,33 @@ func TestLock(t *testing.T) {
 	if err := unlock("labB", dirB); err != nil {
 		t.Fatal(err)
 	}
+
+	// A detached lab's lock (its `weft lab up` gone): whoever purges it
+	// claims it first, so it stays held while the lab is taken apart;
+	// claiming another lab's lock changes nothing.
+	b = []byte(`{"name":"labA","dir":"` + dirA + `","pid":1,"start":18446744073709551615}`)
+	if err := os.MkdirAll(LockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(LockFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := claim("labB", dirB); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := readLock(); err != nil || k.PID != 1 {
+		t.Fatalf("claim by another lab changed the lock: %v %v", k, err)
+	}
+	if err := claim("labA", dirA); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := readLock(); err != nil || k.PID != os.Getpid() || !k.held() || k.Name != "labA" {
+		t.Fatalf("claimed lock = %v, %v; want labA held by this process", k, err)
+	}
+	if holder, _, err := tryLock("labB", dirB); err != nil || holder == nil {
+		t.Fatalf("a claimed lock was taken over: holder %v err %v", holder, err)
+	}
+	if err := unlock("labA", dirA); err != nil {
+		t.Fatal(err)
+	}
 }

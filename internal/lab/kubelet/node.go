@@ -56,6 +56,7 @@ type node struct {
 	ip         netip.Addr
 	dir        string
 	cgroupRoot string
+	detach     bool // start its processes detached (Options.Detach)
 
 	holder, containerd, kubelet *proc
 	mntNS                       uint64 // inode of its mount namespace
@@ -69,7 +70,7 @@ func (n *node) hostSocket() string { return filepath.Join(n.path("run-containerd
 // nsenter returns the argv prefix that runs a program in the node's network
 // and mount namespaces.
 func (n *node) nsenter() []string {
-	return []string{"nsenter", "--net=" + lab.NSPath(n.ns), "--mount=/proc/" + strconv.Itoa(n.holder.pid()) + "/ns/mnt", "--"}
+	return []string{"nsenter", "--net=" + lab.NSPath(n.ns), "--mount=/proc/" + strconv.Itoa(n.holder.Pid()) + "/ns/mnt", "--"}
 }
 
 // prepareNetwork gives the node namespace a default route (weftd picks the
@@ -118,7 +119,7 @@ func (n *node) startMountNS(ctx context.Context) error {
 		return err
 	}
 	defer r.Close()
-	p, err := startProcOut("mountns", logPath, w, argv)
+	p, err := startProcOut("mountns", logPath, n.detach, w, argv)
 	w.Close()
 	if err != nil {
 		return err
@@ -133,21 +134,21 @@ func (n *node) startMountNS(ctx context.Context) error {
 	select {
 	case s := <-got:
 		if !strings.HasPrefix(s, "ready") {
-			<-p.done
-			return fmt.Errorf("node %s mount namespace: %w", n.name, p.exitError())
+			<-p.Done()
+			return fmt.Errorf("node %s mount namespace: %w", n.name, p.ExitError())
 		}
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("node %s mount namespace not ready after 10s\n%s", n.name, logTail(logPath, 10))
 	}
-	n.mntNS = nsIno("/proc/" + strconv.Itoa(p.pid()) + "/ns/mnt")
+	n.mntNS = nsIno("/proc/" + strconv.Itoa(p.Pid()) + "/ns/mnt")
 	return nil
 }
 
 // startProcOut is startProc with standard output to out.
-func startProcOut(name, logPath string, out *os.File, argv []string) (*proc, error) {
-	p, err := startProcHook(name, logPath, nil, argv, func(c *exec.Cmd) { c.Stdout = out })
+func startProcOut(name, logPath string, detach bool, out *os.File, argv []string) (*proc, error) {
+	p, err := startProcHook(name, logPath, detach, nil, argv, func(c *exec.Cmd) { c.Stdout = out })
 	return p, err
 }
 
@@ -168,7 +169,7 @@ func (n *node) startContainerd(ctx context.Context, b Bins, tmpl string) error {
 		return err
 	}
 	argv := append(n.nsenter(), filepath.Join(b.ContainerdDir, "containerd"), "--config", cfgPath)
-	p, err := startProc("containerd", n.path("logs/containerd.log"), []string{"PATH=" + b.ContainerdDir + ":" + os.Getenv("PATH")}, argv)
+	p, err := startProc("containerd", n.path("logs/containerd.log"), n.detach, []string{"PATH=" + b.ContainerdDir + ":" + os.Getenv("PATH")}, argv)
 	if err != nil {
 		return err
 	}
@@ -181,11 +182,11 @@ func (n *node) startContainerd(ctx context.Context, b Bins, tmpl string) error {
 				return nil
 			}
 		}
-		if p.exited() {
-			return p.exitError()
+		if p.Exited() {
+			return p.ExitError()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("containerd of node %s not answering after 30s\n%s", n.name, logTail(p.log, 20))
+			return fmt.Errorf("containerd of node %s not answering after 30s\n%s", n.name, logTail(p.Log(), 20))
 		}
 		select {
 		case <-ctx.Done():
@@ -269,7 +270,7 @@ func (n *node) startKubelet(b Bins, caFile, kubeconfig string) error {
 		"--cert-dir="+n.path("kubelet/pki"),
 		"--v=1",
 	)
-	p, err := startProc("kubelet", n.path("logs/kubelet.log"), []string{"PATH=" + b.ContainerdDir + ":" + os.Getenv("PATH")}, argv)
+	p, err := startProc("kubelet", n.path("logs/kubelet.log"), n.detach, []string{"PATH=" + b.ContainerdDir + ":" + os.Getenv("PATH")}, argv)
 	if err != nil {
 		return err
 	}
@@ -283,11 +284,11 @@ func (n *node) startKubelet(b Bins, caFile, kubeconfig string) error {
 // cgroups.
 func (n *node) stop() error {
 	var errs []error
-	errs = append(errs, n.kubelet.stop(5*time.Second))
+	errs = append(errs, n.kubelet.Stop(5*time.Second))
 	errs = append(errs, killCgroup(n.cgroupRoot, 15*time.Second))
-	errs = append(errs, n.containerd.stop(5*time.Second))
+	errs = append(errs, n.containerd.Stop(5*time.Second))
 	errs = append(errs, killNetNS(n.ns, 10*time.Second))
-	errs = append(errs, n.holder.stop(0))
+	errs = append(errs, n.holder.Stop(0))
 	errs = append(errs, removeCgroup(n.cgroupRoot, 10*time.Second))
 	return errors.Join(errs...)
 }

@@ -673,7 +673,7 @@ func testNodeRemoved(t *testing.T, ctx context.Context, l *testLab) {
 			}
 		}
 	}
-	if err := victim.kubelet.stop(5 * time.Second); err != nil {
+	if err := victim.kubelet.Stop(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	begin := time.Now()
