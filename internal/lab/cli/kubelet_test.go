@@ -29,25 +29,7 @@ var readyNode = regexp.MustCompile(`(?m)^n\d\s+192\.168\.100\.\d+\s+10\.244\.\d+
 // list find it; down removes all of it: no namespace, process, mount,
 // cgroup, host path, changed sysctl or lock left (kubelet's Leftovers).
 func TestLabUpKubelet(t *testing.T) {
-	testenv.EndToEnd(t, "runs `weft lab up --kubelet`: containerd and kubelet in every node of a lab", "ip", "nsenter", "unshare",
-		"iptables", "runc", "ping")
-	if os.Getenv(envKubelet) != "1" {
-		t.Skipf("set %s=1 to run the real-node lab (containerd and kubelet per node; about half a minute)", envKubelet)
-	}
-	binDir := os.Getenv(testbin.EnvVar)
-	if binDir == "" {
-		t.Skipf("needs %s (make build; and make image's weft-image.oci.tar beside it)", testbin.EnvVar)
-	}
-	repo, err := filepath.Abs(filepath.Join("..", "..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := labRunner{t: t, weft: filepath.Join(binDir, "weft"), root: t.TempDir()}
-	name, err := lab.RandomName("wc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(r.root, name)
+	r, repo, name, dir := kubeletLabRun(t)
 	downed := false
 	t.Cleanup(func() {
 		if !downed {
@@ -164,25 +146,7 @@ func slicesContainsLine(out, line string) bool {
 // process gone, the lab half made): `weft lab down` still removes all of it,
 // the sysctls kubelet changed included.
 func TestLabUpKubeletKilled(t *testing.T) {
-	testenv.EndToEnd(t, "runs `weft lab up --kubelet`: containerd and kubelet in every node of a lab", "ip", "nsenter", "unshare",
-		"iptables", "runc", "ping")
-	if os.Getenv(envKubelet) != "1" {
-		t.Skipf("set %s=1 to run the real-node lab (containerd and kubelet per node; about half a minute)", envKubelet)
-	}
-	binDir := os.Getenv(testbin.EnvVar)
-	if binDir == "" {
-		t.Skipf("needs %s (make build; and make image's weft-image.oci.tar beside it)", testbin.EnvVar)
-	}
-	repo, err := filepath.Abs(filepath.Join("..", "..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := labRunner{t: t, weft: filepath.Join(binDir, "weft"), root: t.TempDir()}
-	name, err := lab.RandomName("wc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(r.root, name)
+	r, repo, name, dir := kubeletLabRun(t)
 	downed := false
 	t.Cleanup(func() {
 		if !downed {
@@ -196,6 +160,7 @@ func TestLabUpKubeletKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	var l *kubelet.Lab
+	var err error
 	deadline := time.Now().Add(6 * time.Minute)
 	for {
 		if l, err = kubelet.Attach(nil, name, dir); err == nil {
@@ -236,4 +201,29 @@ func TestLabUpKubeletKilled(t *testing.T) {
 	if left := leftovers(t, name, r.root); len(left) > 0 {
 		t.Errorf("left after lab down: %v", left)
 	}
+}
+
+// kubeletLabRun skips unless the real-node tier is selected and gives a test
+// a runner of the built weft, the source tree, a fresh lab name and the
+// lab's directory.
+func kubeletLabRun(t *testing.T) (r labRunner, repo, name, dir string) {
+	t.Helper()
+	testenv.EndToEnd(t, "runs `weft lab up --kubelet`: containerd and kubelet in every node of a lab", "ip", "nsenter", "unshare",
+		"iptables", "runc", "ping")
+	if os.Getenv(envKubelet) != "1" {
+		t.Skipf("set %s=1 to run the real-node lab (containerd and kubelet per node; about half a minute)", envKubelet)
+	}
+	binDir := os.Getenv(testbin.EnvVar)
+	if binDir == "" {
+		t.Skipf("needs %s (make build; and make image's weft-image.oci.tar beside it)", testbin.EnvVar)
+	}
+	repo, err := filepath.Abs(filepath.Join("..", "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = labRunner{t: t, weft: filepath.Join(binDir, "weft"), root: t.TempDir()}
+	if name, err = lab.RandomName("wc"); err != nil {
+		t.Fatal(err)
+	}
+	return r, repo, name, filepath.Join(r.root, name)
 }

@@ -46,16 +46,19 @@ type hostState struct {
 
 const hostStateFile = "host.json"
 
-func loadHostState(dir string) (*hostState, error) {
-	b, err := os.ReadFile(filepath.Join(dir, hostStateFile))
+func loadHostState(dir string) (*hostState, error) { return loadJSON[hostState](dir, hostStateFile) }
+
+// loadJSON reads dir/file into a T.
+func loadJSON[T any](dir, file string) (*T, error) {
+	b, err := os.ReadFile(filepath.Join(dir, file))
 	if err != nil {
 		return nil, err
 	}
-	var h hostState
-	if err := json.Unmarshal(b, &h); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", hostStateFile, err)
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", file, err)
 	}
-	return &h, nil
+	return &v, nil
 }
 
 func (h *hostState) save(dir string) error {

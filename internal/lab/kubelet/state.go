@@ -116,17 +116,7 @@ func procState(name string, node, pid int, log string) ProcState {
 	return ProcState{Name: name, Node: node, PID: pid, Start: start, Log: log}
 }
 
-func loadLabState(dir string) (*labState, error) {
-	b, err := os.ReadFile(filepath.Join(dir, labStateFile))
-	if err != nil {
-		return nil, err
-	}
-	var st labState
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", labStateFile, err)
-	}
-	return &st, nil
-}
+func loadLabState(dir string) (*labState, error) { return loadJSON[labState](dir, labStateFile) }
 
 // IsLab reports whether lab name in dir is (or was, half made or half
 // removed) a kubelet lab: its directory has kubelet.json or host.json, or
