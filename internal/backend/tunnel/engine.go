@@ -215,9 +215,9 @@ func (e *Engine) Index() int {
 }
 
 // Ensure opens the socket and the device (creating it, or attaching to the
-// one a previous weftd left), gives it the own subnet's first address and
-// the MTU, and runs the data path. Called again with the device intact, it
-// only re-checks the configuration.
+// one a previous weftd left) and runs the data path; the device's address
+// and MTU are Device's, for the reconciler. Called again with the device
+// intact, it changes nothing.
 func (e *Engine) Ensure(ctx context.Context, own netip.Prefix) error {
 	if !own.IsValid() || !own.Addr().Is4() {
 		return fmt.Errorf("the own lease has no IPv4 subnet")
@@ -244,13 +244,13 @@ func (e *Engine) Ensure(ctx context.Context, own netip.Prefix) error {
 		e.dp.stop()
 		e.dp = nil
 	}
-	return e.attachLocked(ctx, own)
+	return e.attachLocked(ctx)
 }
 
 // attachLocked opens the TUN queues (replacing a device of the name that
 // cannot be attached to, such as flannel's single-queue flannel0 or a kernel
-// ipip device), configures the device and starts the workers.
-func (e *Engine) attachLocked(ctx context.Context, own netip.Prefix) error {
+// ipip device), turns IPv6 off on it and starts the workers.
+func (e *Engine) attachLocked(ctx context.Context) error {
 	h := e.c.Kernel
 	o := tunOptions{queues: e.c.Options.Queues, offload: !e.c.Options.NoVnet}
 	tun, err := openTUN(e.c.Device, o)

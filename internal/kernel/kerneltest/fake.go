@@ -326,9 +326,8 @@ func (f *Fake) ListRoutes(networks []netip.Prefix) ([]kernel.Route, error) {
 	return out, nil
 }
 
-// ReplaceRoute implements kernel.Kernel. A route through a missing link, or
-// a gateway route that is not onlink, fails as the kernel's would when the
-// gateway is unreachable is not modelled: only the link is checked.
+// ReplaceRoute implements kernel.Kernel. A route through a missing link
+// fails; whether a gateway is reachable is not modelled.
 func (f *Fake) ReplaceRoute(r kernel.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

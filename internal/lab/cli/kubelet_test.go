@@ -98,18 +98,8 @@ func TestLabUpKubelet(t *testing.T) {
 		t.Errorf("lab list does not list %s: %v\n%s", name, err, out)
 	}
 
-	out, err = r.run("lab", "down", "--name", name)
 	downed = true
-	t.Logf("weft lab down --name %s:\n%s", name, out)
-	if err != nil {
-		t.Fatalf("lab down: %v", err)
-	}
-	if left := l.Leftovers(); len(left) > 0 {
-		t.Errorf("left after lab down:\n  %s", strings.Join(left, "\n  "))
-	}
-	if left := leftovers(t, name, r.root); len(left) > 0 {
-		t.Errorf("left after lab down: %v", left)
-	}
+	downKubeletLab(t, r, l, name)
 	for _, p := range l.Processes() {
 		if p.Running() {
 			t.Errorf("%s (pid %d) still runs after lab down", p.Name, p.PID)
@@ -189,18 +179,8 @@ func TestLabUpKubeletKilled(t *testing.T) {
 		t.Errorf("the killed lab's lock is not held: %v %v", k, err)
 	}
 	time.Sleep(2 * time.Second) // the kubelets change the sysctls
-	out, err := r.run("lab", "down", "--name", name)
 	downed = true
-	t.Logf("weft lab down --name %s:\n%s", name, out)
-	if err != nil {
-		t.Fatalf("lab down: %v", err)
-	}
-	if left := l.Leftovers(); len(left) > 0 {
-		t.Errorf("left after lab down:\n  %s", strings.Join(left, "\n  "))
-	}
-	if left := leftovers(t, name, r.root); len(left) > 0 {
-		t.Errorf("left after lab down: %v", left)
-	}
+	downKubeletLab(t, r, l, name)
 }
 
 // kubeletLabRun skips unless the real-node tier is selected and gives a test
@@ -226,4 +206,20 @@ func kubeletLabRun(t *testing.T) (r labRunner, repo, name, dir string) {
 		t.Fatal(err)
 	}
 	return r, repo, name, filepath.Join(r.root, name)
+}
+
+// downKubeletLab runs `weft lab down` and checks that nothing of the lab is left.
+func downKubeletLab(t *testing.T, r labRunner, l *kubelet.Lab, name string) {
+	t.Helper()
+	out, err := r.run("lab", "down", "--name", name)
+	t.Logf("weft lab down --name %s:\n%s", name, out)
+	if err != nil {
+		t.Fatalf("lab down: %v", err)
+	}
+	if left := l.Leftovers(); len(left) > 0 {
+		t.Errorf("left after lab down:\n  %s", strings.Join(left, "\n  "))
+	}
+	if left := leftovers(t, name, r.root); len(left) > 0 {
+		t.Errorf("left after lab down: %v", left)
+	}
 }
