@@ -170,11 +170,7 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 		if err != nil {
 			return rep, fmt.Errorf("%w: read the devices: %w", ErrCannotTell, err)
 		}
-		for _, s := range diffs {
-			if !strings.HasSuffix(s, " is missing") {
-				rep.Problems = append(rep.Problems, s)
-			}
-		}
+		rep.Problems = append(rep.Problems, diffs...)
 		dm.setNodeObjects()
 	}
 	for _, l := range snap.Leases {
