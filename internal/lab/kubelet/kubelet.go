@@ -237,15 +237,6 @@ func (l *Lab) ControlPlane() *kubeapi.ControlPlane { return l.cp }
 // Name returns the lab's name.
 func (l *Lab) Name() string { return l.o.Name }
 
-// NodeNames returns the Nodes' names.
-func (l *Lab) NodeNames() []string {
-	var out []string
-	for _, n := range l.nodes {
-		out = append(out, n.name)
-	}
-	return out
-}
-
 // Up builds the lab, brings every node up as a Kubernetes node, deploys weft
 // by its manifest and a Deployment of test pods, and returns when every pod
 // is Running (call PingAll to check the network). On error everything made

@@ -161,9 +161,6 @@ func Attach(log *slog.Logger, name, dir string) (*Lab, error) {
 	return l, nil
 }
 
-// Dir returns the lab's directory.
-func (l *Lab) Dir() string { return l.o.Dir }
-
 // Processes returns the processes Up started, as kubelet.json recorded them
 // (for a lab this process brought up: as they are now).
 func (l *Lab) Processes() []ProcState {
