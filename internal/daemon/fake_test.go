@@ -534,3 +534,48 @@ func TestFakeHostGW(t *testing.T) {
 	took := eventually(t, time.Second, "the deleted host-gw route restored", func() bool { return n.k.Dump() == want2 })
 	t.Logf("restored in %v", took)
 }
+
+// TestFakeStatusNamesDeviceDifferences: weft status compares the backend's
+// devices with the kernel as the reconciler's device pass would: in sync
+// after a clean stop, then each change made while weftd is down named.
+func TestFakeStatusNamesDeviceDifferences(t *testing.T) {
+	n := newFakeNode(t, testNetConf("vxlan"))
+	n.lease("10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
+	d := n.start(t, nil)
+	d.stop(t)
+	o, err := config.ParseOptions([]string{"--subnet-file", n.file, "--healthz-port", "0"},
+		func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func() Report {
+		t.Helper()
+		log := slog.New(slog.DiscardHandler)
+		rep, err := Status(t.Context(), o, StatusDeps{Store: n.st.Client(log), Backends: backends(), Kernel: n.k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := status(); !rep.InSync {
+		t.Fatalf("not in sync after a clean stop: %q", rep.Problems)
+	}
+	dev := n.k.MustLink(t, "flannel.1")
+	for _, err := range []error{n.k.SetLinkMTU(dev.Index, 1400), n.k.SetLinkDown(dev.Index),
+		n.k.AddAddr(dev.Index, netip.MustParsePrefix("10.99.0.1/24"))} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := status()
+	got := strings.Join(rep.Problems, "\n")
+	for _, want := range []string{"device flannel.1 has MTU 1400, want 1450", "device flannel.1 is down",
+		"device flannel.1 has a stray address 10.99.0.1/24"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	if rep.InSync {
+		t.Error("in sync with the device changed")
+	}
+}
