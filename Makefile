@@ -66,12 +66,14 @@ test-e2e: deps build kube-bins
 # v1.36.3, weft deployed by its manifest and image (internal/lab/kubelet).
 # It builds, once each and cached in ~/.cache/weft, kubelet and
 # kube-scheduler (hack/node-bins.sh), containerd (hack/containerd-bins.sh)
-# and the pause and busybox images (hack/node-images.sh), and weft's image
+# the pause and busybox images (hack/node-images.sh), flannel v0.28.9's image
+# and manifest for the upgrade test (hack/flannel-image.sh), and weft's image
 # (make image). CI runs it after `make test`.
 node-bins:
 	@GO=$(GO) bash hack/node-bins.sh >/dev/null
 	@GO=$(GO) bash hack/containerd-bins.sh >/dev/null
 	@GO=$(GO) bash hack/node-images.sh >/dev/null
+	@GO=$(GO) bash hack/flannel-image.sh >/dev/null
 
 test-kubelet: deps build image kube-bins node-bins
 	WEFT_TEST_TIERS=e2e WEFT_TEST_KUBELET=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 20m -v $(TESTFLAGS) ./internal/lab/kubelet/

@@ -94,22 +94,52 @@ type Bins struct {
 	WeftImage     string       // weft's OCI archive (hack/image.sh: bin/weft-image.oci.tar)
 	// ContainerdConfig is hack/containerd/config.toml.tmpl.
 	ContainerdConfig string
+	// FlannelDir holds flannel.tar (flannel v0.28.9's image) and
+	// kube-flannel.yml (hack/flannel-image.sh); only Options.Flannel needs
+	// it.
+	FlannelDir string
+}
+
+// FindFlannel runs hack/flannel-image.sh (it builds once, about 3 minutes
+// cold) and returns its directory, for Bins.FlannelDir.
+func FindFlannel(ctx context.Context, repo string) (string, error) {
+	d, err := runHack(ctx, repo, "flannel-image.sh")
+	if err != nil {
+		return "", err
+	}
+	for _, f := range []string{flannelImage, flannelManifest} {
+		if _, err := os.Stat(filepath.Join(d, f)); err != nil {
+			return "", err
+		}
+	}
+	return d, nil
+}
+
+// The files of Bins.FlannelDir.
+const (
+	flannelImage    = "flannel.tar"
+	flannelManifest = "kube-flannel.yml"
+)
+
+// runHack runs a hack script of the repository (each builds once and then
+// only prints its directory) and returns the directory it prints.
+func runHack(ctx context.Context, repo, script string) (string, error) {
+	out, err := exec.CommandContext(ctx, "bash", filepath.Join(repo, "hack", script)).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, ee.Stderr)
+		}
+		return "", fmt.Errorf("hack/%s: %w", script, err)
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 // FindBins runs the repository's hack scripts (each builds once and then
-// only prints its directory) and returns what they name.
+// only prints its directory) and returns what they name. Bins.FlannelDir is
+// left empty: FindFlannel fills it.
 func FindBins(ctx context.Context, repo string) (Bins, error) {
-	dir := func(script string) (string, error) {
-		out, err := exec.CommandContext(ctx, "bash", filepath.Join(repo, "hack", script)).Output()
-		if err != nil {
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				err = fmt.Errorf("%w: %s", err, ee.Stderr)
-			}
-			return "", fmt.Errorf("hack/%s: %w", script, err)
-		}
-		return strings.TrimSpace(string(out)), nil
-	}
+	dir := func(script string) (string, error) { return runHack(ctx, repo, script) }
 	var b Bins
 	var err error
 	kubeDir, err := dir("kube-bins.sh")
@@ -165,6 +195,12 @@ type Options struct {
 	// plugin alone (host-local over its podCIDR), the baseline of the
 	// real-node benchmark. Pods on different nodes cannot reach each other.
 	BridgeOnly bool
+	// Flannel deploys flannel v0.28.9 by its own kube-flannel.yml
+	// (Bins.FlannelDir; every image reference set to its image and
+	// imagePullPolicy Never beside it, nothing else changed) instead of
+	// weft: the cluster an upgrade to weft starts from. The lab's directory
+	// still gets kube-weft.yml, ready to apply over it (WeftManifest).
+	Flannel bool
 	// LockWait is how long Up waits for another kubelet lab to go down
 	// (only one may be up at a time: see LockFile); 0 means Up fails at once
 	// with ErrLabRunning.
@@ -267,6 +303,12 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 	if o.Detach && len(o.EtcdCommand) == 0 {
 		return nil, errors.New("kubelet lab: a detached lab needs EtcdCommand")
 	}
+	if o.Flannel && o.BridgeOnly {
+		return nil, errors.New("kubelet lab: Flannel and BridgeOnly exclude each other")
+	}
+	if o.Flannel && o.Bins.FlannelDir == "" {
+		return nil, errors.New("kubelet lab: Flannel needs Bins.FlannelDir (FindFlannel)")
+	}
 	if ents, err := os.ReadDir(o.Dir); err == nil && len(ents) > 0 {
 		return nil, fmt.Errorf("kubelet lab: %s is not empty", o.Dir)
 	}
@@ -339,10 +381,11 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 		}
 		l.phase("bridge conflist installed", begin)
 	} else {
-		if err := l.deployWeft(ctx); err != nil {
+		what, err := l.deployNetwork(ctx)
+		if err != nil {
 			return l, err
 		}
-		l.phase("weft DaemonSet Running, NetworkUnavailable False", begin)
+		l.phase(what+" DaemonSet Running, NetworkUnavailable False", begin)
 	}
 
 	begin = time.Now()
@@ -537,8 +580,12 @@ func (l *Lab) startNode(ctx context.Context, n *node, tmpl string, sw netip.Addr
 	if err := n.startContainerd(ctx, l.o.Bins, tmpl); err != nil {
 		return err
 	}
-	for _, img := range []string{filepath.Join(l.o.Bins.ImageDir, "pause.tar"), filepath.Join(l.o.Bins.ImageDir, "busybox.tar"),
-		l.o.Bins.WeftImage} {
+	images := []string{filepath.Join(l.o.Bins.ImageDir, "pause.tar"), filepath.Join(l.o.Bins.ImageDir, "busybox.tar"),
+		l.o.Bins.WeftImage}
+	if l.o.Flannel {
+		images = append(images, filepath.Join(l.o.Bins.FlannelDir, flannelImage))
+	}
+	for _, img := range images {
 		if _, err := n.ctr(ctx, l.o.Bins, "images", "import", "--snapshotter", "overlayfs", img); err != nil {
 			return err
 		}
@@ -606,29 +653,69 @@ var imageLine = regexp.MustCompile(`(?m)^(\s*)image: \S+\s*$`)
 // Manifest returns deploy/kube-weft.yml with every image reference set to
 // ref and imagePullPolicy Never beside it: the only changes.
 func Manifest(ref string) (string, error) {
-	n := len(imageLine.FindAllString(deploy.Manifest, -1))
+	return setImages(deploy.Manifest, ref)
+}
+
+// setImages returns manifest with every image reference set to ref and
+// imagePullPolicy Never beside it.
+func setImages(manifest, ref string) (string, error) {
+	n := len(imageLine.FindAllString(manifest, -1))
 	if n == 0 {
 		return "", errors.New("manifest has no image reference")
 	}
-	return imageLine.ReplaceAllString(deploy.Manifest, "${1}image: "+ref+"\n${1}imagePullPolicy: Never"), nil
+	return imageLine.ReplaceAllString(manifest, "${1}image: "+ref+"\n${1}imagePullPolicy: Never"), nil
 }
 
-func (l *Lab) deployWeft(ctx context.Context) error {
+// WeftManifest is the file in the lab's directory that holds the manifest
+// applied for weft (Manifest of the lab's image), written by Up also when
+// Options.Flannel deploys flannel: `kubectl apply -f` of it upgrades that
+// lab to weft.
+const WeftManifest = "kube-weft.yml"
+
+// flannelManifestFor returns flannel's kube-flannel.yml (Bins.FlannelDir)
+// with every image reference set to flannel's image.
+func flannelManifestFor(b Bins) (string, error) {
+	m, err := os.ReadFile(filepath.Join(b.FlannelDir, flannelManifest))
+	if err != nil {
+		return "", err
+	}
+	ref, err := imageRef(filepath.Join(b.FlannelDir, flannelImage))
+	if err != nil {
+		return "", err
+	}
+	return setImages(string(m), ref)
+}
+
+// deployNetwork applies weft's manifest (or, with Options.Flannel,
+// flannel's) and waits for its DaemonSet's pods to run on every node and
+// every Node's NetworkUnavailable to be False; it returns which it
+// deployed.
+func (l *Lab) deployNetwork(ctx context.Context) (string, error) {
 	ref, err := imageRef(l.o.Bins.WeftImage)
 	if err != nil {
-		return err
+		return "", err
 	}
 	m, err := Manifest(ref)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(l.o.Dir, "kube-weft.yml"), []byte(m), 0o644); err != nil {
-		return err
+	if err := os.WriteFile(filepath.Join(l.o.Dir, WeftManifest), []byte(m), 0o644); err != nil {
+		return "", err
+	}
+	what, file := "weft", "deploy/kube-weft.yml"
+	if l.o.Flannel {
+		what, file = "flannel", filepath.Join(l.o.Bins.FlannelDir, flannelManifest)
+		if m, err = flannelManifestFor(l.o.Bins); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(l.o.Dir, flannelManifest), []byte(m), 0o644); err != nil {
+			return "", err
+		}
 	}
 	if err := l.cp.Apply(ctx, m); err != nil {
-		return fmt.Errorf("apply deploy/kube-weft.yml: %w", err)
+		return "", fmt.Errorf("apply %s: %w", file, err)
 	}
-	return l.poll(ctx, "weft's DaemonSet pods Running and NetworkUnavailable False on every node", func() (bool, string, error) {
+	return what, l.poll(ctx, what+"'s DaemonSet pods Running and NetworkUnavailable False on every node", func() (bool, string, error) {
 		pods, err := l.pods(ctx, WeftNamespace, "app=flannel")
 		if err != nil {
 			return false, "", err
@@ -787,7 +874,10 @@ func (l *Lab) Logs(lines int) string {
 	var b strings.Builder
 	logs, _ := filepath.Glob(filepath.Join(l.o.Dir, "nodes", "*", "logs", "*.log"))
 	more, _ := filepath.Glob(filepath.Join(l.o.Dir, "kube", "*.log"))
-	for _, p := range append(logs, more...) {
+	// The DaemonSet's containers (weftd, or flanneld), as kubelet keeps
+	// their output: <namespace>_<pod>_<uid>/<container>/<restart>.log.
+	pods, _ := filepath.Glob(filepath.Join(l.o.Dir, "nodes", "*", "log-pods", WeftNamespace+"_*", "*", "*.log"))
+	for _, p := range slices.Concat(logs, more, pods) {
 		b.WriteString(logTail(p, lines))
 		b.WriteString("\n")
 	}

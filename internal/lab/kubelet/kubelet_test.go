@@ -97,6 +97,7 @@ func startLabWith(t *testing.T, ctx context.Context, mod func(*Options)) *testLa
 	begin := time.Now()
 	o := Options{Name: name, Dir: dir, Bins: bins, Logger: log, LockWait: lockWait}
 	mod(&o)
+	tl.bins = o.Bins
 	l, err := Up(ctx, o)
 	if err != nil {
 		t.Fatalf("up: %v", err)

@@ -248,7 +248,12 @@ evictionHard:
   nodefs.available: 1%%
   nodefs.inodesFree: 1%%
   imagefs.available: 1%%
-enableControllerAttachDetach: false
+# enableControllerAttachDetach is left at its default (true), as in every
+# cluster: kubelet registers its Node with the annotation
+# volumes.kubernetes.io/controller-managed-attach-detach, so no Node is
+# without annotations (flanneld v0.28.9 panics on a nil annotation map). The
+# lab's volumes (configMap, hostPath, projected) are not attachable: they
+# need no attach/detach controller.
 containerLogMaxSize: 1Mi
 containerLogMaxFiles: 2
 `, n.cgroupRoot, containerdSocket, n.ip, caFile)

@@ -523,9 +523,8 @@ func (l *testLab) subnetState(ctx context.Context) (map[string]string, error) {
 // upgradeMaxLost, and no subnet changes (Node podCIDRs, flannel's Node
 // annotations, every node's subnet.env).
 //
-// This stands in for upgrading from flannel itself (kube-flannel.yml's
-// DaemonSet replaced by deploy/kube-weft.yml's): there is no flannel image
-// here, so the "old" DaemonSet is weft's own under another image name.
+// TestKubeletUpgradeFromFlannel (upgrade_test.go) upgrades from flannel's
+// own DaemonSet.
 func testUpgrade(t *testing.T, ctx context.Context, l *testLab) {
 	pods := podsByNode(t, ctx, l)
 	ref, err := imageRef(l.bins.WeftImage)
@@ -561,7 +560,16 @@ func testUpgrade(t *testing.T, ctx context.Context, l *testLab) {
 	if err := l.cp.Apply(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	err = l.poll(ctx, "weft's DaemonSet rolled out with "+upgradeTag, func() (bool, string, error) {
+	err = l.waitRollout(ctx, upgradeTag, before)
+	took := time.Since(begin)
+	checkRollout(t, ctx, l, err, took, upgradeTag, pings, upgradeMaxLost, subnets)
+}
+
+// waitRollout waits until weft's DaemonSet (kube-flannel-ds) has rolled out
+// image on every node: every pod Running and ready with image alone, and
+// none of them one of before's.
+func (l *testLab) waitRollout(ctx context.Context, image string, before map[string]podInfo) error {
+	return l.poll(ctx, "the DaemonSet rolled out with "+image, func() (bool, string, error) {
 		out, err := l.cp.Kubectl(ctx, "get", "daemonset", "-n", WeftNamespace, "kube-flannel-ds", "-o", "json")
 		if err != nil {
 			return false, "", err
@@ -583,7 +591,7 @@ func testUpgrade(t *testing.T, ctx context.Context, l *testLab) {
 		}
 		ok := 0
 		for _, p := range ps {
-			if !p.running || !p.ready || !slices.Equal(p.images, []string{upgradeTag}) {
+			if !p.running || !p.ready || !slices.Equal(p.images, []string{image}) {
 				return false, state + "; pod " + p.name + " " + p.phase, nil
 			}
 			if old, ok := before[p.node]; ok && old.name == p.name {
@@ -593,7 +601,17 @@ func testUpgrade(t *testing.T, ctx context.Context, l *testLab) {
 		}
 		return ok == len(l.nodes), state, nil
 	})
-	took := time.Since(begin)
+}
+
+// checkRollout ends a rollout that waitRollout waited for (with err): after
+// 3 s more it stops the pings and fails t if the rollout failed, if a ping
+// lost more than maxLost or got under 300 replies, or if any of subnets'
+// facts changed (subnetState).
+func checkRollout(t *testing.T, ctx context.Context, l *testLab, err error, took time.Duration, image string,
+	pings []*pinger, maxLost int, subnets map[string]string) {
+	t.Helper()
+	// weftd starts, reads its Node and rewrites subnet.env: keep pinging
+	// while it does whatever it does to the data path.
 	time.Sleep(3 * time.Second)
 	var stats []pingStats
 	for _, p := range pings {
@@ -602,14 +620,14 @@ func testUpgrade(t *testing.T, ctx context.Context, l *testLab) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("rollout of %d weft pods to %s done in %v", len(l.nodes), upgradeTag, took.Round(time.Millisecond))
+	t.Logf("rollout of %d pods to %s done in %v", len(l.nodes), image, took.Round(time.Millisecond))
 	for i, p := range pings {
 		t.Logf("ping %s at ~100 Hz: %v", p.name, stats[i])
 		if stats[i].Answered < 300 {
 			t.Errorf("ping %s: only %d replies", p.name, stats[i].Answered)
 		}
-		if stats[i].Lost > upgradeMaxLost {
-			t.Errorf("ping %s lost %d packets during the rollout, want at most %d", p.name, stats[i].Lost, upgradeMaxLost)
+		if stats[i].Lost > maxLost {
+			t.Errorf("ping %s lost %d packets during the rollout, want at most %d", p.name, stats[i].Lost, maxLost)
 		}
 	}
 	after, err := l.subnetState(ctx)
