@@ -57,6 +57,12 @@ func upKubelet(ctx context.Context, env Env, f upFlags, set map[string]bool) err
 	if err != nil {
 		return fmt.Errorf("--kubelet: %w (make build, make image and make node-bins make them)", err)
 	}
+	if f.flannel {
+		progress("building (once) flannel v0.28.9's image and manifest (hack/flannel-image.sh)")
+		if bins.FlannelDir, err = kubelet.FindFlannel(ctx, repo); err != nil {
+			return fmt.Errorf("--flannel: %w", err)
+		}
+	}
 	if f.lockWait > 0 {
 		if k, _ := kubelet.CurrentLock(); k != nil {
 			progress(fmt.Sprintf("waiting up to %v for %s to go down", f.lockWait, k))
@@ -65,7 +71,7 @@ func upKubelet(ctx context.Context, env Env, f upFlags, set map[string]bool) err
 	begin := time.Now()
 	l, err := kubelet.Up(ctx, kubelet.Options{Name: f.name, Nodes: f.nodes, Replicas: f.nodes * pods, Dir: f.dir(), Bins: bins,
 		Logger: env.Logger, LockWait: f.lockWait, Detach: true, EtcdCommand: []string{env.Self, "lab", "etcd"},
-		Progress: progress})
+		Progress: progress, Flannel: f.flannel})
 	if errors.Is(err, kubelet.ErrLabRunning) {
 		return fmt.Errorf("kubelet lab %s: %w (or give --wait)", f.name, err)
 	}
@@ -80,6 +86,11 @@ func upKubelet(ctx context.Context, env Env, f upFlags, set map[string]bool) err
 		return err
 	}
 	printKubectlHint(ctx, env, l)
+	if f.flannel {
+		if cmd, err := l.KubectlCommand(ctx, "apply", "-f", filepath.Join(f.dir(), kubelet.WeftManifest)); err == nil {
+			fmt.Fprintf(env.Stdout, "the lab runs flannel; upgrade it to weft: %s\n", strings.Join(cmd.Args, " "))
+		}
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -27,6 +28,7 @@ type upFlags struct {
 	far, masq   bool
 	// --kubelet: real nodes (kubelet.go).
 	kubelet  bool
+	flannel  bool
 	repo     string
 	lockWait time.Duration
 }
@@ -46,12 +48,17 @@ func up(ctx context.Context, args []string, env Env) error {
 	fs.BoolVar(&f.kubelet, "kubelet", false, "real nodes: containerd and kubelet per node, weft deployed by kubectl apply of "+
 		"deploy/kube-weft.yml from its image, a Deployment of test pods (implies --store kube; --pods is per node, default 1; "+
 		"one such lab at a time; needs the source tree: see --repo)")
+	fs.BoolVar(&f.flannel, "flannel", false, "with --kubelet: deploy flannel v0.28.9 by its own kube-flannel.yml instead of weft "+
+		"(hack/flannel-image.sh builds it once, about 3 minutes), to try the upgrade: kubectl apply -f <lab dir>/kube-weft.yml")
 	fs.StringVar(&f.repo, "repo", "", "with --kubelet: weft's source tree, whose hack/ scripts build (once) and find kubelet, containerd, "+
 		"the node images and the Kubernetes binaries, and whose bin/ holds make build's CNI plugins and make image's "+
 		"weft-image.oci.tar (default: the parent of the weft binary's directory)")
 	fs.DurationVar(&f.lockWait, "wait", 0, "with --kubelet: how long to wait for another kubelet lab to go down (0: fail at once)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if f.flannel && !f.kubelet {
+		return errors.New("--flannel needs --kubelet")
 	}
 	if f.kubelet {
 		set := map[string]bool{}
