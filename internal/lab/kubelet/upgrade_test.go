@@ -22,21 +22,20 @@ import (
 const flannelMaxLost = 0
 
 // TestKubeletUpgradeFromFlannel: a 3-node lab on flannel v0.28.9's own
-// kube-flannel.yml (flanneld, flannel's CNI plugin and its iptables rules,
+// release manifest (flanneld, flannel's CNI plugin and its iptables rules,
 // hack/flannel-image.sh), then deploy/kube-weft.yml applied over it with
 // kubectl, as an operator upgrades: the DaemonSet kube-flannel-ds rolls
 // from flanneld to weftd node by node while test pods on all three nodes
-// ping each other at 100 Hz.
+// ping each other at 100 Hz. Then back: kube-flannel.yml applied over weft.
 //
 // It checks flannel's shape first (its pods and image, flannel.1, its
-// annotations, every pod reaching every other), then that the rollout
-// completes with no ping lost, that no Node's podCIDR or flannel annotation
-// and no node's subnet.env changed, that flannel.1 kept its MAC on every
-// node, that flannel's --ip-masq rules (nat and filter) are neither lost nor
-// doubled, and
-// that weft's CNI plugin works on pods that flannel's plugin made: a test
-// pod deleted (its DEL through weft's plugin frees its address), its
-// replacement (ADD through weft's) reaching every other pod.
+// annotations, its 10 --ip-masq rules, every pod reaching every other).
+// After each rollout: no ping lost, no Node's podCIDR or flannel annotation
+// and no node's subnet.env changed, flannel.1 has the MAC it had on
+// flannel on every node, each of flannel's rules (nat and filter) is there
+// exactly once; and a test pod that the other network's CNI plugin made is
+// deleted (this plugin's DEL frees its address) and its replacement (this
+// plugin's ADD) reaches every other pod.
 func TestKubeletUpgradeFromFlannel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
@@ -60,6 +59,9 @@ func TestKubeletUpgradeFromFlannel(t *testing.T) {
 	weftRef, err := imageRef(l.bins.WeftImage)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if weftRef == flannelRef {
+		t.Fatalf("weft's and flannel's images are both %s", weftRef)
 	}
 
 	// flannel's shape.
@@ -95,8 +97,30 @@ func TestKubeletUpgradeFromFlannel(t *testing.T) {
 	}
 
 	// The upgrade: kube-weft.yml as the lab wrote it (its image set to the
-	// lab's), applied over flannel's objects.
-	m, err := os.ReadFile(filepath.Join(l.o.Dir, WeftManifest))
+	// lab's), applied over flannel's objects; then a pod that flannel's
+	// plugin made is replaced through weft's.
+	l.rollTo(t, ctx, "weft", filepath.Join(l.o.Dir, WeftManifest), weftRef, subnets, macs, masq)
+	l.replacePod(t, ctx, "weft")
+
+	// The way back: flannel's manifest applied again over weft's; then a pod
+	// that weft's plugin made is replaced through flannel's.
+	l.rollTo(t, ctx, "flannel", filepath.Join(l.o.Dir, flannelManifest), flannelRef, subnets, macs, masq)
+	l.replacePod(t, ctx, "flannel")
+	l.down()
+}
+
+// rollTo applies the manifest file under two 100 Hz pings covering the
+// three nodes and waits for the DaemonSet to run image everywhere; then it
+// checks, besides checkRollout's losses and subnets, that flannel.1 has the
+// MACs and the nodes the --ip-masq rules they had on flannel (each once).
+func (l *testLab) rollTo(t *testing.T, ctx context.Context, to, file, image string, subnets, macs map[string]string,
+	masq map[string][]string) {
+	t.Helper()
+	m, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := l.weftPods(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,37 +131,37 @@ func TestKubeletUpgradeFromFlannel(t *testing.T) {
 	if err := l.cp.Apply(ctx, string(m)); err != nil {
 		t.Fatal(err)
 	}
-	err = l.waitRollout(ctx, weftRef, before)
-	checkRollout(t, ctx, l, err, time.Since(begin), weftRef, pings, flannelMaxLost, subnets)
+	err = l.waitRollout(ctx, image, before)
+	checkRollout(t, ctx, l, err, time.Since(begin), image, pings, flannelMaxLost, subnets)
 
 	after := vtepMACs(t, ctx, l)
+	rules := masqRules(t, ctx, l)
 	for _, n := range l.nodes {
 		if after[n.name] != macs[n.name] {
-			t.Errorf("node %s: flannel.1's MAC changed in the upgrade: %s -> %s", n.name, macs[n.name], after[n.name])
+			t.Errorf("node %s on %s: flannel.1's MAC is %s, was %s on flannel", n.name, to, after[n.name], macs[n.name])
 		}
-	}
-	masqAfter := masqRules(t, ctx, l)
-	for _, n := range l.nodes {
 		for _, r := range masq[n.name] {
-			if c := count(masqAfter[n.name], r); c != 1 {
-				t.Errorf("node %s: flannel's rule %q is there %d times after the upgrade, want once", n.name, r, c)
+			if c := count(rules[n.name], r); c != 1 {
+				t.Errorf("node %s on %s: flannel's rule %q is there %d times, want once", n.name, to, r, c)
 			}
 		}
-		for _, r := range masqAfter[n.name] {
-			if c := count(masqAfter[n.name], r); c != 1 {
-				t.Errorf("node %s: rule %q is there %d times after the upgrade", n.name, r, c)
-			}
+		if len(rules[n.name]) != len(masq[n.name]) {
+			t.Errorf("node %s: %d --ip-masq rules on %s, %d on flannel:\n  %s", n.name, len(rules[n.name]), to,
+				len(masq[n.name]), strings.Join(rules[n.name], "\n  "))
 		}
-		if len(masqAfter[n.name]) != len(masq[n.name]) {
-			t.Errorf("node %s: %d --ip-masq rules on weft, %d on flannel:\n  %s", n.name, len(masqAfter[n.name]), len(masq[n.name]),
-				strings.Join(masqAfter[n.name], "\n  "))
-		}
-		t.Logf("node %s on weft: %d --ip-masq rules, each of flannel's once", n.name, len(masqAfter[n.name]))
+		t.Logf("node %s on %s: flannel.1 %s, %d --ip-masq rules, each of flannel's once", n.name, to, after[n.name],
+			len(rules[n.name]))
 	}
+}
 
-	// A pod flannel's plugin made, deleted through weft's plugin, and its
-	// replacement made by weft's.
-	old := pods[0]
+// replacePod deletes the test pod on the first node, made by the other
+// network's CNI plugin, so that its DEL goes through the plugin of
+// network (which must free its host-local address), waits for its
+// replacement (an ADD through that plugin) and pings every pod from every
+// other.
+func (l *testLab) replacePod(t *testing.T, ctx context.Context, network string) {
+	t.Helper()
+	old := podsByNode(t, ctx, l)[0]
 	n := l.nodeByName(old.node)
 	lease := filepath.Join(n.path("var-lib-cni"), "networks", "cbr0", old.ip.String())
 	if _, err := os.Stat(lease); err != nil {
@@ -147,9 +171,9 @@ func TestKubeletUpgradeFromFlannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(lease); !os.IsNotExist(err) {
-		t.Errorf("pod %s deleted through weft's plugin: its address %s is still leased (%v)", old.name, old.ip, err)
+		t.Errorf("pod %s deleted through %s's plugin: its address %s is still leased (%v)", old.name, network, old.ip, err)
 	}
-	err = l.poll(ctx, "a new test pod Running on "+old.node, func() (bool, string, error) {
+	err := l.poll(ctx, "a new test pod Running on "+old.node, func() (bool, string, error) {
 		ps, err := l.TestPods(ctx)
 		if err != nil {
 			return false, "", err
@@ -168,13 +192,13 @@ func TestKubeletUpgradeFromFlannel(t *testing.T) {
 	}
 	results, err := l.PingAll(ctx)
 	if err != nil {
-		t.Errorf("after the upgrade, with a pod made by weft's plugin: %v", err)
+		t.Errorf("on %s, with a pod made by its plugin: %v", network, err)
 	}
 	if len(results) != 6 {
 		t.Errorf("%d pings, want 6", len(results))
 	}
-	t.Logf("after the upgrade: pod %s replaced through weft's plugin, %d pod-to-pod pings answered", old.name, len(results))
-	l.down()
+	t.Logf("on %s: pod %s (%s) replaced through its plugin, %d pod-to-pod pings answered", network, old.name, old.ip,
+		len(results))
 }
 
 // vtepMACs returns flannel.1's MAC address on every node.
