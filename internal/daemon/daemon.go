@@ -106,6 +106,9 @@ type Daemon struct {
 	retry    *time.Timer
 	started  time.Time
 	ext      backend.External
+	// list is the start-up list of a store.StreamLister, started as soon
+	// as the own lease is known (loop.go); nil otherwise.
+	list *streamedList
 	// lost holds the peers whose leases a store reset lost, kept until
 	// they would have expired (lost.go).
 	lost lostPeers
@@ -184,6 +187,12 @@ func (dm *Daemon) start(ctx context.Context) error {
 	warmOwn := dm.own.Key()
 	if err := dm.acquire(ctx); err != nil {
 		return err
+	}
+	// The list's first Nodes take the API server tens of milliseconds to
+	// send: request them now, while the device, the rules and the kernel
+	// dump are done.
+	if sl, ok := dm.d.Store.(store.StreamLister); ok {
+		dm.list = dm.startList(ctx, sl)
 	}
 	if err := dm.be.Ensure(ctx, dm.own); err != nil {
 		return fmt.Errorf("set up the %s device: %w", dm.nc.Backend.Type, err)

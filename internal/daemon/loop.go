@@ -26,16 +26,18 @@ const retryAfterFailure = time.Second
 // are programmed part by part while the list is still being read.
 func (dm *Daemon) initialSync(ctx context.Context) (store.Snapshot, error) {
 	t0 := time.Now()
-	// Adopt the kernel's objects before the list, Prune after it: nothing
-	// a previous run left is deleted before every lease is known.
+	// Adopt the kernel's objects before writing the list's peers (the list
+	// itself may be under way: startList), Prune after it: nothing a
+	// previous run left is deleted before every lease is known.
 	if err := dm.rec.Adopt(); err != nil {
 		return store.Snapshot{}, fmt.Errorf("read the kernel's objects: %w", err)
 	}
 	var snap store.Snapshot
 	var st reconcile.Stats
 	var err error
-	if sl, ok := dm.d.Store.(store.StreamLister); ok {
-		snap, st, err = dm.streamList(ctx, sl)
+	if dm.list != nil {
+		snap, st, err = dm.streamList(ctx, dm.list)
+		dm.list = nil
 	} else {
 		snap, err = dm.d.Store.ListLeases(ctx)
 	}
@@ -64,27 +66,42 @@ func (dm *Daemon) initialSync(ctx context.Context) (store.Snapshot, error) {
 	return snap, nil
 }
 
-// streamList lists the leases through sl and writes each part's peers while
-// the store reads the next.
-func (dm *Daemon) streamList(ctx context.Context, sl store.StreamLister) (store.Snapshot, reconcile.Stats, error) {
-	var st reconcile.Stats
-	parts := make(chan []lease.Lease, 4)
-	type result struct {
-		snap store.Snapshot
-		err  error
-	}
-	done := make(chan result, 1)
+// streamedList is a start-up list in progress: its parts as they are read,
+// then its result.
+type streamedList struct {
+	parts chan []lease.Lease
+	done  chan listResult
+}
+
+type listResult struct {
+	snap store.Snapshot
+	err  error
+}
+
+// startList starts listing the leases through sl; streamList consumes the
+// parts. A list nobody consumes ends with ctx.
+func (dm *Daemon) startList(ctx context.Context, sl store.StreamLister) *streamedList {
+	l := &streamedList{parts: make(chan []lease.Lease, 4), done: make(chan listResult, 1)}
+	dm.wg.Add(1)
 	go func() {
-		defer close(parts)
+		defer dm.wg.Done()
+		defer close(l.parts)
 		snap, err := sl.ListLeasesStream(ctx, func(part []lease.Lease) {
 			select {
-			case parts <- part:
+			case l.parts <- part:
 			case <-ctx.Done():
 			}
 		})
-		done <- result{snap, err}
+		l.done <- listResult{snap, err}
 	}()
-	for part := range parts {
+	return l
+}
+
+// streamList writes the peers of each part of list while the store reads
+// the next, and returns the list's result.
+func (dm *Daemon) streamList(ctx context.Context, list *streamedList) (store.Snapshot, reconcile.Stats, error) {
+	var st reconcile.Stats
+	for part := range list.parts {
 		for _, l := range part {
 			dm.putPeer(l)
 		}
@@ -95,7 +112,7 @@ func (dm *Daemon) streamList(ctx context.Context, sl store.StreamLister) (store.
 			dm.log.Warn("kernel writes failed; retrying after the list", "err", err)
 		}
 	}
-	r := <-done
+	r := <-list.done
 	return r.snap, st, r.err
 }
 

@@ -126,3 +126,34 @@ func TestDeleteRouteOfAnotherProtocol(t *testing.T) {
 		t.Errorf("the proto boot route survived its delete: %+v", routes)
 	}
 }
+
+// Only a batch's last request asks for an ACK; the others report only
+// failures. Each failure must land on its own write, wherever it is in a
+// sendmsg (first, middle, the last one that carries the ACK) and in which
+// sendmsg, and a batch where every write fails must report them all.
+func TestWriteBatchErrors(t *testing.T) {
+	h, link := testNS(t)
+	const n = batchSize + 100 // routes: two sendmsgs
+	ws := peerWrites(n, link, true)[2*n:]
+	bad := map[int]bool{0: true, 7: true, batchSize - 1: true, batchSize: true, n - 1: true}
+	for i := range bad {
+		ws[i].Route.LinkIndex = 9999
+	}
+	for i, err := range h.WriteBatch(ws) {
+		if bad[i] != (err != nil) {
+			t.Errorf("write %d (%s): %v", i, ws[i], err)
+		}
+	}
+	routes, err := h.ListRoutes([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	if err != nil || len(routes) != n-len(bad) {
+		t.Fatalf("%d routes after the batch, want %d (%v)", len(routes), n-len(bad), err)
+	}
+	for i := range ws {
+		ws[i].Route.LinkIndex = 9999
+	}
+	for i, err := range h.WriteBatch(ws) {
+		if err == nil {
+			t.Fatalf("write %d (%s) to a missing device succeeded", i, ws[i])
+		}
+	}
+}

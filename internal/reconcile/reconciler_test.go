@@ -483,3 +483,39 @@ func TestDiff(t *testing.T) {
 		t.Errorf("with no peer wanted, Diff = %v, want the 9 objects in scope deleted", ws)
 	}
 }
+
+// Prune marks only the keys whose applied object differs from the desired
+// one: after a start-up's batches have written every peer it writes
+// nothing, and it still rewrites an object whose applied copy differs
+// even when no pass marked it (its safety net).
+func TestPruneMarksOnlyDifferences(t *testing.T) {
+	ctx := context.Background()
+	k := newFake()
+	r := newRec(k)
+	if err := r.Adopt(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i < 6; i++ {
+		r.SetPeer(fmt.Sprint(i), peer(i, vx))
+	}
+	if _, err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writes := k.writes
+	if st, err := r.Prune(ctx); err != nil || st.Added+st.Deleted != 0 || k.writes != writes {
+		t.Fatalf("Prune after every peer was written: %+v, %d writes, %v", st, k.writes-writes, err)
+	}
+	rt := peer(3, vx).Routes[0]
+	r.mu.Lock()
+	stale := rt
+	stale.Gw = netip.MustParseAddr("10.244.33.0")
+	r.applied.Routes[rt.Dst.Masked()] = stale // as if a write had gone unrecorded
+	r.mu.Unlock()
+	st, err := r.Prune(ctx)
+	if err != nil || st.Ops[kernel.OpReplaceRoute] != 1 || st.Added != 1 || st.Deleted != 0 {
+		t.Fatalf("Prune with one route out of place: %+v, %v", st, err)
+	}
+	if got, want := dump(k.st), dump(union(peer(2, vx), peer(3, vx), peer(4, vx), peer(5, vx))); got != want {
+		t.Fatalf("kernel after Prune =\n%s\nwant\n%s", got, want)
+	}
+}

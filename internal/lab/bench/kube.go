@@ -136,6 +136,9 @@ type kubeWeftd struct {
 	done chan struct{}
 	err  error
 	log  string
+	// execAt is when it was started: a join is timed from here, after
+	// the clean-up before it.
+	execAt time.Time
 }
 
 // subnetFile is the kube-mode weftd's subnet.env (its peer snapshot beside).
@@ -167,6 +170,7 @@ func (b *bench) startKubeWeftd(ctx context.Context, k *kubeEnv) error {
 	w.cmd.Env = append(os.Environ(), "NODE_NAME="+kubeOwnNode)
 	w.cmd.Stdout, w.cmd.Stderr = logf, logf
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	w.execAt = time.Now()
 	if err := lab.StartIn(b.c.NodeNS(joinNode), w.cmd); err != nil {
 		logf.Close()
 		return fmt.Errorf("start kube-mode weftd on n%d: %w", joinNode, err)

@@ -201,10 +201,10 @@ func (b *bench) kubeJoin(ctx context.Context, k *kubeEnv, want int) (kubeRun, er
 		return kubeRun{}, err
 	}
 	defer closeNL()
-	start := time.Now()
-	if err := b.startKubeWeftd(ctx, k); err != nil {
+	if err := b.startKubeWeftd(ctx, k); err != nil { // cleans the kernel state first: not timed
 		return kubeRun{}, err
 	}
+	start := k.weftd.execAt
 	if err := b.waitKubeReady(ctx, k.weftd); err != nil {
 		return kubeRun{}, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -165,8 +166,8 @@ func TestListPages(t *testing.T) {
 	}
 }
 
-// ListLeasesStream hands the leases over in parts of at most partSize as
-// they are read; together the parts are the snapshot.
+// ListLeasesStream hands the leases over as they are read, in parts of
+// firstPart doubling up to partSize; together the parts are the snapshot.
 func TestListLeasesStream(t *testing.T) {
 	const n = 2*partSize + 40
 	var nodes []runtime.Object
@@ -185,8 +186,13 @@ func TestListLeasesStream(t *testing.T) {
 	if err != nil || len(snap.Leases) != n {
 		t.Fatalf("list: %d leases, %v", len(snap.Leases), err)
 	}
-	if fmt.Sprint(sizes) != fmt.Sprint([]int{partSize, partSize, 40}) {
-		t.Errorf("parts of %v leases, want %d, %d, 40", sizes, partSize, partSize)
+	var want []int
+	for left, next := n, firstPart; left > 0; next = min(2*next, partSize) {
+		want = append(want, min(next, left))
+		left -= want[len(want)-1]
+	}
+	if want[0] != firstPart || slices.Max(want) != partSize || fmt.Sprint(sizes) != fmt.Sprint(want) {
+		t.Errorf("parts of %v leases, want %v", sizes, want)
 	}
 	if strings.Join(streamed, " ") != strings.Join(keysOf(snap.Leases), " ") {
 		t.Errorf("the parts are not the snapshot")
