@@ -9,12 +9,15 @@ declare -A pkgs=(
   [ip]=iproute2 [ping]=iputils-ping [iptables]=iptables [nft]=nftables
   [etcd]=etcd-server [pkill]=procps [make]=make [iperf3]=iperf3
   [buildah]=buildah [runc]=runc [busybox]=busybox-static [wg]=wireguard-tools [tcpdump]=tcpdump
+  [gcc]=gcc
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkgs[$cmd]}")
 done
 [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+# flanneld (hack/flannel-image.sh, the upgrade test) is built with cgo and linked statically.
+[ -e "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || missing+=(libc6-dev)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
