@@ -4,7 +4,6 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -177,9 +176,6 @@ func hasFamily(ps []netip.Prefix, a netip.Addr) bool {
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
-
-// errIsExist reports whether err says a kernel object already exists.
-func errIsExist(err error) bool { return errors.Is(err, unix.EEXIST) }
 
 // linkWaitLimit bounds how long waitReady waits for one link.
 const linkWaitLimit = 5 * time.Second

@@ -193,14 +193,6 @@ func (l *Lab) Node(i int) (Host, error) {
 	return l.topo.Nodes[i-1], nil
 }
 
-// Router returns the router, if the lab has one.
-func (l *Lab) Router() (Host, bool) {
-	if l.topo.Router == nil {
-		return Host{}, false
-	}
-	return *l.topo.Router, true
-}
-
 // Outside returns the outside host, if the lab has one.
 func (l *Lab) Outside() (Host, bool) {
 	if l.topo.Outside == nil {

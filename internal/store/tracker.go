@@ -97,9 +97,6 @@ func (t *Tracker) Reset(leases []lease.Lease) []lease.Event {
 	return append(adds, removes...)
 }
 
-// Len returns the number of known leases.
-func (t *Tracker) Len() int { return len(t.known) }
-
 // BadKeys logs entries other writers left in the store that are not valid
 // leases, once per key and reason: a re-list or a repeated watch event does
 // not log again, a key that becomes valid and then bad again does. It is

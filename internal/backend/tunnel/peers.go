@@ -101,12 +101,6 @@ func (t *table) setOwn(own, network netip.Prefix) {
 	}
 }
 
-func (t *table) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.peers)
-}
-
 func (t *table) publishLocked() {
 	s := &snapshot{own: t.own, icmpSrc: t.icmpSrc, byDst: make(map[netip.Prefix]*peer, len(t.peers)), bySrc: make(map[netip.AddrPort]*peer, len(t.peers))}
 	for _, p := range t.peers {

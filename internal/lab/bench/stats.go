@@ -88,12 +88,3 @@ func ms(ds []time.Duration) []float64 {
 	}
 	return out
 }
-
-// secs converts durations to seconds.
-func secs(ds []time.Duration) []float64 {
-	out := make([]float64, len(ds))
-	for i, d := range ds {
-		out[i] = d.Seconds()
-	}
-	return out
-}
