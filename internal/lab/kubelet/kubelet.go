@@ -1,12 +1,14 @@
 //go:build linux
 
-// Package kubelet turns a weft lab into a real Kubernetes cluster (issue 17,
-// a spike): per node namespace a real containerd and a real kubelet that
+// Package kubelet turns a weft lab into a real Kubernetes cluster (issue
+// 17): per node namespace a real containerd and a real kubelet that
 // registers its Node, kube-scheduler beside the lab's kube-apiserver and
 // kube-controller-manager, weft deployed by `kubectl apply` of
 // deploy/kube-weft.yml (its image reference set to the image hack/image.sh
-// built and imagePullPolicy Never, nothing else changed), and a Deployment
-// of busybox pods spread across the nodes that ping each other.
+// built and imagePullPolicy Never, nothing else changed) or, with
+// Options.Flannel, flannel v0.28.9 by its own release manifest (the start of
+// an upgrade to weft), and a Deployment of busybox pods spread across the
+// nodes that ping each other.
 //
 // # Design notes
 //
