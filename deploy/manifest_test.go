@@ -117,23 +117,6 @@ type container struct {
 	Resources       *resources       `json:"resources,omitempty"`
 	SecurityContext *securityContext `json:"securityContext,omitempty"`
 	VolumeMounts    []volumeMount    `json:"volumeMounts"`
-	Ports           []struct {
-		Name          string `json:"name"`
-		ContainerPort int    `json:"containerPort"`
-		Protocol      string `json:"protocol"`
-	} `json:"ports,omitempty"`
-	LivenessProbe  *probe `json:"livenessProbe,omitempty"`
-	ReadinessProbe *probe `json:"readinessProbe,omitempty"`
-}
-
-// probe is an HTTP probe.
-type probe struct {
-	HTTPGet struct {
-		Path string `json:"path"`
-		Port string `json:"port"`
-	} `json:"httpGet"`
-	InitialDelaySeconds int `json:"initialDelaySeconds"`
-	PeriodSeconds       int `json:"periodSeconds"`
 }
 
 // argv is the container's command line.
@@ -376,7 +359,7 @@ func TestDaemonSetRunsWeftd(t *testing.T) {
 		t.Fatalf("%d containers, want 1 (kube-flannel)", len(p.Containers))
 	}
 	c := p.container(t, "kube-flannel")
-	if want := []string{"/usr/local/bin/weftd", "--ip-masq", "--kube-subnet-mgr", "--healthz-port=8081"}; !slices.Equal(c.argv(), want) {
+	if want := []string{"/usr/local/bin/weftd", "--ip-masq", "--kube-subnet-mgr"}; !slices.Equal(c.argv(), want) {
 		t.Errorf("command line %q, want %q", c.argv(), want)
 	}
 
@@ -412,27 +395,8 @@ func TestDaemonSetRunsWeftd(t *testing.T) {
 		t.Errorf("parsed ip-masq %v, kube-subnet-mgr %v, node %q; want true, true, the downward API's", opts.IPMasq,
 			opts.KubeSubnetMgr, opts.NodeName)
 	}
-	// kube-flannel.yml v0.28.9's health: port 8081 named healthz, liveness on
-	// /healthz every 30 s after 10 s, readiness on /readyz every 10 s after 5.
-	if opts.HealthzPort != 8081 {
-		t.Errorf("healthz port %d, want kube-flannel.yml's 8081", opts.HealthzPort)
-	}
-	if len(c.Ports) != 1 || c.Ports[0].Name != "healthz" || c.Ports[0].ContainerPort != 8081 || c.Ports[0].Protocol != "TCP" {
-		t.Errorf("ports %+v, want healthz 8081/TCP", c.Ports)
-	}
-	for _, pr := range []struct {
-		name          string
-		got           *probe
-		path          string
-		delay, period int
-	}{
-		{"liveness", c.LivenessProbe, "/healthz", 10, 30},
-		{"readiness", c.ReadinessProbe, "/readyz", 5, 10},
-	} {
-		if pr.got == nil || pr.got.HTTPGet.Path != pr.path || pr.got.HTTPGet.Port != "healthz" ||
-			pr.got.InitialDelaySeconds != pr.delay || pr.got.PeriodSeconds != pr.period {
-			t.Errorf("%s probe %+v, want GET %s on healthz after %d s every %d s", pr.name, pr.got, pr.path, pr.delay, pr.period)
-		}
+	if opts.HealthzPort != 0 {
+		t.Errorf("healthz port %d: the header says healthz is off unless --healthz-port is given", opts.HealthzPort)
 	}
 	// The files weftd reads and writes by default are on the manifest's volumes.
 	if got := p.hostPathOf(c, opts.NetConfigPath); got != "configMap:kube-flannel-cfg/net-conf.json" {
@@ -474,7 +438,7 @@ func TestInitContainersInstallPluginAndConflist(t *testing.T) {
 	}{
 		{"install-cni-plugin", []string{"cp", "-f", "/flannel", "/opt/cni/bin/flannel"},
 			"", "/opt/cni/bin/flannel"},
-		{"install-cni", []string{"/opt/bin/install-conf", "/etc/kube-flannel/cni-conf.json", "/etc/cni/net.d/10-flannel.conflist"},
+		{"install-cni", []string{"cp", "-f", "/etc/kube-flannel/cni-conf.json", "/etc/cni/net.d/10-flannel.conflist"},
 			"configMap:kube-flannel-cfg/cni-conf.json", "/etc/cni/net.d/10-flannel.conflist"},
 	} {
 		c := p.container(t, tc.name)
@@ -483,12 +447,11 @@ func TestInitContainersInstallPluginAndConflist(t *testing.T) {
 			t.Errorf("%s: command line %q, want %q", tc.name, argv, tc.argv)
 			continue
 		}
-		src, dst := argv[len(argv)-2], argv[len(argv)-1]
-		if got := p.hostPathOf(c, src); got != tc.src {
-			t.Errorf("%s: source %s is %q outside the image, want %q", tc.name, src, got, tc.src)
+		if got := p.hostPathOf(c, argv[2]); got != tc.src {
+			t.Errorf("%s: source %s is %q outside the image, want %q", tc.name, argv[2], got, tc.src)
 		}
-		if got := p.hostPathOf(c, dst); got != tc.dst {
-			t.Errorf("%s: destination %s is %q on the host, want %q", tc.name, dst, got, tc.dst)
+		if got := p.hostPathOf(c, argv[3]); got != tc.dst {
+			t.Errorf("%s: destination %s is %q on the host, want %q", tc.name, argv[3], got, tc.dst)
 		}
 	}
 }
