@@ -193,18 +193,8 @@ func tryLock(name, dir string) (holder, stale *LabLock, err error) {
 // the host's sysctls and mount points back, which another lab waiting for
 // the lock must not see half done.
 func claim(name, dir string) error {
-	if _, err := os.Stat(LockFile); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return withLockDir(func() error {
-		k, err := readLock()
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if k.Name != name || k.Dir != dir || k.PID == os.Getpid() {
+	return withOwnLock(name, dir, func(k *LabLock) error {
+		if k.PID == os.Getpid() {
 			return nil
 		}
 		start, ok := pidStart(os.Getpid())
@@ -220,6 +210,20 @@ func claim(name, dir string) error {
 // unlock releases the lock when it names lab name in dir, and removes
 // LockDir when nothing else is in it.
 func unlock(name, dir string) error {
+	return withOwnLock(name, dir, func(*LabLock) error {
+		if err := os.Remove(LockFile); err != nil {
+			return err
+		}
+		if err := unix.Rmdir(LockDir); err != nil && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("remove %s: %w", LockDir, err)
+		}
+		return nil
+	})
+}
+
+// withOwnLock calls f under LockDir's flock with the lock, when there is one
+// and it names lab name in dir; another lab's lock, or none, is left alone.
+func withOwnLock(name, dir string, f func(*LabLock) error) error {
 	if _, err := os.Stat(LockFile); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -234,13 +238,7 @@ func unlock(name, dir string) error {
 		if k.Name != name || k.Dir != dir {
 			return nil // another lab's
 		}
-		if err := os.Remove(LockFile); err != nil {
-			return err
-		}
-		if err := unix.Rmdir(LockDir); err != nil && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("remove %s: %w", LockDir, err)
-		}
-		return nil
+		return f(k)
 	})
 }
 

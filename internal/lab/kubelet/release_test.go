@@ -135,7 +135,7 @@ func TestManifestMatchesFlannelRelease(t *testing.T) {
 	for i, c := range p.InitContainers {
 		f := fp.InitContainers[i]
 		same("init container name", c.Name, f.Name)
-		same(c.Name+" command", append(c.Command, c.Args...), append(f.Command, f.Args...))
+		same(c.Name+" command", slices.Concat(c.Command, c.Args), slices.Concat(f.Command, f.Args))
 		same(c.Name+" volumeMounts", c.VolumeMounts, f.VolumeMounts)
 	}
 	c, f := p.Containers[0], fp.Containers[0]
