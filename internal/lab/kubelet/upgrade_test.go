@@ -135,7 +135,20 @@ func (l *testLab) rollTo(t *testing.T, ctx context.Context, to, file, image stri
 	checkRollout(t, ctx, l, err, time.Since(begin), image, pings, flannelMaxLost, subnets)
 
 	after := vtepMACs(t, ctx, l)
-	rules := masqRules(t, ctx, l)
+	// A daemon that has just started may still be putting its rules in
+	// place (flanneld checks them every 5 s, --iptables-resync, and was once
+	// seen 3 s after its rollout with its forward rules not yet back): the
+	// rules are compared once they match, or after rulesSettle.
+	var rules map[string][]string
+	settled := time.Now()
+	for deadline := time.Now().Add(rulesSettle); ; time.Sleep(200 * time.Millisecond) {
+		rules = masqRules(t, ctx, l)
+		if sameRules(masq, rules) || time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Logf("on %s: the --ip-masq rules compared %v after the 3 s that followed the rollout", to,
+		time.Since(settled).Round(time.Millisecond))
 	for _, n := range l.nodes {
 		if after[n.name] != macs[n.name] {
 			t.Errorf("node %s on %s: flannel.1's MAC is %s, was %s on flannel", n.name, to, after[n.name], macs[n.name])
@@ -152,6 +165,26 @@ func (l *testLab) rollTo(t *testing.T, ctx context.Context, to, file, image stri
 		t.Logf("node %s on %s: flannel.1 %s, %d --ip-masq rules, each of flannel's once", n.name, to, after[n.name],
 			len(rules[n.name]))
 	}
+}
+
+// rulesSettle bounds the wait for a daemon's --ip-masq rules after its
+// rollout: three of flanneld's 5 s rule checks.
+const rulesSettle = 15 * time.Second
+
+// sameRules reports whether every node has exactly the rules of want, each
+// once.
+func sameRules(want, got map[string][]string) bool {
+	for n, rs := range want {
+		if len(got[n]) != len(rs) {
+			return false
+		}
+		for _, r := range rs {
+			if count(got[n], r) != 1 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // replacePod deletes the test pod on the first node, made by the other
