@@ -157,3 +157,25 @@ func (v addrValue) Set(s string) error {
 	*v.p = a
 	return nil
 }
+
+// choiceValue is one of a fixed list of words.
+type choiceValue struct {
+	p       *string
+	choices []string
+}
+
+func (v choiceValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+func (v choiceValue) Set(s string) error {
+	for _, c := range v.choices {
+		if s == c {
+			*v.p = s
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", clip(s), strings.Join(v.choices, ", "))
+}

@@ -41,6 +41,7 @@ type Options struct {
 	IPTablesResync           time.Duration // --iptables-resync (seconds)
 	IPTablesForwardRules     bool          // --iptables-forward-rules
 	IPBlackholeRoute         bool          // --ip-blackhole-route
+	IPTablesMode             string        // --iptables-mode: auto, legacy or nft (weft's own flag)
 
 	HealthzIP   netip.Addr // --healthz-ip
 	HealthzPort int        // --healthz-port (0: off)
@@ -68,6 +69,7 @@ func Defaults() Options {
 		SubnetLeaseRenewMargin:    60 * time.Minute,
 		IPTablesResync:            5 * time.Second,
 		IPTablesForwardRules:      true,
+		IPTablesMode:              "auto",
 		HealthzIP:                 netip.IPv4Unspecified(),
 		SetNodeNetworkUnavailable: true,
 		WireGuardKeyFile:          "/run/flannel/wgkey",
@@ -108,6 +110,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Var(durationValue{&o.IPTablesResync, time.Second, 1, 86400}, "iptables-resync", "check and restore the masquerade and forward rules every this many seconds")
 	fs.Var(boolValue{&o.IPTablesForwardRules}, "iptables-forward-rules", "add FORWARD ACCEPT rules for the cluster network")
 	fs.Var(boolValue{&o.IPBlackholeRoute}, "ip-blackhole-route", "add a blackhole route for the node's own subnet")
+	fs.Var(choiceValue{&o.IPTablesMode, []string{"auto", "legacy", "nft"}}, "iptables-mode",
+		"iptables variant of the masquerade and forward rules: auto (the node's, detected as flannel's iptables-wrapper does), legacy or nft; unused with net-conf.json's EnableNFTables")
 
 	fs.Var(addrValue{&o.HealthzIP, 0}, "healthz-ip", "address the /healthz and /readyz server listens on")
 	fs.Var(intValue{&o.HealthzPort, 0, 65535}, "healthz-port", "port of the /healthz and /readyz server (0: off)")
@@ -138,6 +142,7 @@ func (o *Options) LogValue() slog.Value {
 		slog.String("subnet-file", o.SubnetFile),
 		slog.Duration("subnet-lease-renew-margin", o.SubnetLeaseRenewMargin),
 		slog.Bool("ip-masq", o.IPMasq),
+		slog.String("iptables-mode", o.IPTablesMode),
 		slog.Int("healthz-port", o.HealthzPort),
 	)
 }

@@ -37,6 +37,7 @@ func TestOptionDefaults(t *testing.T) {
 		"subnet-lease-renew-margin":    o.SubnetLeaseRenewMargin == time.Hour,
 		"iptables-resync":              o.IPTablesResync == 5*time.Second,
 		"iptables-forward-rules":       o.IPTablesForwardRules,
+		"iptables-mode":                o.IPTablesMode == "auto",
 		"healthz-ip":                   o.HealthzIP == netip.MustParseAddr("0.0.0.0"),
 		"healthz-port":                 o.HealthzPort == 0,
 		"set-node-network-unavailable": o.SetNodeNetworkUnavailable,
@@ -103,6 +104,9 @@ func TestOptionErrors(t *testing.T) {
 		{[]string{"--healthz-port=65536"}, nil, "--healthz-port: 65536 is outside 0..65535"},
 		{[]string{"--iptables-resync=0"}, nil, "--iptables-resync: 0 is outside 1..86400"},
 		{[]string{"--ip-masq=maybe"}, nil, `--ip-masq: "maybe" is not true or false`},
+		{[]string{"--iptables-mode=nftables"}, nil, `--iptables-mode: "nftables" is not one of auto, legacy, nft`},
+		{[]string{"--iptables-mode", "Legacy"}, nil, `--iptables-mode: "Legacy" is not one of auto, legacy, nft`},
+		{nil, []string{"FLANNELD_IPTABLES_MODE", "iptables-legacy"}, `FLANNELD_IPTABLES_MODE (--iptables-mode): "iptables-legacy" is not one of auto, legacy, nft`},
 		{[]string{"--public-ip=fd00::1"}, nil, "--public-ip: fd00::1 is not an IPv4 address"},
 		{[]string{"--public-ipv6=10.0.0.1"}, nil, "--public-ipv6: 10.0.0.1 is not an IPv6 address"},
 		{[]string{"--healthz-ip=localhost"}, nil, `--healthz-ip: "localhost" is not an IP address`},
@@ -131,6 +135,36 @@ func TestOptionErrors(t *testing.T) {
 		if strings.Contains(err.Error(), "\n") {
 			t.Errorf("error %q is more than one line", err)
 		}
+	}
+}
+
+func TestIPTablesMode(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{nil, nil, "auto"},
+		{[]string{"--iptables-mode=legacy"}, nil, "legacy"},
+		{[]string{"--iptables-mode", "nft"}, nil, "nft"},
+		{nil, []string{"FLANNELD_IPTABLES_MODE", "legacy"}, "legacy"},
+		{[]string{"--iptables-mode=auto"}, []string{"FLANNELD_IPTABLES_MODE", "legacy"}, "auto"}, // command line wins
+	} {
+		o, err := ParseOptions(tc.args, env(tc.env...))
+		if err != nil || o.IPTablesMode != tc.want {
+			t.Errorf("ParseOptions(%q, %q): IPTablesMode %q, %v; want %q", tc.args, tc.env, o.IPTablesMode, err, tc.want)
+		}
+	}
+	var buf bytes.Buffer
+	o, _ := ParseOptions([]string{"--iptables-mode=nft"}, env())
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("options", "options", &o)
+	if !strings.Contains(buf.String(), "options.iptables-mode=nft") {
+		t.Errorf("the options' log line does not name the iptables mode: %s", buf.String())
+	}
+	buf.Reset()
+	Usage(&buf)
+	if !strings.Contains(buf.String(), "legacy or nft") || !strings.Contains(buf.String(), "(default auto) [FLANNELD_IPTABLES_MODE]") {
+		t.Errorf("--help does not describe --iptables-mode:\n%s", buf.String())
 	}
 }
 
@@ -175,7 +209,7 @@ func TestUsageListsEveryFlag(t *testing.T) {
 	for _, f := range []string{"etcd-endpoints", "etcd-prefix", "etcd-keyfile", "etcd-certfile", "etcd-cafile", "etcd-username",
 		"etcd-password", "kube-subnet-mgr", "kube-api-url", "kubeconfig-file", "kube-annotation-prefix", "net-config-path", "iface",
 		"iface-regex", "iface-can-reach", "public-ip", "public-ipv6", "subnet-file", "subnet-lease-renew-margin", "ip-masq",
-		"ip-masq-fully-random-disable", "iptables-resync", "iptables-forward-rules", "ip-blackhole-route", "healthz-ip",
+		"ip-masq-fully-random-disable", "iptables-resync", "iptables-forward-rules", "iptables-mode", "ip-blackhole-route", "healthz-ip",
 		"healthz-port", "set-node-network-unavailable", "version"} {
 		if !strings.Contains(buf.String(), "--"+f+"\n") || !strings.Contains(buf.String(), "["+EnvName(f)+"]") {
 			t.Errorf("--help does not list --%s with %s", f, EnvName(f))
