@@ -13,7 +13,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)/cni
-	$(GO) build -o $(BIN)/ ./cmd/weftd ./cmd/weft
+	$(GO) build -o $(BIN)/ ./cmd/weftd ./cmd/weft ./cmd/weft-lab
 	$(GO) build -o $(BIN)/cni/flannel ./cmd/weft-cni
 	cp -f $(BIN)/cni/flannel $(BIN)/cni/weft
 	$(GO) build -o $(BIN)/cni/ $(CNI_TOOLS)

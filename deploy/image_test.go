@@ -172,6 +172,7 @@ func testVersions(t *testing.T, im *image) {
 	}{
 		{append(weftd, "--version"), "weftd " + version.Release + " "}, // the manifest's own command line
 		{[]string{"/opt/bin/flanneld", "--version"}, "weftd " + version.Release + " "},
+		{[]string{"weft", "version"}, "weft " + version.Release + " "}, // the operator's CLI: kubectl exec ds/... -- weft status
 		{[]string{"iptables", "--version"}, "(nf_tables)"},
 		{[]string{"ip6tables", "--version"}, "(nf_tables)"},
 		{[]string{"iptables-legacy", "-V"}, "(legacy)"},

@@ -45,10 +45,10 @@ ctx=$work/ctx
 rootfs=$ctx/rootfs
 
 # --- 1. static Go binaries -------------------------------------------------
-step "building weftd, the CNI plugin and bridge, host-local, portmap, loopback (static)"
+step "building weftd, the weft CLI, the CNI plugin and bridge, host-local, portmap, loopback (static)"
 stage=$work/bin
 (cd "$repo" && CGO_ENABLED=0 "$go" build -trimpath -ldflags '-s -w' -o "$stage/" \
-  ./cmd/weftd ./cmd/weft-cni "${cni_tools[@]}")
+  ./cmd/weftd ./cmd/weft ./cmd/weft-cni "${cni_tools[@]}")
 version=$("$stage/weftd" --version | awk '{print $2}')
 [[ -n $version ]] || die "cannot read weftd's version"
 tag=${WEFT_IMAGE_TAG:-ghcr.io/weft-net/weft:${version//+/-}}
@@ -66,9 +66,10 @@ rootfs_busybox sh cp mv rm ln mkdir cat ls chmod echo sleep
 # `/opt/bin/install-conf SRC DST`.
 rootfs_install_conf
 
-# weft: the daemon (also under flannel's name), the plugin at flannel's
-# /flannel, and the plugins in /opt/weft/cni.
+# weft: the daemon (also under flannel's name), the operator's CLI (weft
+# status), the plugin at flannel's /flannel, and the plugins in /opt/weft/cni.
 install -m 0755 "$stage/weftd" "$rootfs/usr/local/bin/weftd"
+install -m 0755 "$stage/weft" "$rootfs/usr/local/bin/weft"
 ln -s /usr/local/bin/weftd "$rootfs/opt/bin/flanneld"
 install -m 0755 "$stage/weft-cni" "$rootfs/flannel"
 for p in bridge host-local portmap loopback; do install -m 0755 "$stage/$p" "$rootfs/opt/weft/cni/$p"; done
@@ -78,7 +79,7 @@ ln -s /flannel "$rootfs/opt/weft/cni/weft"
 # Every program starts in the image's root alone, and every library and
 # xtables module resolves there (dlopen happens only when a rule uses one).
 step "checking the root filesystem in a chroot"
-rootfs_check "/usr/local/bin/weftd --version" "/opt/bin/flanneld --version" "/usr/sbin/iptables -V" \
+rootfs_check "/usr/local/bin/weftd --version" "/opt/bin/flanneld --version" "/usr/local/bin/weft version" "/usr/sbin/iptables -V" \
   "/usr/sbin/iptables-legacy -V" "/usr/sbin/ip6tables -V" "/usr/sbin/ip6tables-legacy -V" \
   "/usr/sbin/nft --version" "/usr/bin/cp --help"
 

@@ -1,7 +1,8 @@
 //go:build linux
 
-// Command weft is the operator's tool: the node's status (weft status), the
-// local lab (weft lab ...) and the version.
+// Command weft is the operator's tool: the node's status (weft status) and
+// the version. It ships in weft's image beside weftd. `weft lab ...` runs the
+// separate weft-lab binary (cmd/weft-lab), so this one links no lab code.
 package main
 
 import (
@@ -9,19 +10,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
-	"github.com/weft-net/weft/internal/lab/cli"
 	"github.com/weft-net/weft/internal/version"
 )
 
 const usage = `usage: weft <command>
 
 commands:
-  lab        a whole weft cluster in network namespaces: weft lab up|status|exec|down|list
+  lab        a whole weft cluster in network namespaces: weft lab up|status|exec|down|list|bench
+             (runs the weft-lab binary, found beside weft or in PATH)
   status     is this node's network right? the kernel against the store (weft status --help)
   version    print weft's version
   help       print this help
@@ -56,12 +58,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "status":
 		return status(ctx, args[1:], lookupEnv, stdout)
 	case "lab":
-		self, err := os.Executable()
+		lab, err := findLab(os.Executable, exec.LookPath)
 		if err != nil {
-			return fmt.Errorf("find the weft binary: %w", err)
+			return err
 		}
-		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		return cli.Run(ctx, args[1:], cli.Env{Stdout: stdout, Stderr: stderr, Logger: log, Self: self})
+		// weft-lab takes this process over: its output, signals and
+		// exit status are the command's own.
+		return syscall.Exec(lab, append([]string{lab}, args[1:]...), os.Environ())
 	}
 	return fmt.Errorf("unknown command %q (see weft help)", args[0])
+}
+
+// findLab finds the weft-lab binary: beside this one (make build puts both
+// in ./bin), else in PATH.
+func findLab(self func() (string, error), lookPath func(string) (string, error)) (string, error) {
+	var beside string
+	if s, err := self(); err == nil {
+		beside = filepath.Join(filepath.Dir(s), "weft-lab")
+		if fi, err := os.Stat(beside); err == nil && !fi.IsDir() {
+			return beside, nil
+		}
+	}
+	if p, err := lookPath("weft-lab"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("weft lab needs the weft-lab binary, which is neither at %s nor in PATH "+
+		"(make build puts it in ./bin beside weft; the lab is not part of weft's image)", beside)
 }

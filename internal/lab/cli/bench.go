@@ -103,7 +103,7 @@ func (f benchFlags) options(env Env) (bench.Options, error) {
 	}
 	o.Name, o.Dir = name, filepath.Join(f.root, name)
 	if env.Self != "" {
-		o.EtcdCommand = []string{env.Self, "lab", "etcd"}
+		o.EtcdCommand = []string{env.Self, "etcd"}
 	}
 	return o, nil
 }

@@ -23,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/weft-net/weft/internal/lab"
@@ -36,9 +37,10 @@ const DefaultStateRoot = "/run/weft-lab"
 type Env struct {
 	Stdout, Stderr io.Writer
 	Logger         *slog.Logger
-	// Self is the weft binary (it runs `weft lab etcd` in the switch namespace).
+	// Self is the weft-lab binary (it runs `weft-lab etcd` in the switch
+	// namespace).
 	Self string
-	// BinDir holds weftd and cni/; default: the directory of Self.
+	// BinDir holds weft, weftd and cni/; default: the directory of Self.
 	BinDir string
 }
 
@@ -82,6 +84,27 @@ func Run(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("unknown lab command %q (see weft lab help)", args[0])
 	}
 	return cmd(ctx, args[1:], env)
+}
+
+// ExitError is a command's own exit status, which `weft lab exec` passes
+// on: the command has already said what it had to on its own stderr.
+type ExitError struct {
+	Code    int
+	Command string
+}
+
+func (e ExitError) Error() string { return fmt.Sprintf("%s exited with %d", e.Command, e.Code) }
+
+// exitOf turns a command's exit status into an ExitError.
+func exitOf(command string, err error) error {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() > 0 {
+		return ExitError{Code: ee.ExitCode(), Command: command}
+	}
+	if err != nil {
+		return fmt.Errorf("run %s: %w", command, err)
+	}
+	return nil
 }
 
 // common are the flags every command takes.

@@ -70,7 +70,7 @@ func upKubelet(ctx context.Context, env Env, f upFlags, set map[string]bool) err
 	}
 	begin := time.Now()
 	l, err := kubelet.Up(ctx, kubelet.Options{Name: f.name, Nodes: f.nodes, Replicas: f.nodes * pods, Dir: f.dir(), Bins: bins,
-		Logger: env.Logger, LockWait: f.lockWait, Detach: true, EtcdCommand: []string{env.Self, "lab", "etcd"},
+		Logger: env.Logger, LockWait: f.lockWait, Detach: true, EtcdCommand: []string{env.Self, "etcd"},
 		Progress: progress, Flannel: f.flannel})
 	if errors.Is(err, kubelet.ErrLabRunning) {
 		return fmt.Errorf("kubelet lab %s: %w (or give --wait)", f.name, err)
@@ -262,12 +262,5 @@ func execKubelet(ctx context.Context, env Env, c common, target string, argv []s
 		}
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, env.Stdout, env.Stderr
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return true, fmt.Errorf("%s exited with %d", argv[0], ee.ExitCode())
-		}
-		return true, err
-	}
-	return true, nil
+	return true, exitOf(argv[0], cmd.Run())
 }

@@ -4,11 +4,9 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -53,7 +51,7 @@ func status(ctx context.Context, args []string, env Env) error {
 		case !ready:
 			state = "503 not ready"
 		}
-		kernel, detail := kernelState(ctx, cl, i+1, env.Self)
+		kernel, detail := kernelState(ctx, cl, i+1, filepath.Join(env.BinDir, "weft"))
 		if detail != "" {
 			details = append(details, fmt.Sprintf("n%d: %s", i+1, detail))
 		}
@@ -246,20 +244,17 @@ func execIn(ctx context.Context, args []string, env Env) error {
 	argv := registry.Default().LabExec(filepath.Join(c.dir(), rest[0]), rest[2:])
 	cmd := lab.Command(ctx, ns, argv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, env.Stdout, env.Stderr
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return fmt.Errorf("%s exited with %d", rest[2], ee.ExitCode())
-		}
-		return err
-	}
-	return nil
+	return exitOf(rest[2], cmd.Run())
 }
 
 func list(ctx context.Context, args []string, env Env) error {
 	labs, err := lab.List()
 	if err != nil {
 		return err
+	}
+	if len(labs) == 0 {
+		fmt.Fprintln(env.Stdout, "no lab exists (weft lab up makes one)")
+		return nil
 	}
 	for _, l := range labs {
 		fmt.Fprintln(env.Stdout, l)

@@ -101,7 +101,7 @@ func startCluster(ctx context.Context, env Env, f upFlags) (*cluster.Cluster, er
 		Pods:          f.pods,
 		BinDir:        env.BinDir,
 		Dir:           f.dir(),
-		EtcdCommand:   []string{env.Self, "lab", "etcd"},
+		EtcdCommand:   []string{env.Self, "etcd"},
 		Detach:        true,
 		Logger:        env.Logger,
 		DirectRouting: f.direct,
