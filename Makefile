@@ -38,7 +38,7 @@ test: deps build lint kube-bins
 # The Kubernetes control plane the kube lease store is tested against:
 # kube-apiserver, kube-controller-manager and kubectl built from hack/kube
 # (k8s.io/kubernetes v1.36.3) into KUBE_BIN_DIR, once (a cold build takes
-# about 16 minutes on 2 cores; docs/kube-harness.md).
+# about 16 minutes on 2 cores; docs/testing.md).
 KUBE_BIN_DIR ?= $(if $(WEFT_KUBE_BIN_DIR),$(WEFT_KUBE_BIN_DIR),$(HOME)/.cache/weft/kube-v1.36.3)
 .PHONY: kube-bins
 kube-bins:
@@ -120,7 +120,7 @@ lab-down:
 
 # The container image (root; buildah and busybox-static): static binaries and
 # Debian's iptables and nftables assembled FROM scratch by buildah, written
-# to bin/weft-image.oci.tar; prints the image's size (docs/deploy.md).
+# to bin/weft-image.oci.tar; prints the image's size (docs/install.md).
 .PHONY: image
 image:
 	GO=$(GO) bash hack/image.sh

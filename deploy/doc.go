@@ -5,7 +5,7 @@
 // `weft lab up --store kube`, the bench and the store's tests apply the very
 // RBAC objects it ships, from any directory. The tests
 // check the manifest with weft's own parsers (manifest_test.go, plain) and
-// build and run the image (image_test.go, root, buildah). docs/deploy.md
+// build and run the image (image_test.go, root, buildah). docs/install.md
 // describes both.
 package deploy
 

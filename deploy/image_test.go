@@ -190,8 +190,8 @@ func testVersions(t *testing.T, im *image) {
 	}
 }
 
-// testRules writes weft's masquerade and forward rules (README, "Masquerade
-// and forward rules") with each backend the image has, as weftd writes them
+// testRules writes weft's masquerade and forward rules (docs/rules.md,
+// "Masquerade and forward rules") with each backend the image has, as weftd writes them
 // (iptables-restore --noflush, nft -f -), then lists them.
 func testRules(t *testing.T, im *image) {
 	families := []struct{ bin, c, p, mcast string }{

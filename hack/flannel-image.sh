@@ -102,7 +102,7 @@ if ldd "$tmp/flanneld" >/dev/null 2>&1; then die "flanneld is not static"; fi
 # adds the label k8s-app: flannel to every object, the DaemonSet's selector
 # included. (Documentation/kube-flannel.yml in flannel's tree lacks it in
 # the selector; a DaemonSet made from that file cannot take kube-weft.yml's
-# selector: README, "Upgrading from flannel".)
+# selector: docs/upgrade.md.)
 kubectl="$(GO="$go" bash "$root/hack/kube-bins.sh")/kubectl"
 "$kubectl" kustomize "$fl/Documentation/kustomization/kube-flannel/" >"$tmp/kube-flannel.yml" 2>"$tmp/kustomize.err" ||
   die "kubectl kustomize: $(cat "$tmp/kustomize.err")"

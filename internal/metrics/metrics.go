@@ -1,7 +1,7 @@
 // Package metrics is weftd's Prometheus metrics, served on the health server
-// at /metrics. Names, types and labels are a public contract (the README
-// lists them). Nothing here is a package global: weftd builds one Metrics
-// with its own registry.
+// at /metrics. Names, types and labels are a public contract
+// (docs/observability.md lists them). Nothing here is a package global:
+// weftd builds one Metrics with its own registry.
 //
 // The hot paths never take a lock for a metric: counters the reconciler and
 // the userspace data path keep are atomics that a collector reads at scrape

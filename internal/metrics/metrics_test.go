@@ -76,7 +76,7 @@ func TestNamesTypesLabels(t *testing.T) {
 	for name := range fams {
 		if strings.HasPrefix(name, "weft_") {
 			if _, ok := want[name]; !ok {
-				t.Errorf("%s is not in the documented list (README and this test)", name)
+				t.Errorf("%s is not in the documented list (docs/observability.md and this test)", name)
 			}
 		}
 	}
