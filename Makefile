@@ -110,9 +110,11 @@ gobench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # The local lab (root): a 3-node vxlan cluster with 2 pods per node, left
-# running; LAB_ARGS adds flags (e.g. LAB_ARGS="--backend host-gw").
+# running; LAB_ARGS adds flags (e.g. LAB_ARGS="--backend host-gw"). It first
+# installs what the lab needs when missing (hack/deps.sh lab).
 LAB_ARGS ?=
 lab: build
+	@bash hack/deps.sh lab
 	$(BIN)/weft lab up $(LAB_ARGS)
 
 lab-down:

@@ -33,16 +33,9 @@ shim_tags="$tags no_grpc"
 ldflags="-s -w -X $pkg/version.Version=$CONTAINERD_VERSION -X $pkg/version.Package=$pkg"
 
 # runc, from Debian, when it is missing (as hack/deps.sh does).
-if ! command -v runc >/dev/null 2>&1; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "containerd-bins: runc is missing; run as root or: apt-get install -y --no-install-recommends runc" >&2
-    exit 1
-  fi
-  echo "containerd-bins: installing runc" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends runc >/dev/null
-fi
+# shellcheck source=lib/apt.sh
+source "$root/hack/lib/apt.sh"
+apt_ensure containerd-bins runc=runc
 
 stamp="$({ cat "$mod/go.mod" "$mod/go.sum"; echo "CGO_ENABLED=0 -trimpath $ldflags [$tags] [$shim_tags] ${bins[*]}"; } | sha256sum | cut -d' ' -f1)"
 

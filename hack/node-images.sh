@@ -40,18 +40,9 @@ applets=(sh ping nc ip sleep wget cat hostname echo ls ps env id kill nslookup i
 die() { echo "node-images: $*" >&2; exit 1; }
 
 # buildah and busybox-static, from Debian, when missing (as hack/deps.sh does).
-declare -A pkgs=([buildah]=buildah [busybox]=busybox-static)
-missing=()
-for cmd in "${!pkgs[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkgs[$cmd]}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}; run as root or: apt-get install -y --no-install-recommends ${missing[*]}"
-  echo "node-images: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=lib/apt.sh
+source "$root/hack/lib/apt.sh"
+apt_ensure node-images buildah=buildah busybox=busybox-static || exit 1
 busybox="$(readlink -f "$(command -v busybox)")"
 if ldd "$busybox" >/dev/null 2>&1; then
   die "$busybox is dynamically linked: install busybox-static"

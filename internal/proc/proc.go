@@ -7,7 +7,6 @@
 package proc
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -159,21 +158,65 @@ func (p *Proc) Failure(err error) error {
 // LogTail returns the last maxLines lines (of the last 16 KiB) of a log
 // file, labelled, for error messages.
 func LogTail(path string, maxLines int) string {
+	lines, err := lastLines(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	if len(lines) > maxLines {
+		lines = lines[len(lines)-maxLines:]
+	}
+	return fmt.Sprintf("--- last lines of %s ---\n%s", path, strings.Join(lines, "\n"))
+}
+
+// ErrorTail returns, labelled, the last maxLines lines of a log file that
+// report an error or a warning (slog's level=ERROR and level=WARN, lines
+// that say error, fatal or panic, and a program's last words as weftd and
+// weft print them, "weftd: <error>"), or its last maxLines lines when none
+// does: the cause of a failure, for the message that reports it.
+func ErrorTail(path string, maxLines int) string {
+	lines, err := lastLines(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	var bad []string
+	for _, l := range lines {
+		if isErrorLine(l) {
+			bad = append(bad, l)
+		}
+	}
+	what := "last lines"
+	if len(bad) > 0 {
+		lines, what = bad, "last errors"
+	}
+	if len(lines) > maxLines {
+		lines = lines[len(lines)-maxLines:]
+	}
+	return fmt.Sprintf("--- %s of %s ---\n%s", what, path, strings.Join(lines, "\n"))
+}
+
+func isErrorLine(l string) bool {
+	low := strings.ToLower(l)
+	return strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") ||
+		strings.Contains(low, "error") || strings.Contains(low, "fatal") || strings.Contains(low, "panic:") ||
+		strings.HasPrefix(l, "weftd: ") || strings.HasPrefix(l, "weft: ")
+}
+
+// lastLines reads the lines of the last 16 KiB of a log file.
+func lastLines(path string) ([]string, error) {
 	const maxBytes = 16 << 10
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
+		return nil, err
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err == nil && st.Size() > maxBytes {
 		_, _ = f.Seek(-maxBytes, io.SeekEnd)
 	}
-	b, _ := io.ReadAll(f)
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > maxLines {
-		lines = lines[len(lines)-maxLines:]
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return fmt.Sprintf("--- last lines of %s ---\n%s", path, bytes.Join(lines, []byte("\n")))
+	return strings.Split(strings.TrimRight(string(b), "\n"), "\n"), nil
 }
 
 // RSSKB returns a process's resident set size in kB (0 when unknown).

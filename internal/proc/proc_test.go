@@ -57,3 +57,33 @@ func TestStartStopExit(t *testing.T) {
 		t.Errorf("stopping a nil process: %v", err)
 	}
 }
+
+func TestErrorTail(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "weftd.log")
+	text := "time=1 level=INFO msg=starting\n" +
+		"time=2 level=ERROR msg=\"netfilter: iptables: executable file not found in $PATH\"\n" +
+		"time=3 level=INFO msg=\"shutting down\"\n" +
+		"weftd: set up rules: exec: \"iptables\": executable file not found in $PATH\n"
+	if err := os.WriteFile(log, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := ErrorTail(log, 5)
+	if !strings.Contains(got, "last errors of "+log) || !strings.Contains(got, "level=ERROR") ||
+		!strings.Contains(got, "weftd: set up rules") || strings.Contains(got, "starting") || strings.Contains(got, "shutting down") {
+		t.Errorf("ErrorTail = %q, want the two error lines, labelled", got)
+	}
+	if got := ErrorTail(log, 1); strings.Contains(got, "level=ERROR") || !strings.Contains(got, "weftd: set up rules") {
+		t.Errorf("ErrorTail(1) = %q, want the last error line only", got)
+	}
+	quiet := filepath.Join(dir, "quiet.log")
+	if err := os.WriteFile(quiet, []byte("a\nb\nc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := ErrorTail(quiet, 2); !strings.Contains(got, "last lines of") || !strings.HasSuffix(got, "b\nc") {
+		t.Errorf("ErrorTail of a log with no error = %q, want its last 2 lines", got)
+	}
+	if got := ErrorTail(filepath.Join(dir, "none"), 2); !strings.Contains(got, "no log") {
+		t.Errorf("ErrorTail of a missing file = %q", got)
+	}
+}

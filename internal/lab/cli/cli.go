@@ -132,6 +132,9 @@ func down(ctx context.Context, args []string, env Env) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if !labExists(c) {
+		return fmt.Errorf("there is no lab %s (no namespace %s-* and no %s; weft lab list shows the labs)", c.name, c.name, c.dir())
+	}
 	what := "its processes, namespaces and"
 	if kubelet.IsLab(c.name, c.dir()) {
 		what = "a kubelet lab: its processes, cgroups, namespaces, the host's mount points and sysctls it changed, its lock and"
@@ -142,6 +145,18 @@ func down(ctx context.Context, args []string, env Env) error {
 	}
 	fmt.Fprintln(env.Stdout, "lab", c.name, "removed")
 	return nil
+}
+
+// labExists says whether anything of lab c is left: a namespace, its
+// directory, or a kubelet lab.
+func labExists(c common) bool {
+	if ns, _ := lab.Namespaces(c.name); len(ns) > 0 {
+		return true
+	}
+	if _, err := os.Stat(c.dir()); err == nil {
+		return true
+	}
+	return kubelet.IsLab(c.name, c.dir())
 }
 
 func labDown(ctx context.Context, env Env, c common) error {

@@ -8,8 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/weft-net/weft/internal/backend/registry"
@@ -77,6 +79,9 @@ func up(ctx context.Context, args []string, env Env) error {
 	if err := lab.ValidateName(f.name); err != nil {
 		return err
 	}
+	if err := preflight(exec.LookPath); err != nil {
+		return err
+	}
 	if ns, _ := lab.Namespaces(f.name); len(ns) > 0 {
 		return fmt.Errorf("lab %s already exists (%d namespaces); run weft lab down --name %s first", f.name, len(ns), f.name)
 	}
@@ -131,7 +136,47 @@ func startCluster(ctx context.Context, env Env, f upFlags) (*cluster.Cluster, er
 	}
 	c, err := cluster.Up(ctx, o)
 	if err != nil {
-		return nil, fmt.Errorf("lab %s failed at step %d: %w (the lab was removed; etcd.log, kube/*.log and n*/weftd.log are kept in %s)", f.name, step, err, f.dir())
+		kept := "no log was written"
+		if logs := keptLogs(f.dir()); len(logs) > 0 {
+			kept = strings.Join(logs, ", ") + " are kept in " + f.dir()
+		}
+		return nil, fmt.Errorf("lab %s failed at step %d: %w\n(the lab was removed; %s)", f.name, step, err, kept)
 	}
 	return c, nil
+}
+
+// keptLogs names, relative to dir, the logs a failed lab left there.
+func keptLogs(dir string) []string {
+	var logs []string
+	for _, pattern := range []string{"etcd.log", "kube/*.log", "n*/weftd.log", "n*/cni.log"} {
+		m, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, p := range m {
+			if rel, err := filepath.Rel(dir, p); err == nil {
+				logs = append(logs, rel)
+			}
+		}
+	}
+	return logs
+}
+
+// preflight fails, before anything is built, when a program the lab needs
+// is missing (the lab's namespaces, weftd's forward and masquerade rules),
+// naming the apt-get line that installs it (make lab runs hack/deps.sh lab,
+// which does).
+func preflight(lookPath func(string) (string, error)) error {
+	tools := [][2]string{{"ip", "iproute2"}, {"iptables", "iptables"}, {"ip6tables", "iptables"}}
+	var missing, pkgs []string
+	for _, t := range tools {
+		if _, err := lookPath(t[0]); err != nil {
+			missing = append(missing, t[0])
+			if !slices.Contains(pkgs, t[1]) {
+				pkgs = append(pkgs, t[1])
+			}
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the lab needs %s, not found in PATH: run make lab (hack/deps.sh lab installs them) or "+
+		"apt-get install -y --no-install-recommends %s", strings.Join(missing, ", "), strings.Join(pkgs, " "))
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/labetcd"
 	"github.com/weft-net/weft/internal/lease"
+	sup "github.com/weft-net/weft/internal/proc"
 	"github.com/weft-net/weft/internal/subnetfile"
 )
 
@@ -429,7 +430,7 @@ func (c *Cluster) waitListening(ctx context.Context, host string, exited <-chan 
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		select {
 		case <-exited:
-			return fmt.Errorf("etcd on %s exited; see %s", host, log)
+			return fmt.Errorf("etcd on %s exited\n%s", host, sup.ErrorTail(log, 8))
 		default:
 		}
 		if conn, err := lab.DialContext(ctx, c.swNS, "tcp", host); err == nil {
@@ -438,7 +439,7 @@ func (c *Cluster) waitListening(ctx context.Context, host string, exited <-chan 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("etcd not listening on %s after 30 s; see %s", host, log)
+	return fmt.Errorf("etcd not listening on %s after 30 s\n%s", host, sup.ErrorTail(log, 8))
 }
 
 // Down stops every weftd, etcd and removes the lab.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/lab"
+	sup "github.com/weft-net/weft/internal/proc"
 )
 
 // proc is a running weftd.
@@ -203,7 +204,7 @@ func (c *Cluster) WaitReady(ctx context.Context, node int) error {
 		p := c.procs[node]
 		c.mu.Unlock()
 		if p != nil && exited(p) {
-			return fmt.Errorf("weftd on node %d exited (%v); see %s", node, p.err, c.LogFile(node))
+			return fmt.Errorf("weftd on node %d exited (%v)\n%s", node, p.err, sup.ErrorTail(c.LogFile(node), 8))
 		}
 		if ok, _ := c.Ready(ctx, node); ok {
 			return nil
