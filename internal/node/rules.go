@@ -46,14 +46,24 @@ func newRules(log *slog.Logger, o *config.Options, run netfilter.Runner) func(*c
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), detectTimeout)
 		defer cancel()
-		choice, err := iptables.Detect(ctx, run, iptables.Mode(o.IPTablesMode))
+		mode := iptablesMode(o)
+		choice, err := iptables.Detect(ctx, run, mode)
 		if err != nil {
 			return nil, err
 		}
-		log.Info("iptables variant chosen", "binary", choice.Binary(), "iptables-mode", o.IPTablesMode, "reason", choice.Reason)
+		log.Info("iptables variant chosen", "binary", choice.Binary(), "iptables-mode", string(mode), "reason", choice.Reason)
 		removeStale(log, o, run, &choice)
 		return iptables.NewManager(run, log, choice.Options(), o.IPTablesResync), nil
 	}
+}
+
+// iptablesMode is --iptables-mode; options not made by config.ParseOptions
+// or config.Defaults (an empty mode) mean auto, the default.
+func iptablesMode(o *config.Options) iptables.Mode {
+	if o.IPTablesMode == "" {
+		return iptables.ModeAuto
+	}
+	return iptables.Mode(o.IPTablesMode)
 }
 
 // removeStale removes weft's rules from the mode and iptables variants not
@@ -100,7 +110,8 @@ func checkRules(log *slog.Logger, o *config.Options, run netfilter.Runner) func(
 			}
 			return diffs, nil
 		}
-		choice, err := iptables.Detect(ctx, run, iptables.Mode(o.IPTablesMode))
+		mode := iptablesMode(o)
+		choice, err := iptables.Detect(ctx, run, mode)
 		if err != nil {
 			return nil, err
 		}
@@ -111,7 +122,7 @@ func checkRules(log *slog.Logger, o *config.Options, run netfilter.Runner) func(
 		for _, c := range iptables.Holding(ctx, run) {
 			if c.Variant != choice.Variant {
 				diffs = append(diffs, fmt.Sprintf("%s: weft's chains are there, but with --iptables-mode=%s they belong in %s (%s)",
-					c.Binary(), o.IPTablesMode, choice.Binary(), choice.Reason))
+					c.Binary(), mode, choice.Binary(), choice.Reason))
 			}
 		}
 		return diffs, nil

@@ -266,6 +266,9 @@ func TestIPTablesModesAgree(t *testing.T) {
 	if _, err := iptables.ParseMode(config.Defaults().IPTablesMode); err != nil {
 		t.Errorf("the default --iptables-mode: %v", err)
 	}
+	if m := iptablesMode(&config.Options{}); m != iptables.ModeAuto {
+		t.Errorf("options without a mode: %q, want auto", m)
+	}
 	for _, bad := range []string{"nftables", "iptables-legacy", ""} {
 		if _, err := config.ParseOptions([]string{"--iptables-mode=" + bad}, func(string) (string, bool) { return "", false }); err == nil {
 			t.Errorf("--iptables-mode=%q accepted", bad)
