@@ -4,7 +4,7 @@
 #
 #   hack/deps.sh        everything the tests need (`make test` runs it first)
 #   hack/deps.sh lab    what `make lab` needs: the lab's nodes run weftd
-#                       (iptables, nft), `ip`, and the README's examples
+#                       (iptables, nft), `ip`, and docs/lab.md's examples
 #                       (ping, wg)
 #
 # It waits for another apt or dpkg that holds the dpkg lock (APT_LOCK_TIMEOUT
