@@ -236,13 +236,10 @@ func (dm *Daemon) setupBackend(ctx context.Context, warm bool) (bool, error) {
 		warm = false
 	}
 	dm.nc = nc
-	if !warm {
-		if dm.ext, err = chooseExternal(dm.nl, &dm.o, dm.nc); err != nil {
-			return false, fmt.Errorf("choose the external interface: %w", err)
-		}
+	if warm, err = dm.external(ctx, warm); err != nil {
+		return false, err
 	}
 	ext := dm.ext
-	dm.log.Info("external interface", "name", ext.Name, "public-ip", ext.PublicIP, "public-ipv6", ext.PublicIPv6, "mtu", ext.MTU)
 	if dm.be == nil {
 		if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Kernel: dm.nl,
 			Logger: dm.log.With("backend", dm.nc.Backend.Type), LookupEnv: dm.d.LookupEnv}); err != nil {

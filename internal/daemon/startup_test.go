@@ -78,8 +78,8 @@ func TestWaitsForConfigAndReadyz(t *testing.T) {
 }
 
 // The external interface: --iface by name or address, --iface-regex,
-// --iface-can-reach, else the default route's; --public-ip overrides the
-// address.
+// --iface-can-reach, else the one holding --public-ip, else the default
+// route's; --public-ip overrides the address.
 func TestChooseExternal(t *testing.T) {
 	n := newNode(t, "192.168.100.11")
 	sh(t, "ip", "-n", n.name, "link", "add", "ens5", "type", "veth", "peer", "name", "wire1")
@@ -101,19 +101,20 @@ func TestChooseExternal(t *testing.T) {
 		{[]string{"--iface-regex", "^en"}, "ens5", "10.9.0.5"},
 		{[]string{"--iface-regex", `^192\.168\.`}, "eth0", "192.168.100.11"},
 		{[]string{"--iface-can-reach", "10.9.77.1"}, "ens5", "10.9.0.5"},
-		{[]string{"--public-ip", "203.0.113.7"}, "eth0", "203.0.113.7"},
+		{[]string{"--public-ip", "203.0.113.7"}, "eth0", "203.0.113.7"}, // on no interface: the default route's
+		{[]string{"--public-ip", "10.9.0.5"}, "ens5", "10.9.0.5"},       // the interface that holds it
 	} {
 		o, err := config.ParseOptions(tc.args, func(string) (string, bool) { return "", false })
 		if err != nil {
 			t.Fatal(err)
 		}
-		ext, err := chooseExternal(n.nl, &o, nc)
+		ext, _, err := chooseExternal(n.nl, &o, nc, givenAddrs{})
 		if err != nil || ext.Name != tc.name || ext.PublicIP != netip.MustParseAddr(tc.addr) {
 			t.Errorf("%q: got %s %s (%v), want %s %s", tc.args, ext.Name, ext.PublicIP, err, tc.name, tc.addr)
 		}
 	}
 	o, _ := config.ParseOptions([]string{"--iface", "nope0"}, func(string) (string, bool) { return "", false })
-	if _, err := chooseExternal(n.nl, &o, nc); err == nil || !strings.Contains(err.Error(), `no interface matches --iface ["nope0"]`) {
+	if _, _, err := chooseExternal(n.nl, &o, nc, givenAddrs{}); err == nil || !strings.Contains(err.Error(), `no interface matches --iface ["nope0"]`) {
 		t.Errorf("unknown --iface: %v", err)
 	}
 }

@@ -124,7 +124,13 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 		defer h.Close()
 		nl = h
 	}
-	ext, err := chooseExternal(nl, &o, nc)
+	var given givenAddrs
+	if src, ok := d.Store.(publicAddrSource); ok { // as weftd's start asks, once
+		if given.v4, given.v6, err = src.PublicAddrs(ctx, nc); err != nil {
+			return rep, fmt.Errorf("%w: public address given for this node: %w", ErrCannotTell, err)
+		}
+	}
+	ext, _, err := chooseExternal(nl, &o, nc, given)
 	if err != nil {
 		return rep, fmt.Errorf("%w: choose the external interface: %w", ErrCannotTell, err)
 	}

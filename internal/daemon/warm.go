@@ -40,7 +40,10 @@ func (dm *Daemon) warmStart(ctx context.Context) bool {
 		dm.log.Info("ignoring the peer snapshot", "file", path, "reason", err.Error())
 		return false
 	}
-	ext, err := chooseExternal(dm.nl, &dm.o, sn.nc)
+	// The store is not asked yet: the snapshot's public addresses stand in
+	// for the ones it may give (node-public-ip), and setupBackend drops the
+	// warm start if the store's choice differs.
+	ext, _, err := chooseExternal(dm.nl, &dm.o, sn.nc, dm.snapshotAddrs(sn.own))
 	if err != nil {
 		dm.log.Info("ignoring the peer snapshot", "file", path, "reason", "no external interface: "+err.Error())
 		return false
@@ -78,6 +81,17 @@ func (dm *Daemon) warmStart(ctx context.Context) bool {
 		"backend", sn.nc.Backend.Type, "lease", sn.own.Key(), "peers", len(dm.peers),
 		"age", t0.Sub(sn.written).Round(time.Millisecond), "took", time.Since(t0).Round(time.Microsecond))
 	return true
+}
+
+// snapshotAddrs are the public addresses a warm start takes as given when
+// the store can give some (publicAddrSource): the snapshot's own lease's,
+// which the previous weftd used. Other stores give none, so the flags and
+// the interface decide as at a cold start.
+func (dm *Daemon) snapshotAddrs(own lease.Lease) givenAddrs {
+	if _, ok := dm.d.Store.(publicAddrSource); !ok {
+		return givenAddrs{}
+	}
+	return givenAddrs{v4: own.Attrs.PublicIP, v6: own.Attrs.PublicIPv6, from: [2]string{"the peer snapshot", "the peer snapshot"}}
 }
 
 // dropWarm undoes a warm start whose configuration the store no longer

@@ -32,6 +32,9 @@ var errNotManaged = errors.New("not managed by a kube subnet manager")
 type keys struct {
 	managed, backendType, backendData, backendV6Data             string
 	publicIP, publicIPv6, publicIPOverwrite, publicIPv6Overwrite string
+	// nodePublicIP and nodePublicIPv6 are read from the own Node only, at
+	// start (publicaddrs.go); strip does not keep them.
+	nodePublicIP, nodePublicIPv6 string
 }
 
 // newKeys builds the names as flannel does: "<prefix>/<name>" for a prefix
@@ -53,9 +56,12 @@ func newKeys(prefix string) keys {
 		publicIPv6:          prefix + "public-ipv6",
 		publicIPOverwrite:   prefix + "public-ip-overwrite",
 		publicIPv6Overwrite: prefix + "public-ipv6-overwrite",
+		nodePublicIP:        prefix + "node-public-ip",
+		nodePublicIPv6:      prefix + "node-public-ipv6",
 	}
 }
 
+// all are the annotations a peer's lease is read from: what strip keeps.
 func (k keys) all() [8]string {
 	return [8]string{k.managed, k.backendType, k.backendData, k.backendV6Data,
 		k.publicIP, k.publicIPv6, k.publicIPOverwrite, k.publicIPv6Overwrite}
