@@ -17,6 +17,7 @@ import (
 
 	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/control"
 	"github.com/weft-net/weft/internal/daemon"
 	"github.com/weft-net/weft/internal/node"
 	"github.com/weft-net/weft/internal/store"
@@ -33,13 +34,22 @@ const (
 const statusUsage = `usage: weft status [--json] [weftd's flags]
 
 Compares what the node's kernel holds with what the lease store says it should
-hold, reading the store and the kernel itself with weftd's flags and FLANNELD_*
-environment (so it works while weftd is down or wedged), and adds what the
-local weftd reports on its health server when it answers.
+hold, reading the store and the kernel itself (so it works while weftd is down
+or wedged), and adds what the local weftd reports on its health server when it
+answers.
+
+It judges the node by the options of the weftd running in this network
+namespace, which it asks on weftd's control socket (root only): weftd's command
+line and FLANNELD_* environment. Flags given here win over weftd's. When no
+weftd answers, it uses its own flags and environment, as weftd would.
 
 Exit status: 0 in sync, 1 not in sync (each difference is named), 2 cannot
 tell (the store unreachable, no configuration).
 `
+
+// storeTimeout bounds the whole status: an unreachable store is reported
+// within it, with the endpoint tried and the flag that sets it.
+const storeTimeout = 5 * time.Second
 
 // exitCode is an error that carries weft's exit status.
 type exitCode struct {
@@ -50,6 +60,12 @@ type exitCode struct {
 func (e exitCode) Error() string { return e.err.Error() }
 func (e exitCode) Unwrap() error { return e.err }
 
+// statusReport is the report with where its options came from.
+type statusReport struct {
+	daemon.Report
+	OptionsFrom string `json:"optionsFrom"`
+}
+
 func status(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout io.Writer) error {
 	asJSON := slices.Contains(args, "--json")
 	args = slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "--json" })
@@ -57,7 +73,7 @@ func status(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		fmt.Fprint(stdout, statusUsage)
 		return nil
 	}
-	opts, err := config.ParseOptions(args, lookupEnv)
+	opts, from, err := statusOptions(ctx, args, lookupEnv)
 	if err != nil {
 		return exitCode{statusUnknown, err}
 	}
@@ -70,26 +86,79 @@ func status(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if c, ok := st.(store.Closer); ok {
 		defer c.Close()
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	rep, err := daemon.Status(ctx, opts, daemon.StatusDeps{Store: st, Backends: backends,
+	rep, err := daemon.Status(sctx, opts, daemon.StatusDeps{Store: st, Backends: backends,
 		CheckRules: node.CheckRules(quiet, &opts), LookupEnv: lookupEnv})
 	if err != nil {
+		if sctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%s did not answer within %v (options from %s): %w", storeWhere(opts), storeTimeout, from, err)
+		}
 		return exitCode{statusUnknown, err}
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := enc.Encode(statusReport{rep, from}); err != nil {
 			return err
 		}
 	} else {
+		fmt.Fprintf(stdout, "options  %s\n", from)
 		printReport(stdout, rep)
 	}
 	if !rep.InSync {
 		return exitCode{statusOutOfSync, errors.New("the kernel is not as the store says it should be")}
 	}
 	return nil
+}
+
+// statusOptions are weftd's options as the local weftd has them (its
+// command line and environment, from its control socket), with args over
+// them; without a weftd, args and this command's environment alone. from
+// says which.
+func statusOptions(ctx context.Context, args []string, lookupEnv func(string) (string, bool)) (config.Options, string, error) {
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, askErr := control.Ask(actx, control.Name)
+	if askErr != nil {
+		opts, err := config.ParseOptions(args, lookupEnv)
+		from := "this command's flags and environment (" + askErr.Error() + ")"
+		return opts, from, err
+	}
+	all, err := config.Overlay(info.Args, args)
+	if err != nil {
+		return config.Options{}, "", err
+	}
+	lookup := func(k string) (string, bool) {
+		if v, ok := info.Env[k]; ok {
+			return v, true
+		}
+		return lookupEnv(k)
+	}
+	opts, err := config.ParseOptions(all, lookup)
+	from := fmt.Sprintf("weftd (pid %d, %s): its command line and environment", info.PID, info.Version)
+	if len(args) > 0 {
+		from += ", with " + strings.Join(args, " ") + " from this command line"
+	}
+	if err != nil {
+		return opts, from, fmt.Errorf("options from %s: %w", from, err)
+	}
+	return opts, from, nil
+}
+
+// storeWhere names the lease store the options point at and the flag that
+// sets it, for the message that says it did not answer.
+func storeWhere(o config.Options) string {
+	switch {
+	case !o.KubeSubnetMgr:
+		return fmt.Sprintf("etcd at %s (--etcd-endpoints or %s)", strings.Join(o.EtcdEndpoints, ","),
+			config.EnvName("etcd-endpoints"))
+	case o.KubeAPIURL != "":
+		return fmt.Sprintf("the API server at %s (--kube-api-url)", o.KubeAPIURL)
+	case o.KubeConfigFile != "":
+		return fmt.Sprintf("the API server of %s (--kubeconfig-file)", o.KubeConfigFile)
+	}
+	return "the in-cluster API server (KUBERNETES_SERVICE_HOST; --kube-api-url or --kubeconfig-file name another)"
 }
 
 func printReport(w io.Writer, r daemon.Report) {

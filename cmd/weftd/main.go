@@ -18,6 +18,7 @@ import (
 
 	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/config"
+	"github.com/weft-net/weft/internal/control"
 	"github.com/weft-net/weft/internal/daemon"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/node"
@@ -72,6 +73,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	defer bg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	serveControl(ctx, &bg, log, args, lookupEnv)
 	return daemon.Run(ctx, opts, daemon.Deps{
 		Logger:    log,
 		Store:     st,
@@ -80,6 +82,22 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		LookupEnv: lookupEnv,
 		Ready:     markUp(ctx, &bg, log, st),
 	})
+}
+
+// serveControl answers `weft status` on this namespace's control socket
+// with weftd's command line and environment, in the background until ctx
+// ends; without it, weft status needs weftd's flags repeated, so a failure
+// is a warning, not fatal.
+func serveControl(ctx context.Context, bg *sync.WaitGroup, log *slog.Logger, args []string, lookupEnv func(string) (string, bool)) {
+	names := append(config.EnvNames(), "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+	info := control.Info{Version: version.String(), PID: os.Getpid(), Args: args, Env: control.EnvOf(names, lookupEnv)}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		if err := control.Serve(ctx, log.With("component", "control"), control.Name, info); err != nil {
+			log.Warn("no control socket: weft status on this node needs weftd's flags repeated", "err", err)
+		}
+	}()
 }
 
 // markUp is the daemon's Ready hook for stores that publish that the node

@@ -37,6 +37,22 @@ func EnvName(flagName string) string {
 	return "FLANNELD_" + strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(flagName))
 }
 
+// EnvNames lists every environment variable ParseOptions reads: a
+// FLANNELD_ variable per flag, NODE_NAME, POD_NAME, POD_NAMESPACE and
+// WIREGUARD_KEY_FILE.
+func EnvNames() []string {
+	o := Defaults()
+	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
+	o.AddFlags(fs)
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name != "h" && f.Name != "help" {
+			names = append(names, EnvName(f.Name))
+		}
+	})
+	return append(names, "NODE_NAME", "POD_NAME", "POD_NAMESPACE", "WIREGUARD_KEY_FILE")
+}
+
 // ParseOptions parses weftd's command line (without the program name) and
 // environment. Flags take one or two leading dashes, "--name=value" or
 // "--name value"; booleans take "--name" or "--name=false". For each flag
@@ -81,39 +97,94 @@ func ParseOptions(args []string, lookupEnv func(string) (string, bool)) (Options
 // parseArgs walks args and sets flags with fs.Set, so that value errors come
 // back unwrapped and can be reported as "--name: reason".
 func parseArgs(fs *flag.FlagSet, args []string) error {
+	flags, err := splitArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	for _, f := range flags {
+		if err := fs.Set(f.name, f.value); err != nil {
+			return &FlagError{Flag: f.name, Err: err}
+		}
+	}
+	return nil
+}
+
+// flagArg is one flag of a command line: its name, value and the words it
+// took ("--iface eth0" is two, "--iface=eth0" one).
+type flagArg struct {
+	name, value string
+	words       []string
+}
+
+// splitArgs cuts a command line into its flags, checking that each names a
+// flag of fs and has its value.
+func splitArgs(fs *flag.FlagSet, args []string) ([]flagArg, error) {
+	var out []flagArg
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		if arg == "--" {
 			if i+1 < len(args) {
-				return fmt.Errorf("%w: unexpected argument %q (weftd takes only flags)", ErrFlag, clip(args[i+1]))
+				return nil, fmt.Errorf("%w: unexpected argument %q (weftd takes only flags)", ErrFlag, clip(args[i+1]))
 			}
-			return nil
+			return out, nil
 		}
 		if len(arg) < 2 || arg[0] != '-' {
-			return fmt.Errorf("%w: unexpected argument %q (weftd takes only flags)", ErrFlag, clip(arg))
+			return nil, fmt.Errorf("%w: unexpected argument %q (weftd takes only flags)", ErrFlag, clip(arg))
 		}
 		name := strings.TrimPrefix(strings.TrimPrefix(arg, "-"), "-")
 		name, value, hasValue := strings.Cut(name, "=")
 		f := fs.Lookup(name)
 		if f == nil || name == "" {
-			return &FlagError{Flag: clip(name), Err: errors.New("unknown flag (see weftd --help)")}
+			return nil, &FlagError{Flag: clip(name), Err: errors.New("unknown flag (see weftd --help)")}
 		}
+		words := []string{arg}
 		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
 			if !hasValue {
 				value = "true"
 			}
 		} else if !hasValue {
 			if i+1 >= len(args) {
-				return &FlagError{Flag: name, Err: errors.New("needs a value")}
+				return nil, &FlagError{Flag: name, Err: errors.New("needs a value")}
 			}
 			i++
 			value = args[i]
+			words = append(words, value)
 		}
-		if err := fs.Set(name, value); err != nil {
-			return &FlagError{Flag: name, Err: err}
+		out = append(out, flagArg{name: name, value: value, words: words})
+	}
+	return out, nil
+}
+
+// Overlay returns the command line base with the flags that over sets
+// taken out, followed by over: over's flags win, also the repeatable ones
+// (--iface in over replaces every --iface of base). weft status uses it to
+// judge the node by the local weftd's command line, its own flags first.
+func Overlay(base, over []string) ([]string, error) {
+	o := Defaults()
+	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
+	o.AddFlags(fs)
+	b, err := splitArgs(fs, base)
+	if err != nil {
+		return nil, fmt.Errorf("weftd's command line: %w", err)
+	}
+	ov, err := splitArgs(fs, over)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	for _, f := range ov {
+		set[f.name] = true
+	}
+	var out []string
+	for _, f := range b {
+		if !set[f.name] {
+			out = append(out, f.words...)
 		}
 	}
-	return nil
+	for _, f := range ov {
+		out = append(out, f.words...)
+	}
+	return out, nil
 }
 
 // Validate checks the options that relate to each other or need more than

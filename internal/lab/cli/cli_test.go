@@ -118,6 +118,7 @@ func TestLabUpStatusDownTwoLabs(t *testing.T) {
 	if err != nil || !strings.Contains(out, "via 192.168.100.12 dev eth0") {
 		t.Errorf("lab exec: %v\n%s", err, out)
 	}
+	checkExec(t, r, names[0], outs[0])
 	if out, err := r.run("lab", "up", "--name", names[0]); err == nil || !strings.Contains(out, "already exists") {
 		t.Errorf("second up of the same lab: %v\n%s", err, out)
 	}

@@ -5,10 +5,12 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -244,7 +246,20 @@ func execIn(ctx context.Context, args []string, env Env) error {
 	argv := registry.Default().LabExec(filepath.Join(c.dir(), rest[0]), rest[2:])
 	cmd := lab.Command(ctx, ns, argv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, env.Stdout, env.Stderr
+	// weft, weftd and the CNI plugins of this lab come first in PATH:
+	// `weft lab exec n1 -- weft status` asks the node's own weftd.
+	cmd.Env = withPath(os.Environ(), env.BinDir)
 	return exitOf(rest[2], cmd.Run())
+}
+
+// withPath returns environ with dir put first in its PATH.
+func withPath(environ []string, dir string) []string {
+	out := slices.DeleteFunc(slices.Clone(environ), func(kv string) bool { return strings.HasPrefix(kv, "PATH=") })
+	path := dir
+	if old := os.Getenv("PATH"); old != "" {
+		path += string(os.PathListSeparator) + old
+	}
+	return append(out, "PATH="+path)
 }
 
 func list(ctx context.Context, args []string, env Env) error {
@@ -252,14 +267,19 @@ func list(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
+	printLabs(env.Stdout, labs)
+	return nil
+}
+
+// printLabs prints one lab a line, or says that there is none.
+func printLabs(w io.Writer, labs []string) {
 	if len(labs) == 0 {
-		fmt.Fprintln(env.Stdout, "no lab exists (weft lab up makes one)")
-		return nil
+		fmt.Fprintln(w, "no lab exists (weft lab up makes one)")
+		return
 	}
 	for _, l := range labs {
-		fmt.Fprintln(env.Stdout, l)
+		fmt.Fprintln(w, l)
 	}
-	return nil
 }
 
 // serveEtcd is `weft lab etcd --dir D --host H`, run by `up` inside the
