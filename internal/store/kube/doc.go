@@ -17,6 +17,17 @@
 //	<prefix>/public-ipv6          the IPv6 address peers send to
 //	<prefix>/public-ip-overwrite  set by an operator: published as public-ip
 //	<prefix>/public-ipv6-overwrite
+//	<prefix>/node-public-ip       set by an operator (or k3s): read from the
+//	<prefix>/node-public-ipv6     own Node at start (PublicAddrs), never written
+//
+// node-public-ip and node-public-ipv6 are flannel's (flannel#1948, #1982):
+// flanneld reads them once at start and lets each stand in for
+// --public-ip / --public-ipv6, winning over the flag, so the node uses and
+// publishes that address (public-ip-overwrite still wins for what is
+// published) and, without --iface options, takes the interface holding it.
+// The store only reads them (PublicAddrs: the families the network enables,
+// a malformed value an error naming it); the daemon applies the precedence
+// (internal/daemon, chooseExternal).
 //
 // Which of them a node writes follows flannel's rules exactly (see
 // keys.published): a vxlan node writes {"VNI":1,"VtepMAC":"..."}, a host-gw

@@ -88,6 +88,10 @@ func TestRealAPIServer(t *testing.T) {
 	t.Run("Watch", func(t *testing.T) { testRealWatch(t, cp, s, own) })
 	t.Run("Outage", func(t *testing.T) { testRealOutage(t, cp, own) })
 	t.Run("APIServerRestart", func(t *testing.T) { testRealRestart(t, cp, s) })
+	t.Run("NodePublicIP", func(t *testing.T) {
+		testRealNodePublicIP(t, cp, api, admin, mustNetConf(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`),
+			"n8", "192.0.2.8", "")
+	})
 }
 
 // acquireUntilUp retries ErrNotYet (the controller may not have assigned the
@@ -321,4 +325,5 @@ func TestRealAPIServerDualStack(t *testing.T) {
 	if err != nil || len(snap.Leases) != 1 || !snap.Leases[0].Attrs.Equal(own.Attrs) || snap.Leases[0].Key() != own.Key() {
 		t.Fatalf("list %+v: %v", snap.Leases, err)
 	}
+	testRealNodePublicIP(t, cp, api, api, nc, "n8", "192.0.2.8", "2001:db8::8")
 }
