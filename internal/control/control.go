@@ -128,7 +128,7 @@ func Ask(ctx context.Context, name string) (Info, error) {
 	}
 	var info Info
 	if err := json.NewDecoder(io.LimitReader(conn, 1<<20)).Decode(&info); err != nil {
-		return Info{}, fmt.Errorf("read weftd's answer on %s: %w", name, err)
+		return Info{}, fmt.Errorf("weftd on %s took the connection but did not answer (stopped or wedged?): %w", name, err)
 	}
 	if info.Error != "" {
 		return info, fmt.Errorf("weftd (pid %d) on %s: %s", info.PID, name, info.Error)
