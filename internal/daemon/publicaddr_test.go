@@ -333,3 +333,35 @@ func TestFakeWarmStartGivenPublicAddr(t *testing.T) {
 		t.Errorf("flannel.1 vxlan %+v, want local 192.168.100.11 on eth0", l.VXLAN)
 	}
 }
+
+// weft status asks the store for the given addresses as weftd's start does:
+// a node up on node-public-ip 10.9.0.5 (ens5) is in sync, its lease found by
+// that address; with a malformed value status cannot tell and says why; a
+// Node not registered gives no address, as with a store that has none.
+func TestFakeStatusGivenPublicAddr(t *testing.T) {
+	n := newFakeAddrNode(t, testNetConf("vxlan"))
+	n.st.set("10.9.0.5", "", nil)
+	d := n.start(t, backends(), 10*time.Second)
+	d.stop(t)
+	o, err := config.ParseOptions([]string{"--subnet-file", n.file, "--healthz-port", "0"},
+		func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func() (Report, error) {
+		return Status(t.Context(), o, StatusDeps{Store: n.st, Backends: backends(), Kernel: n.k})
+	}
+	rep, err := status()
+	if err != nil || !rep.InSync || rep.Node.Interface != "ens5" || rep.Node.PublicIP != "10.9.0.5" {
+		t.Fatalf("status: %v, in sync %v, interface %s, public ip %s, problems %q", err, rep.InSync, rep.Node.Interface,
+			rep.Node.PublicIP, rep.Problems)
+	}
+	n.st.set("", "", errors.New(`node n1: annotation flannel.alpha.coreos.com/node-public-ip "x" is not an IP address`))
+	if _, err := status(); !errors.Is(err, ErrCannotTell) || !strings.Contains(err.Error(), `node-public-ip "x"`) {
+		t.Errorf("malformed: %v", err)
+	}
+	n.st.set("", "", fmt.Errorf("node n1 is not registered yet; waiting for it: %w", store.ErrNotYet))
+	if rep, err := status(); err != nil || rep.Node.Interface != "eth0" {
+		t.Errorf("not registered: %v, interface %s", err, rep.Node.Interface)
+	}
+}

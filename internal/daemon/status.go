@@ -125,8 +125,8 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 		nl = h
 	}
 	var given givenAddrs
-	if src, ok := d.Store.(publicAddrSource); ok { // as weftd's start asks, once
-		if given.v4, given.v6, err = src.PublicAddrs(ctx, nc); err != nil {
+	if src, ok := d.Store.(publicAddrSource); ok { // as weftd's start asks, once; a Node not registered gives none
+		if given.v4, given.v6, err = src.PublicAddrs(ctx, nc); err != nil && !errors.Is(err, store.ErrNotYet) {
 			return rep, fmt.Errorf("%w: public address given for this node: %w", ErrCannotTell, err)
 		}
 	}
