@@ -109,3 +109,26 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// weft lab up checks its tools before building anything, and names the
+// packages to install.
+func TestPreflight(t *testing.T) {
+	have := func(names ...string) func(string) (string, error) {
+		return func(n string) (string, error) {
+			for _, h := range names {
+				if h == n {
+					return "/usr/sbin/" + n, nil
+				}
+			}
+			return "", exec.ErrNotFound
+		}
+	}
+	if err := preflight(have("ip", "iptables", "ip6tables")); err != nil {
+		t.Errorf("preflight with every tool: %v", err)
+	}
+	err := preflight(have("ip"))
+	if err == nil || !strings.Contains(err.Error(), "iptables, ip6tables") ||
+		!strings.HasSuffix(err.Error(), "apt-get install -y --no-install-recommends iptables") {
+		t.Errorf("preflight without iptables = %v, want both commands named and one package to install", err)
+	}
+}
