@@ -218,6 +218,11 @@ type Options struct {
 	EtcdCommand []string
 	// Progress, when set, is told each phase of Up as it ends.
 	Progress func(step string)
+	// Deploy, when set, deploys weft in place of `kubectl apply` of
+	// kube-weft.yml (helm_test.go installs weft's Helm chart with it); it is
+	// given weft's image reference, imported on every node. Up then waits for
+	// weft's DaemonSet as after the manifest. Not with Flannel or BridgeOnly.
+	Deploy func(ctx context.Context, l *Lab, image string) error
 }
 
 // Test objects.
@@ -307,6 +312,9 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 	}
 	if o.Flannel && o.BridgeOnly {
 		return nil, errors.New("kubelet lab: Flannel and BridgeOnly exclude each other")
+	}
+	if o.Deploy != nil && (o.Flannel || o.BridgeOnly) {
+		return nil, errors.New("kubelet lab: Deploy deploys weft: not with Flannel or BridgeOnly")
 	}
 	if o.Flannel && o.Bins.FlannelDir == "" {
 		return nil, errors.New("kubelet lab: Flannel needs Bins.FlannelDir (FindFlannel)")
@@ -714,7 +722,12 @@ func (l *Lab) deployNetwork(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
-	if err := l.cp.Apply(ctx, m); err != nil {
+	apply := func() error { return l.cp.Apply(ctx, m) }
+	if l.o.Deploy != nil {
+		file = "weft (Options.Deploy)"
+		apply = func() error { return l.o.Deploy(ctx, l, ref) }
+	}
+	if err := apply(); err != nil {
 		return "", fmt.Errorf("apply %s: %w", file, err)
 	}
 	return what, l.poll(ctx, what+"'s DaemonSet pods Running and NetworkUnavailable False on every node", func() (bool, string, error) {
