@@ -26,7 +26,7 @@ func TestServerSideDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	sets := []valuesCase{{name: "defaults"}}
-	sets = append(sets, flannelValues()...)
+	sets = append(sets, valuesCases(t)...)
 	dir := t.TempDir()
 	for i, tc := range sets {
 		t.Run(tc.name, func(t *testing.T) {

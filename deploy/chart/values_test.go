@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weft-net/weft/deploy/chart/charttest"
 	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/backend/udp"
 	"github.com/weft-net/weft/internal/backend/vxlan"
@@ -16,13 +17,9 @@ import (
 	"github.com/weft-net/weft/internal/version"
 )
 
-// testPSK is a wireguard pre-shared key (base64 of 32 bytes) for the tests.
-const testPSK = "q1p3bXh0c2V0ZXN0a2V5Zm9yd2VmdHMgY2hhcnQgdGU="
-
-// valuesCase is a values file written for flannel's chart and what it must
-// change in the chart's defaults: net-conf.json (the whole file, as JSON),
-// the other objects (change), and what weft's own parsers read from the
-// result (check).
+// valuesCase is a values file and what it must change in the chart's
+// defaults: net-conf.json (the whole file, as JSON), the other objects
+// (change), and what weft's own parsers read from the result (check).
 type valuesCase struct {
 	name    string
 	values  string
@@ -32,13 +29,34 @@ type valuesCase struct {
 	notes   string // a line the install notes must hold
 }
 
-// flannelValues are the value sets flannel's chart documents (its
-// values.yaml's keys, the backends' options, dual-stack, arguments, images,
-// scheduling), each as a user of flannel's chart writes it.
-func flannelValues() []valuesCase {
+// valuesCases are charttest.FlannelValues, each with its expectations, and
+// the cases of weft's own values.
+func valuesCases(t *testing.T) []valuesCase {
+	t.Helper()
+	exp := map[string]valuesCase{}
+	for _, c := range flannelExpectations() {
+		exp[c.name] = c
+	}
+	var out []valuesCase
+	for _, s := range charttest.FlannelValues() {
+		c, ok := exp[s.Name]
+		if !ok {
+			t.Fatalf("values set %q has no expectations here", s.Name)
+		}
+		c.values = s.Values
+		delete(exp, s.Name)
+		out = append(out, c)
+	}
+	for name := range exp {
+		t.Errorf("expectations for %q, which charttest.FlannelValues lacks", name)
+	}
+	return append(out, weftValues()...)
+}
+
+// flannelExpectations are what each of charttest.FlannelValues changes.
+func flannelExpectations() []valuesCase {
 	return []valuesCase{
 		{name: "vxlan with backendPort and mtu",
-			values:  "flannel:\n  backend: vxlan\n  backendPort: 4789\n  mtu: 1400\n  vni: 4096\n  directRouting: true\n  GBP: true\n",
 			netConf: `{"Network":"10.244.0.0/16","EnableNFTables":false,"Backend":{"Type":"vxlan","Port":4789,"VNI":4096,"GBP":true,"DirectRouting":true,"MTU":1400}}`,
 			check: func(t *testing.T, nc *config.NetConf) {
 				o, _, err := vxlan.ParseOptions(nc)
@@ -46,9 +64,9 @@ func flannelValues() []valuesCase {
 					t.Errorf("vxlan options %+v, %v", o, err)
 				}
 			}},
-		{name: "host-gw", values: "flannel:\n  backend: host-gw\n",
+		{name: "host-gw",
 			netConf: `{"Network":"10.244.0.0/16","EnableNFTables":false,"Backend":{"Type":"host-gw"}}`},
-		{name: "udp with backendPort", values: "flannel:\n  backend: udp\n  backendPort: 8300\n",
+		{name: "udp with backendPort",
 			netConf: `{"Network":"10.244.0.0/16","EnableNFTables":false,"Backend":{"Type":"udp","Port":8300}}`,
 			check: func(t *testing.T, nc *config.NetConf) {
 				if o, _, err := udp.ParseNetConfOptions(nc); err != nil || o.Port != 8300 {
@@ -56,20 +74,18 @@ func flannelValues() []valuesCase {
 				}
 			}},
 		{name: "wireguard",
-			values: "podCidrv6: fd00:10:244::/56\nflannel:\n  backend: wireguard\n  backendPort: 51830\n  backendPortv6: 51831\n" +
-				"  mtu: 1380\n  psk: " + testPSK + "\n  tunnelMode: separate\n  keepaliveInterval: 25\n",
 			netConf: `{"Network":"10.244.0.0/16","IPv6Network":"fd00:10:244::/56","EnableIPv6":true,"EnableNFTables":false,` +
-				`"Backend":{"Type":"wireguard","ListenPort":51830,"ListenPortV6":51831,"PSK":"` + testPSK + `","MTU":1380,` +
+				`"Backend":{"Type":"wireguard","ListenPort":51830,"ListenPortV6":51831,"PSK":"` + charttest.PSK + `","MTU":1380,` +
 				`"Mode":"separate","PersistentKeepaliveInterval":25}}`,
 			check: func(t *testing.T, nc *config.NetConf) {
 				o, _, err := wireguard.ParseOptions(nc)
-				if err != nil || o.ListenPort != 51830 || o.ListenPortV6 != 51831 || o.MTU != 1380 || o.PSK != testPSK ||
+				if err != nil || o.ListenPort != 51830 || o.ListenPortV6 != 51831 || o.MTU != 1380 || o.PSK != charttest.PSK ||
 					o.Mode != wireguard.ModeSeparate || o.PersistentKeepaliveInterval != 25 {
 					t.Errorf("wireguard options: %v, ports %d %d, MTU %d, mode %q, keepalive %d, PSK set %v", err,
 						o.ListenPort, o.ListenPortV6, o.MTU, o.Mode, o.PersistentKeepaliveInterval, o.PSK != "")
 				}
 			}},
-		{name: "dual-stack podCidrv6", values: "podCidr: 10.42.0.0/16\npodCidrv6: fd00:10:42::/56\n",
+		{name: "dual-stack podCidrv6",
 			netConf: `{"Network":"10.42.0.0/16","IPv6Network":"fd00:10:42::/56","EnableIPv6":true,"EnableNFTables":false,"Backend":{"Type":"vxlan"}}`,
 			check: func(t *testing.T, nc *config.NetConf) {
 				if nc.IPv4.Network != netip.MustParsePrefix("10.42.0.0/16") || !nc.IPv6.Enabled ||
@@ -77,25 +93,22 @@ func flannelValues() []valuesCase {
 					t.Errorf("families %+v %+v, want 10.42.0.0/16 and fd00:10:42::/56 (/64 subnets)", nc.IPv4, nc.IPv6)
 				}
 			}},
-		{name: "IPv6 only", values: "podCidr: \"\"\npodCidrv6: fd00:10:42::/56\n",
+		{name: "IPv6 only",
 			netConf: `{"EnableIPv4":false,"IPv6Network":"fd00:10:42::/56","EnableIPv6":true,"EnableNFTables":false,"Backend":{"Type":"vxlan"}}`,
 			check: func(t *testing.T, nc *config.NetConf) {
 				if nc.IPv4.Enabled || !nc.IPv6.Enabled {
 					t.Errorf("IPv4 %v, IPv6 %v; want IPv6 only", nc.IPv4.Enabled, nc.IPv6.Enabled)
 				}
 			}},
-		{name: "nftables", values: "flannel:\n  enableNFTables: true\n",
+		{name: "nftables",
 			netConf: `{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"vxlan"}}`},
 		{name: "extra flannel.args",
-			values: "flannel:\n  args:\n  - --ip-masq\n  - --kube-subnet-mgr\n  - --iface=eth1\n  - --iptables-forward-rules=false\n",
 			change: func(t *testing.T, want objects) {
 				pod := podSpec(t, want)
 				container(t, pod, "kube-flannel")["args"] = list("--ip-masq", "--kube-subnet-mgr", "--iface=eth1",
 					"--iptables-forward-rules=false", "--healthz-port=8081")
 			}},
 		{name: "custom image (a mirror of weft's)",
-			values: "global:\n  imagePullSecrets:\n  - name: mirror-pull\nflannel:\n  image:\n    repository: registry.example.com/mirror/weft\n" +
-				"    tag: \"" + version.Release + "\"\n",
 			change: func(t *testing.T, want objects) {
 				pod := podSpec(t, want)
 				for _, c := range []string{"install-cni-plugin", "install-cni", "kube-flannel"} {
@@ -104,32 +117,25 @@ func flannelValues() []valuesCase {
 				pod["imagePullSecrets"] = yamlValue(t, "[{name: mirror-pull}]")
 			}},
 		{name: "custom CNI plugin image",
-			values: "flannel:\n  flannel_cni:\n    image:\n      repository: registry.example.com/cni\n      tag: v1\n",
 			change: func(t *testing.T, want objects) {
 				pod := podSpec(t, want)
 				container(t, pod, "install-cni-plugin")["image"] = "registry.example.com/cni:v1"
 			}},
 		{name: "image_cni, the name before flannel v0.28",
-			values: "flannel:\n  image_cni:\n    repository: registry.example.com/cni\n    tag: v0\n",
 			change: func(t *testing.T, want objects) {
 				pod := podSpec(t, want)
 				container(t, pod, "install-cni-plugin")["image"] = "registry.example.com/cni:v0"
 			}},
 		{name: "flannel's own images stay weft's",
-			values: "flannel:\n  image:\n    repository: ghcr.io/flannel-io/flannel\n    tag: v0.28.9\n  flannel_cni:\n    image:\n" +
-				"      repository: ghcr.io/flannel-io/flannel-cni-plugin\n      tag: v1.9.1-flannel2\n",
 			notes: "flannel.image names flannel's image (ghcr.io/flannel-io/flannel); weftd runs from weft's image ghcr.io/weft-net/weft:" +
 				version.Release + " instead."},
 		{name: "tolerations and nodeSelector",
-			values: "flannel:\n  tolerations:\n  - key: node-role.kubernetes.io/control-plane\n    operator: Exists\n    effect: NoSchedule\n" +
-				"  nodeSelector:\n    eks.amazonaws.com/compute-type: hybrid\n",
 			change: func(t *testing.T, want objects) {
 				pod := podSpec(t, want)
 				pod["tolerations"] = yamlValue(t, "[{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]")
 				pod["nodeSelector"] = map[string]any{"eks.amazonaws.com/compute-type": "hybrid"}
 			}},
 		{name: "healthz off, the manifest's tolerations",
-			values: "flannel:\n  healthz:\n    port: 0\n  tolerations:\n  - operator: Exists\n    effect: NoSchedule\n",
 			change: func(t *testing.T, want objects) {
 				pod := podSpec(t, want)
 				// Back to kube-weft.yml's container and tolerations.
@@ -140,18 +146,13 @@ func flannelValues() []valuesCase {
 				}
 				pod["tolerations"] = yamlValue(t, "[{operator: Exists, effect: NoSchedule}]")
 			}},
-		{name: "healthz on another port, with weft's metrics annotations",
-			values: "flannel:\n  healthz:\n    port: 9471\nweft:\n  metrics:\n    podAnnotations: true\n",
+		{name: "healthz on another port",
 			change: func(t *testing.T, want objects) {
-				pod := podSpec(t, want)
-				c := container(t, pod, "kube-flannel")
+				c := container(t, podSpec(t, want), "kube-flannel")
 				c["args"] = list("--ip-masq", "--kube-subnet-mgr", "--healthz-port=9471")
 				c["ports"] = yamlValue(t, "[{name: healthz, containerPort: 9471, protocol: TCP}]")
-				m(t, want[keyDaemonSet], "spec", "template", "metadata")["annotations"] = map[string]any{
-					"prometheus.io/scrape": "true", "prometheus.io/port": "9471", "prometheus.io/path": "/metrics"}
 			}},
 		{name: "skipCNIConfigInstallation and the CNI directories",
-			values: "flannel:\n  skipCNIConfigInstallation: true\n  cniBinDir: /var/lib/cni/bin\n  cniConfDir: /var/lib/cni/net.d\n",
 			change: func(t *testing.T, want objects) {
 				pod := podSpec(t, want)
 				pod["initContainers"] = pod["initContainers"].([]any)[:1]
@@ -168,13 +169,35 @@ func flannelValues() []valuesCase {
 	}
 }
 
-// TestFlannelValues renders each of flannel's documented values sets and
+// weftValues are cases of the values only weft has.
+func weftValues() []valuesCase {
+	return []valuesCase{
+		{name: "weft's metrics annotations",
+			values: "weft:\n  metrics:\n    podAnnotations: true\n",
+			change: func(t *testing.T, want objects) {
+				m(t, want[keyDaemonSet], "spec", "template", "metadata")["annotations"] = map[string]any{
+					"prometheus.io/scrape": "true", "prometheus.io/port": "8081", "prometheus.io/path": "/metrics"}
+			}},
+		{name: "weft's image and pull policy",
+			values: "weft:\n  image:\n    repository: registry.example.com/weft\n    tag: v9\n    pullPolicy: Never\n",
+			change: func(t *testing.T, want objects) {
+				pod := podSpec(t, want)
+				for _, c := range []string{"install-cni-plugin", "install-cni", "kube-flannel"} {
+					container(t, pod, c)["image"] = "registry.example.com/weft:v9"
+					container(t, pod, c)["imagePullPolicy"] = "Never"
+				}
+			}},
+	}
+}
+
+// TestFlannelValues renders each of flannel's documented values sets (and
+// weft's own values) and
 // compares every object with kube-weft.yml's (through the defaults'
 // differences) plus exactly the change the values ask for; then weft's own
 // parsers read the result: net-conf.json with its backend's options
 // (without warnings), weftd's command line, the conflist.
 func TestFlannelValues(t *testing.T) {
-	for _, tc := range flannelValues() {
+	for _, tc := range valuesCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, r := render(t, tc.values)
 			want := expectedDefaults(t)

@@ -63,6 +63,11 @@ func Render(ctx context.Context, values map[string]any, releaseName, namespace s
 	if err != nil {
 		return nil, err
 	}
+	return RenderChart(ctx, ch, values, releaseName, namespace)
+}
+
+// RenderChart is Render of another chart (flannel's, to compare).
+func RenderChart(ctx context.Context, ch *chartv2.Chart, values map[string]any, releaseName, namespace string) (*Rendered, error) {
 	inst := action.NewInstall(action.NewConfiguration(action.ConfigurationSetLogger(slog.DiscardHandler)))
 	inst.DryRunStrategy = action.DryRunClient
 	inst.Replace = true // no release store to check the name against
