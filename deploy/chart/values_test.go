@@ -129,6 +129,7 @@ func flannelExpectations() []valuesCase {
 		{name: "flannel's own images stay weft's",
 			notes: "flannel.image names flannel's image (ghcr.io/flannel-io/flannel); weftd runs from weft's image ghcr.io/weft-net/weft:" +
 				version.Release + " instead."},
+		{name: "flannel.image.tag alone"}, // a tag of flannel's names no weft image: weft.image's
 		{name: "tolerations and nodeSelector",
 			change: func(t *testing.T, want objects) {
 				pod := podSpec(t, want)

@@ -38,6 +38,7 @@ func FlannelValues() []ValuesSet {
 			"flannel:\n  image_cni:\n    repository: registry.example.com/cni\n    tag: v0\n"},
 		{"flannel's own images stay weft's", "flannel:\n  image:\n    repository: ghcr.io/flannel-io/flannel\n    tag: v0.28.9\n" +
 			"  flannel_cni:\n    image:\n      repository: ghcr.io/flannel-io/flannel-cni-plugin\n      tag: v1.9.1-flannel3\n"},
+		{"flannel.image.tag alone", "flannel:\n  image:\n    tag: v0.28.9\n"},
 		{"tolerations and nodeSelector", "flannel:\n  tolerations:\n  - key: node-role.kubernetes.io/control-plane\n" +
 			"    operator: Exists\n    effect: NoSchedule\n  nodeSelector:\n    eks.amazonaws.com/compute-type: hybrid\n"},
 		{"healthz off, the manifest's tolerations",

@@ -414,4 +414,33 @@ func compareWithFlannelChart(t *testing.T) {
 			}
 		})
 	}
+
+	// flannel's values.yaml itself as the values file (`helm show values
+	// flannel/flannel > values.yaml`, the usual start of a values file):
+	// weft's defaults, flannel's images named in the notes.
+	text, err := os.ReadFile(filepath.Join(mod.Dir, "chart", "kube-flannel", "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	values, err := charttest.Values(string(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := charttest.Render(t.Context(), values, helmRelease, WeftNamespace)
+	if err != nil {
+		t.Fatalf("weft's chart with flannel's values.yaml: %v", err)
+	}
+	def, err := charttest.Render(t.Context(), nil, helmRelease, WeftNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := gocmp.Diff(parseChartObjects(t, "defaults", def.Manifest), parseChartObjects(t, "flannel's values", got.Manifest)); d != "" {
+		t.Errorf("weft's chart with flannel's values.yaml differs from its defaults (-defaults +flannel's values):\n%s", d)
+	}
+	for _, want := range []string{"flannel.image names flannel's image (ghcr.io/flannel-io/flannel)",
+		"The CNI plugin image names flannel's (ghcr.io/flannel-io/flannel-cni-plugin)"} {
+		if !strings.Contains(got.Notes, want) {
+			t.Errorf("notes lack %q:\n%s", want, got.Notes)
+		}
+	}
 }
