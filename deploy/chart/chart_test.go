@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"helm.sh/helm/v4/pkg/action"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -327,5 +330,34 @@ func TestChartIsThisRelease(t *testing.T) {
 	}
 	if keys := slices.Sorted(maps.Keys(got)); len(keys) != 5 {
 		t.Errorf("objects %q, want 5", keys)
+	}
+}
+
+// TestHelmLint: `helm lint --strict` of the chart's files (Helm's lint
+// action): no warning and no error; information (such as the chart's
+// missing icon) is logged.
+func TestHelmLint(t *testing.T) {
+	files, err := chart.Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), chart.Dir)
+	for name, data := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lint := action.NewLint()
+	lint.Strict, lint.Namespace = true, namespace
+	res := lint.Run([]string{dir}, map[string]any{})
+	for _, m := range res.Messages {
+		t.Logf("helm lint: %v", m)
+	}
+	if res.TotalChartsLinted != 1 || len(res.Errors) > 0 || action.HasWarningsOrErrors(res) {
+		t.Errorf("helm lint --strict: %d charts linted, errors %v", res.TotalChartsLinted, res.Errors)
 	}
 }
