@@ -202,7 +202,10 @@ func TestBadBackendOptionExits(t *testing.T) {
 
 // A burst of 60,000 route deletions that are none of weft's (another agent
 // flushing its routes) does not blind weftd: a route of its own deleted
-// right after is back within 1 s. Whether the burst overflows the monitor's
+// right after is back within 5 s (well under 1 s on a quiet machine; the
+// bound holds when the burst's 120,000 notifications and the resync after
+// an overflow share two cores with the rest of make test and other builds).
+// Whether the burst overflows the monitor's
 // socket depends on how fast weftd reads (here it kept up; the log line
 // says); netlinkx's TestMonitorSurvivesOverflow forces the overflow and
 // shows the monitor reporting deletions after it.
@@ -234,7 +237,7 @@ func TestRepairAfterNotificationBurst(t *testing.T) {
 	}
 	write(ws)
 	sh(t, "ip", "-n", n.name, "route", "del", "10.244.5.0/24")
-	took := eventually(t, time.Second, "the peer's route back", func() bool {
+	took := eventually(t, 5*time.Second, "the peer's route back", func() bool {
 		return strings.Contains(n.kernel(t), "10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink")
 	})
 	t.Logf("route back %v after its deletion; notifications lost in the burst: %v", took,
