@@ -361,3 +361,21 @@ func TestHelmLint(t *testing.T) {
 		t.Errorf("helm lint --strict: %d charts linted, errors %v", res.TotalChartsLinted, res.Errors)
 	}
 }
+
+// TestWithoutWeftSection: values with no `weft:` section render as the
+// defaults. `helm upgrade --reuse-values` of a release of flannel's chart
+// renders weft's templates with flannel's chart's default values, which
+// have none (internal/lab/kubelet's TestHelmUpgradeFromFlannelChart does
+// that upgrade on a real API server).
+func TestWithoutWeftSection(t *testing.T) {
+	ch, err := charttest.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(ch.Values, "weft")
+	r, err := charttest.RenderChart(t.Context(), ch, nil, releaseName, namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare(t, parseObjects(t, "the chart without weft:", r.Manifest), expectedDefaults(t))
+}

@@ -3,6 +3,7 @@
 package chart_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,7 +32,8 @@ func TestServerSideDryRun(t *testing.T) {
 	for i, tc := range sets {
 		t.Run(tc.name, func(t *testing.T) {
 			_, r := render(t, tc.values)
-			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".yaml")
+			// kubectl reads a comma in -f as a list of files: name the file by number.
+			path := filepath.Join(dir, fmt.Sprintf("set-%02d.yaml", i))
 			if err := os.WriteFile(path, []byte(r.Manifest), 0o644); err != nil {
 				t.Fatal(err)
 			}

@@ -296,6 +296,7 @@ func TestValuesWeftRefuses(t *testing.T) {
 		{"flannel:\n  mtu: 1400.5\n", `flannel.mtu: want a whole number, not "1400.5"`},
 		{"flannel:\n  GBP: \"yes\"\n", `flannel.GBP: want true or false, not "yes"`},
 		{"podCidr: \"\"\n", "podCidr and podCidrv6 are both empty"},
+		{"flannel:\n  cniConf: \"\"\n", "flannel.cniConf is empty"},
 		{"flannel:\n  healthz:\n    port: 0\nweft:\n  metrics:\n    podAnnotations: true\n",
 			"weft.metrics.podAnnotations needs flannel.healthz.port"},
 	} {

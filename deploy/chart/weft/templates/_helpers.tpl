@@ -16,9 +16,27 @@ app: flannel
 {{ include "weft.labels" . }}
 {{- end -}}
 
+{{/*
+weft.own: the value at a path under `weft:` (list . "image" "tag"), or empty. Every value of weft's own is read
+through it with a default in place: `helm upgrade --reuse-values` of a release of flannel's chart renders with
+flannel's chart's default values, which have no `weft:` section.
+*/}}
+{{- define "weft.own" -}}
+{{- $w := (index . 0).Values.weft | default dict -}}
+{{- $v := $w -}}
+{{- range rest . -}}
+{{- if kindIs "map" $v -}}
+{{- $v = get $v . -}}
+{{- else -}}
+{{- $v = "" -}}
+{{- end -}}
+{{- end -}}
+{{- toString ($v | default "") -}}
+{{- end -}}
+
 {{/* weft's own image: weft.image, its tag defaulting to the chart's appVersion. */}}
 {{- define "weft.ownImage" -}}
-{{- printf "%s:%s" .Values.weft.image.repository (.Values.weft.image.tag | default .Chart.AppVersion) -}}
+{{- printf "%s:%s" (include "weft.own" (list . "image" "repository") | default "ghcr.io/weft-net/weft") (include "weft.own" (list . "image" "tag") | default .Chart.AppVersion) -}}
 {{- end -}}
 
 {{/* flannel's own image repositories: a values file naming one of these gets weft's image instead. */}}
@@ -36,7 +54,7 @@ app: flannel
 {{- if or (not $repo) (has $repo (include "weft.flannelRepos" . | fromJsonArray)) -}}
 {{- include "weft.ownImage" . -}}
 {{- else -}}
-{{- printf "%s:%s" $repo ($img.tag | default .Values.weft.image.tag | default .Chart.AppVersion) -}}
+{{- printf "%s:%s" $repo ($img.tag | default (include "weft.own" (list . "image" "tag")) | default .Chart.AppVersion) -}}
 {{- end -}}
 {{- end -}}
 
@@ -50,7 +68,7 @@ app: flannel
 {{- if or (not $repo) (has $repo (include "weft.flannelCNIRepos" . | fromJsonArray)) -}}
 {{- include "weft.image" . -}}
 {{- else -}}
-{{- printf "%s:%s" $repo ($img.tag | default .Values.weft.image.tag | default .Chart.AppVersion) -}}
+{{- printf "%s:%s" $repo ($img.tag | default (include "weft.own" (list . "image" "tag")) | default .Chart.AppVersion) -}}
 {{- end -}}
 {{- end -}}
 
@@ -71,10 +89,13 @@ includes it, so `helm template` of any one of them fails too.
 {{- if not (has (lower (toString .Values.flannel.backend)) $backends) -}}
 {{- fail (printf "flannel.backend %q: weft has the backends %s" (toString .Values.flannel.backend) (join ", " $backends)) -}}
 {{- end -}}
+{{- if not (trim (toString (.Values.flannel.cniConf | default ""))) -}}
+{{- fail "flannel.cniConf is empty: the chart would install an empty CNI conflist. (A release of an older flannel chart, which had no cniConf, upgraded with --reuse-values has none: upgrade with --reset-then-reuse-values instead)" -}}
+{{- end -}}
 {{- if and (not .Values.podCidr) (not .Values.podCidrv6) -}}
 {{- fail "podCidr and podCidrv6 are both empty: give the cluster network of at least one family" -}}
 {{- end -}}
-{{- if and .Values.weft.metrics.podAnnotations (not (dig "healthz" "port" 0 .Values.flannel)) -}}
+{{- if and (eq (include "weft.own" (list . "metrics" "podAnnotations")) "true") (not (dig "healthz" "port" 0 .Values.flannel)) -}}
 {{- fail "weft.metrics.podAnnotations needs flannel.healthz.port: weftd serves /metrics on the health port" -}}
 {{- end -}}
 {{- end -}}
