@@ -149,8 +149,8 @@ func transfer(t *testing.T, clientNS, serverNS string, addr netip.Addr, n int64)
 
 // kill -9 weftd under `ping -i 0.01` and start it again at once, twice:
 // flannel0 and its route stay, and the new weftd resumes the data path from
-// the peer snapshot before it contacts etcd, within 200 ms of the kill
-// (20-30 ms on an idle machine), losing only the pings of that gap (1-2 idle;
+// the peer snapshot before etcd answers (20-30 ms after the kill on an idle
+// machine), losing only the pings of that gap (1-2 idle;
 // flannel v0.28.9 loses 20-22 in the same test). The gap, from the kill to
 // the data path running again, is logged.
 func TestUDPKillRestart(t *testing.T) { killRestart(t, "udp", "flannel0") }
@@ -190,16 +190,20 @@ func killRestart(t *testing.T, backend, device string) {
 		// 10 ms of the gap from the kill to the resumed data path, plus one
 		// in flight at each end. The gap is the process's own start-up,
 		// which make test's parallel load stretches (20-30 ms idle, 75 ms
-		// seen under load); past 200 ms the resume is broken, not slow.
+		// seen under load).
 		gap := resumed.Sub(killed)
 		allowed := int(gap/(10*time.Millisecond)) + 2
 		if r[0] != count || r[0]-r[1] > allowed {
 			t.Errorf("restart %d lost %d of %d pings with the data path back %v after the kill; want at most %d",
 				i+1, r[0]-r[1], r[0], gap.Round(time.Millisecond), allowed)
 		}
-		if ok && gap > 200*time.Millisecond {
-			t.Errorf("restart %d: the data path was back %v after the kill; want it within 200 ms (from the snapshot, before etcd)",
-				i+1, gap.Round(time.Millisecond))
+		// From the snapshot means before the store answered: the resume
+		// is logged before the lease is (an order, which load does not
+		// change; the gap itself is 20-30 ms idle and was seen at 295 ms
+		// with the machine's two cores loaded tenfold).
+		if leased, okL := logTime(t, c.LogFile(1), "lease reused", killed); ok && (!okL || !resumed.Before(leased)) {
+			t.Errorf("restart %d: the data path was back %v after the kill, not before the store answered (lease reused at %v)",
+				i+1, gap.Round(time.Millisecond), leased.Sub(killed).Round(time.Millisecond))
 		}
 	}
 	if now := run(t, c.NodeNS(1), "cat", "/sys/class/net/"+device+"/ifindex"); now != idx {
