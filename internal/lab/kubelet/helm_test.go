@@ -113,6 +113,15 @@ func TestKubeletHelm(t *testing.T) {
 			ds.Annotations, ds.Spec.Selector.MatchLabels, c.ReadinessProbe, ds.Status.NumberReady)
 	}
 
+	// The install notes' check of a node: weft status in weftd's container,
+	// with no flags.
+	status, err := l.kubectl(ctx, "exec", "-n", WeftNamespace, "ds/kube-flannel-ds", "-c", "kube-flannel", "--",
+		"weft", "status")
+	t.Logf("weft status (the notes' command):\n%s", status)
+	if err != nil {
+		t.Errorf("the notes' weft status: %v", err)
+	}
+
 	helmUninstall(t, ctx, l)
 	l.down()
 }
