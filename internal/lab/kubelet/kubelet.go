@@ -223,6 +223,10 @@ type Options struct {
 	// given weft's image reference, imported on every node. Up then waits for
 	// weft's DaemonSet as after the manifest. Not with Flannel or BridgeOnly.
 	Deploy func(ctx context.Context, l *Lab, image string) error
+	// Outside adds the lab's outside host (lab.Options.Outside: <name>-out
+	// behind the router <name>-rt, not in the cluster), which pods reach
+	// masqueraded.
+	Outside bool
 }
 
 // Test objects.
@@ -348,7 +352,7 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 		idle[i] = i + 1
 	}
 	var err error
-	co := cluster.Options{Lab: lab.Options{Name: o.Name, Nodes: o.Nodes}, Idle: idle,
+	co := cluster.Options{Lab: lab.Options{Name: o.Name, Nodes: o.Nodes, Outside: o.Outside}, Idle: idle,
 		Dir: filepath.Join(o.Dir, "cluster"), Logger: l.log}
 	if o.Detach {
 		co.EtcdCommand, co.Detach = o.EtcdCommand, true

@@ -58,32 +58,49 @@ func EchoServer(t testing.TB, ns string, addr netip.Addr) netip.AddrPort {
 // DialFrom connects to addr from the network namespace at path (a lab
 // namespace's lab.NSPath, or /proc/<pid>/ns/net of a container). The socket
 // keeps that namespace, so the connection may be used from any goroutine.
+// The dialing thread goes back to its namespace afterwards: a thread that
+// ended would take with it the children started from it with
+// PR_SET_PDEATHSIG (the kubelet lab's kubelets and containerds).
 func DialFrom(ctx context.Context, path, network, addr string) (net.Conn, error) {
 	target, err := netns.GetFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("open netns %s: %w", path, err)
 	}
 	defer target.Close()
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	res := make(chan result, 1)
+	var conn net.Conn
+	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine, out of the namespace
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("get current netns: %w", err)
+			return
+		}
+		defer orig.Close()
 		if err := netns.Set(target); err != nil {
-			res <- result{err: fmt.Errorf("enter netns %s: %w", path, err)}
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter netns %s: %w", path, err)
 			return
 		}
 		var d net.Dialer
-		conn, err := d.DialContext(ctx, network, addr)
-		res <- result{conn, err}
+		conn, err = d.DialContext(ctx, network, addr)
+		if rerr := netns.Set(orig); rerr != nil {
+			// Stay locked: the thread ends with this goroutine rather
+			// than run others in the wrong namespace.
+			errc <- errors.Join(err, fmt.Errorf("restore netns after %s: %w", path, rerr))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
 	}()
-	r := <-res
-	if r.err != nil {
-		return nil, fmt.Errorf("dial %s from %s: %w", addr, path, r.err)
+	if err := <-errc; err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, fmt.Errorf("dial %s from %s: %w", addr, path, err)
 	}
-	return r.conn, nil
+	return conn, nil
 }
 
 // Tally counts the successes and failures of a probe; it is safe for
