@@ -212,33 +212,62 @@ func TestIPIPTransferVerified(t *testing.T) {
 }
 
 // The kernel path, where the kernel has an ipip module: flannel.ipip is a
-// kernel ipip device with local = the public address, and pods ping across.
+// kernel ipip device with local = the public address, and pods ping across
+// (a node behind the router too); with DirectRouting the peer on the same
+// subnet is routed on eth0, the far one on flannel.ipip.
 func TestIPIPKernelPath(t *testing.T) {
-	needRoot(t)
-	if err := kernelCanMake(t, "ipip"); err != nil {
-		t.Skipf("the kernel has no ipip module (%v): the kernel path is tested where it has one; "+
-			"here the userspace path's tests run (TestIPIPKernelShapedPeer talks to a kernel-shaped ipip node)", err)
+	needIPIPModule(t)
+	for _, dr := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "directrouting"}[dr], func(t *testing.T) {
+			c := up(t, cluster.Options{Lab: lab.Options{Nodes: 3, Far: []int{3}}, Backend: "ipip", DirectRouting: dr, Pods: 1,
+				WeftdEnv: []string{"WEFT_IPIP_PATH=kernel"}})
+			node1, _ := c.Lab().Node(1)
+			link := run(t, c.NodeNS(1), "ip", "-d", "link", "show", "flannel.ipip")
+			if !strings.Contains(link, "ipip ") || !strings.Contains(link, "local "+node1.Addrs()[0].String()) ||
+				!strings.Contains(link, "mtu 1480") {
+				t.Errorf("flannel.ipip: %s", link)
+			}
+			env, _ := c.SubnetEnv(1)
+			if env.MTU != 1480 {
+				t.Errorf("subnet.env MTU %d, want 1480", env.MTU)
+			}
+			via := func(node int) string { n, _ := c.Lab().Node(node); return "via " + n.Addrs()[0].String() }
+			near, far := routeTo(t, c, 1, 2), routeTo(t, c, 1, 3)
+			if wantNear := via(2) + " dev flannel.ipip"; dr {
+				if !strings.Contains(near, via(2)+" dev eth0") {
+					t.Errorf("DirectRouting: same-subnet peer route %q, want it %s dev eth0", near, via(2))
+				}
+			} else if !strings.Contains(near, wantNear) || !strings.HasSuffix(near, "onlink") {
+				t.Errorf("near peer route %q, want %s onlink", near, wantNear)
+			}
+			if !strings.Contains(far, via(3)+" dev flannel.ipip") || !strings.HasSuffix(far, "onlink") {
+				t.Errorf("far peer route %q, want %s dev flannel.ipip onlink", far, via(3))
+			}
+			assertMatrix(t, c)
+		})
 	}
-	c := up(t, cluster.Options{Lab: lab.Options{Nodes: 3, Far: []int{3}}, Backend: "ipip", Pods: 1,
-		WeftdEnv: []string{"WEFT_IPIP_PATH=kernel"}})
-	node1, _ := c.Lab().Node(1)
-	link := run(t, c.NodeNS(1), "ip", "-d", "link", "show", "flannel.ipip")
-	if !strings.Contains(link, "ipip ") || !strings.Contains(link, "local "+node1.Addrs()[0].String()) ||
-		!strings.Contains(link, "mtu 1480") {
-		t.Errorf("flannel.ipip: %s", link)
-	}
-	env, _ := c.SubnetEnv(1)
-	if env.MTU != 1480 {
-		t.Errorf("subnet.env MTU %d, want 1480", env.MTU)
-	}
-	assertMatrix(t, c)
 }
 
-// kernelCanMake creates a device of kind in a namespace of its own
-// (testenv.Namespace: named uniquely for this run, removed after).
-func kernelCanMake(t *testing.T, kind string) error {
+// needIPIPModule skips t unless the kernel can make an ipip device (here
+// it cannot; the kernel tier's kernels can).
+func needIPIPModule(t *testing.T) {
+	t.Helper()
+	needRoot(t)
+	if err := kernelCanMake(t, "ipip", "local", "192.0.2.1"); err != nil {
+		t.Skipf("the kernel has no ipip module (%v): the kernel path is tested where it has one (make test-kernels); "+
+			"here the userspace path's tests run (TestIPIPKernelShapedPeer talks to a kernel-shaped ipip node)", err)
+	}
+}
+
+// kernelCanMake creates a device of kind, with args, in a namespace of its
+// own (testenv.Namespace: named uniquely for this run, removed after). An
+// ipip device needs a local address: one without is the module's own tunl0
+// (any to any), which exists already in every namespace once the module is
+// loaded ("File exists").
+func kernelCanMake(t *testing.T, kind string, args ...string) error {
 	ns := testenv.Namespace(t, "wprobe-")
-	if _, err := lab.Exec(context.Background(), ns, "ip", "link", "add", "probe", "type", kind); err != nil {
+	argv := append([]string{"ip", "link", "add", "probe", "type", kind}, args...)
+	if _, err := lab.Exec(context.Background(), ns, argv...); err != nil {
 		return err
 	}
 	return nil

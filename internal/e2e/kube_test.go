@@ -27,6 +27,7 @@ import (
 	"github.com/weft-net/weft/internal/kubeapi"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // kubeBins returns the Kubernetes binaries: a missing build skips under
@@ -71,7 +72,7 @@ func upKube(t *testing.T, o cluster.Options) *cluster.Cluster {
 }
 
 func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(t, time.Minute))
 	t.Cleanup(cancel)
 	return ctx
 }

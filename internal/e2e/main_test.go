@@ -81,7 +81,11 @@ func up(t *testing.T, o cluster.Options) *cluster.Cluster {
 	o.BinDir = bins.get(t)
 	o.Dir = t.TempDir()
 	o.Logger = slog.New(slog.DiscardHandler)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = testenv.Scale(t, 30*time.Second)
+	}
+	logKernel(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(t, 2*time.Minute))
 	defer cancel()
 	c, err := cluster.Up(ctx, o)
 	if err != nil {
@@ -98,6 +102,17 @@ func up(t *testing.T, o cluster.Options) *cluster.Cluster {
 		}
 	})
 	return c
+}
+
+// logKernel names the kernel the test runs on (the kernel tier runs the
+// same tests on other kernel lines: make test-kernels).
+func logKernel(t *testing.T) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		t.Fatalf("read the kernel's release: %v", err)
+	}
+	t.Logf("kernel %s", strings.TrimSpace(string(b)))
 }
 
 func dumpLogs(t *testing.T, dir string) {

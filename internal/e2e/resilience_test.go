@@ -15,6 +15,7 @@ import (
 
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
@@ -105,22 +106,30 @@ func TestRepairRestoresTraffic(t *testing.T) {
 		{"bridge", "fdb", "del", mac, "dev", "flannel.1", "dst", "192.168.100.12", "self"},
 		{"ip", "link", "del", "flannel.1"},
 	} {
-		run(t, ns, cmd...)
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		var err error
-		for ctx.Err() == nil {
-			if _, err = lab.Ping(ctx, pods[0].NS, pods[1].Addrs[0]); err == nil {
-				break
-			}
-		}
-		cancel()
-		if err != nil {
-			t.Errorf("after %q: pods do not ping within 1 s: %v", strings.Join(cmd, " "), err)
-		} else {
-			t.Logf("after %q: pods ping again after %v", strings.Join(cmd, " "), time.Since(start).Round(time.Millisecond))
+		assertRepaired(t, ns, cmd, pods[0].NS, pods[1].Addrs[0])
+	}
+}
+
+// assertRepaired runs cmd in node namespace ns and checks that pod reaches
+// dst again within 1 s (scaled by WEFT_TEST_TIME_FACTOR).
+func assertRepaired(t *testing.T, ns string, cmd []string, pod string, dst netip.Addr) {
+	t.Helper()
+	run(t, ns, cmd...)
+	limit := testenv.Scale(t, time.Second)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	var err error
+	for ctx.Err() == nil {
+		if _, err = lab.Ping(ctx, pod, dst); err == nil {
+			break
 		}
 	}
+	if err != nil {
+		t.Errorf("after %q: pods do not ping within %v: %v", strings.Join(cmd, " "), limit, err)
+		return
+	}
+	t.Logf("after %q: pods ping again after %v", strings.Join(cmd, " "), time.Since(start).Round(time.Millisecond))
 }
 
 // With --ip-masq, a pod's traffic to the outside world leaves with the node's

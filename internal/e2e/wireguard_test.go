@@ -25,6 +25,7 @@ import (
 	"github.com/weft-net/weft/internal/backend/wireguard"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // This machine's kernel has no WireGuard, so every node here runs the
@@ -63,6 +64,7 @@ func wg(t *testing.T, c *cluster.Cluster, node int, args ...string) string {
 // returns how long that took; it fails the test after limit.
 func waitWG(t *testing.T, c *cluster.Cluster, node int, limit time.Duration, what string, cond func(peers string) bool) time.Duration {
 	t.Helper()
+	limit = testenv.Scale(t, limit)
 	start := time.Now()
 	for {
 		if cond(wg(t, c, node, "show", "flannel-wg", "peers")) {

@@ -101,6 +101,9 @@ type Options struct {
 	// Detach starts weftd processes in sessions of their own, so they keep
 	// running after this process exits.
 	Detach bool
+	// ReadyTimeout bounds WaitReady (default 30 s); a slower kernel (the
+	// kernel tier's User-Mode Linux) needs more.
+	ReadyTimeout time.Duration
 	// Progress, when set, is told each step as it starts.
 	Progress func(step string)
 	Logger   *slog.Logger

@@ -198,7 +198,11 @@ func (c *Cluster) Get(ctx context.Context, node int, path string) (int, []byte, 
 // WaitReady waits until node's weftd answers /readyz with 200, failing early
 // (with the log's path) when the process exits.
 func (c *Cluster) WaitReady(ctx context.Context, node int) error {
-	deadline := time.Now().Add(30 * time.Second)
+	limit := c.o.ReadyTimeout
+	if limit <= 0 {
+		limit = 30 * time.Second
+	}
+	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		c.mu.Lock()
 		p := c.procs[node]
@@ -215,7 +219,7 @@ func (c *Cluster) WaitReady(ctx context.Context, node int) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return errors.New("weftd on node " + strconv.Itoa(node) + " not ready after 30 s; see " + c.LogFile(node))
+	return fmt.Errorf("weftd on node %d not ready after %v; see %s", node, limit, c.LogFile(node))
 }
 
 // Status runs `weft status` (the binary weft) in node's namespace with its
