@@ -34,7 +34,8 @@
 # beside weft); builds the e2e test binary into a temporary directory,
 # removed at exit.
 #
-# Environment: WEFT_BIN_DIR (make build's ./bin), GO (go),
+# Environment: WEFT_BIN_DIR (make build's ./bin), GO (go), WEFT_FLANNELD (a
+# flanneld v0.28.9 binary to use instead of the one in flannel's image),
 # WEFT_TEST_TIME_FACTOR (how much the tests stretch their time limits
 # inside UML, default 10), WEFT_UML_TIMEOUT (seconds per line, default
 # 2700).
@@ -72,27 +73,32 @@ for l in "${lines[@]}"; do
     built="$(GO="$go" bash hack/uml-kernel.sh)/linux"
   fi
 done
-flannel_dir="$(GO="$go" bash hack/flannel-image.sh)"
-
 work="$(mktemp -d "${TMPDIR:-/tmp}/weft-test-kernels.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
 # flanneld, out of flannel's image (an OCI archive: one of its layers holds
-# /opt/bin/flanneld).
-mkdir "$work/oci"
-tar -xf "$flannel_dir/flannel.tar" -C "$work/oci"
-for blob in "$work"/oci/blobs/sha256/*; do
-  member="$(tar -tf "$blob" 2>/dev/null | grep -m1 -E '^(\./)?opt/bin/flanneld$' || true)"
-  if [ -n "$member" ]; then
-    tar -xOf "$blob" "$member" >"$work/flanneld"
-    break
-  fi
-done
-[ -s "$work/flanneld" ] || die "no opt/bin/flanneld in $flannel_dir/flannel.tar"
-chmod +x "$work/flanneld"
-rm -rf "$work/oci"
-echo "test-kernels: flanneld $("$work/flanneld" --version 2>&1) from $flannel_dir/flannel.tar"
+# /opt/bin/flanneld), unless WEFT_FLANNELD names one.
+flanneld="${WEFT_FLANNELD:-}"
+if [ -z "$flanneld" ]; then
+  flannel_dir="$(GO="$go" bash hack/flannel-image.sh)"
+  mkdir "$work/oci"
+  tar -xf "$flannel_dir/flannel.tar" -C "$work/oci"
+  for blob in "$work"/oci/blobs/sha256/*; do
+    member="$(tar -tf "$blob" 2>/dev/null | grep -m1 -E '^(\./)?opt/bin/flanneld$' || true)"
+    if [ -n "$member" ]; then
+      tar -xOf "$blob" "$member" >"$work/flanneld"
+      break
+    fi
+  done
+  [ -s "$work/flanneld" ] || die "no opt/bin/flanneld in $flannel_dir/flannel.tar"
+  chmod +x "$work/flanneld"
+  rm -rf "$work/oci"
+  flanneld="$work/flanneld"
+fi
+echo "test-kernels: flanneld $("$flanneld" --version 2>&1) ($flanneld)"
 
+# The runner itself (hack/uml_test.go), on Debian's kernel.
+"$go" test -count=1 -run '^TestUML' ./hack/
 "$go" test -c -o "$work/e2e.test" ./internal/e2e
 
 summary=()
@@ -104,7 +110,7 @@ for l in "${lines[@]}"; do
   start=$(date +%s)
   rc=0
   bash hack/uml/run.sh "${kargs[@]}" --timeout "$line_timeout" -e WEFT_BIN_DIR="$bin" -e WEFT_TEST_TIME_FACTOR="$factor" \
-    -e WEFT_FLANNELD="$work/flanneld" -e "${env_of[$l]}" -- \
+    -e WEFT_FLANNELD="$flanneld" -e "${env_of[$l]}" -- \
     "$work/e2e.test" -test.v -test.count=1 -test.timeout "$((line_timeout - 60))s" -test.run "${run_of[$l]}" |
     tee "$work/$l.log" || rc=$?
   took=$(($(date +%s) - start))
