@@ -126,7 +126,7 @@ if [ "$modular" = yes ]; then
 fi
 
 cat >"$work/init" <<EOF
-#!/bin/sh
+#!/bin/bash
 # The UML machine's init (hack/uml/run.sh): set up, run the command, power off.
 work=$(printf %q "$work")
 modules=$(printf %q "$modules")
