@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package control is weftd's local control socket, which lets `weft status`
 // judge the node by the options the running weftd has instead of asking the
 // operator to repeat them.
