@@ -62,6 +62,15 @@ test-privileged: deps build kube-bins
 test-e2e: deps build kube-bins
 	WEFT_TEST_TIERS=e2e WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
 
+# The kernel tier (root): the end-to-end kernel cases inside User-Mode Linux
+# on two 6.1 kernels, Debian's UML kernel (ipip's kernel path, vxlan,
+# host-gw) and one hack/uml-kernel.sh builds once with WireGuard (cached in
+# ~/.cache/weft); each beside flanneld v0.28.9 too (hack/uml/test-kernels.sh,
+# hack/uml/README.md). CI runs it after `make test`.
+.PHONY: test-kernels
+test-kernels: deps build
+	WEFT_BIN_DIR=$(BIN) GO=$(GO) bash hack/uml/test-kernels.sh
+
 # The real-node tier (root): a lab whose nodes run containerd and kubelet
 # v1.36.3, weft deployed by its manifest and image (internal/lab/kubelet).
 # It builds, once each and cached in ~/.cache/weft, kubelet and
