@@ -54,7 +54,7 @@ func TestStatus(t *testing.T) {
 	run(t, c.NodeNS(1), "iptables", "-t", "nat", "-F", "FLANNEL-POSTRTG")
 	code, out := status()
 	if code != 1 || !strings.Contains(out, "missing or different route "+subnet+" via "+peer.Subnet.Masked().Addr().String()+" dev flannel.1 onlink") ||
-		!strings.Contains(out, "iptables -t nat chain FLANNEL-POSTRTG: missing or different rules") ||
+		!strings.Contains(out, "iptables-nft -t nat chain FLANNEL-POSTRTG: missing or different rules") ||
 		!strings.Contains(out, "weftd    not answering") {
 		t.Fatalf("weftd stopped, route deleted, chain flushed: exit %d, want 1 naming both\n%s", code, out)
 	}

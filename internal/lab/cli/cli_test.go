@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -63,6 +64,9 @@ func leftovers(t *testing.T, name, root string) []string {
 	}
 	return ns
 }
+
+// isProcs says whether an entry of leftovers lists processes.
+func isProcs(entry string) bool { return strings.HasPrefix(entry, "processes: ") }
 
 func TestLabUpStatusDownTwoLabs(t *testing.T) {
 	testenv.EndToEnd(t, "builds labs of network namespaces")
@@ -142,26 +146,38 @@ func TestLabUpStatusDownTwoLabs(t *testing.T) {
 func TestLabDownAfterKilledUp(t *testing.T) {
 	testenv.EndToEnd(t, "builds labs of network namespaces")
 	r := labRunner{t: t, weft: filepath.Join(bin(t), "weft"), root: t.TempDir()}
-	for _, after := range []time.Duration{150 * time.Millisecond, 400 * time.Millisecond} {
+	// Killed once its first namespace exists, and once a process of the
+	// lab runs in it (etcd, then the weftds): points in the build, not
+	// times, which a loaded machine would shift.
+	for _, after := range []struct {
+		what string
+		done func([]string) bool
+	}{
+		{"the first namespace", func(l []string) bool { return len(l) > 0 }},
+		{"a process in the lab", func(l []string) bool { return slices.ContainsFunc(l, isProcs) }},
+	} {
 		name := randLab(t)
 		t.Cleanup(func() { _, _ = r.run("lab", "down", "--name", name) })
 		c := r.cmd("lab", "up", "--name", name, "--nodes", "3", "--pods", "2")
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(after)
+		deadline := time.Now().Add(30 * time.Second)
+		for !after.done(leftovers(t, name, r.root)) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
 		_ = c.Process.Signal(syscall.SIGKILL)
 		_ = c.Wait()
-		if l := leftovers(t, name, r.root); len(l) == 0 {
-			t.Fatalf("killed after %v: nothing to clean up, the test proves nothing", after)
+		if l := leftovers(t, name, r.root); !after.done(l) {
+			t.Fatalf("killed after %s: not there within 30 s (%v), the test proves nothing", after.what, l)
 		} else {
-			t.Logf("killed after %v: %d namespaces and processes left", after, len(l))
+			t.Logf("killed after %s: %d namespaces and processes left", after.what, len(l))
 		}
 		if out, err := r.run("lab", "down", "--name", name); err != nil {
 			t.Fatalf("lab down after kill: %v\n%s", err, out)
 		}
 		if l := leftovers(t, name, r.root); len(l) > 0 {
-			t.Errorf("killed after %v: lab left %v", after, l)
+			t.Errorf("killed after %s: lab left %v", after.what, l)
 		}
 		if _, err := os.Stat(filepath.Join(r.root, name)); !os.IsNotExist(err) {
 			t.Errorf("lab directory survived down: %v", err)
