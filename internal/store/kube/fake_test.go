@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,8 +23,14 @@ import (
 )
 
 // fakeAPI is API over client-go's fake clientset (an in-memory object
-// tracker; it ignores paging and field selectors).
-type fakeAPI struct{ cs *fake.Clientset }
+// tracker; it ignores paging and field selectors). Its watches see only
+// what happens after they start (no replay from a resourceVersion), so a
+// test that changes a Node right after a watch's list waits for the watch
+// (waitWatching).
+type fakeAPI struct {
+	cs      *fake.Clientset
+	watches atomic.Int32 // node watches started
+}
 
 func newFake(objs ...runtime.Object) *fakeAPI { return &fakeAPI{cs: fake.NewClientset(objs...)} }
 
@@ -43,7 +50,21 @@ func (f *fakeAPI) ListNodes(ctx context.Context, opts metav1.ListOptions, each f
 }
 
 func (f *fakeAPI) WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	return f.cs.CoreV1().Nodes().Watch(ctx, opts)
+	w, err := f.cs.CoreV1().Nodes().Watch(ctx, opts)
+	if err == nil {
+		f.watches.Add(1)
+	}
+	return w, err
+}
+
+// waitWatching waits until a node watch has started.
+func (f *fakeAPI) waitWatching(t testing.TB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); f.watches.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no node watch started within 10 s")
+		}
+	}
 }
 
 func (f *fakeAPI) PatchNodeStatus(ctx context.Context, name string, patch []byte) error {

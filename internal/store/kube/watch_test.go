@@ -285,6 +285,7 @@ func TestWatchFromZero(t *testing.T) {
 	s := newTestStore(t, api, mustNetConf(t, netConfV4), nil)
 	w := startWatch(t, s, store.Snapshot{})
 	w.want("added 10.244.1.0-24, added 10.244.2.0-24")
+	api.waitWatching(t)
 	api.del(t, "a")
 	w.want("removed 10.244.1.0-24")
 }
@@ -296,6 +297,7 @@ func TestWatchNodeWithoutAnnotations(t *testing.T) {
 	api := newFake()
 	s := newTestStore(t, api, mustNetConf(t, netConfV4), logs.logger())
 	w := startWatch(t, s, store.Snapshot{})
+	api.waitWatching(t)
 	api.put(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24"}})
 	api.put(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare2"}})
 	api.put(t, kubeNode("a", []string{"10.244.2.0/24"}, peerAnn("192.168.1.1", mac1)))
