@@ -77,11 +77,11 @@ func (l *Lab) saveState() error {
 		st.SwitchNS = l.cl.Lab().Topology().ServiceNS()
 		if l.o.Detach {
 			// cluster.Up's etcd process (EtcdCommand): the process in the
-			// switch namespace whose command line has "lab etcd".
+			// switch namespace run as `weft-lab etcd ...`.
 			pids, _ := lab.Processes(st.SwitchNS)
 			for _, pid := range pids {
 				b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-				if bytes.Contains(b, []byte("\x00lab\x00etcd\x00")) {
+				if args := bytes.Split(b, []byte{0}); len(args) > 1 && string(args[1]) == "etcd" {
 					st.Processes = append(st.Processes, procState("etcd", 0, pid, filepath.Join(l.o.Dir, "cluster", "etcd.log")))
 				}
 			}
