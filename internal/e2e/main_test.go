@@ -19,6 +19,7 @@ import (
 
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+	"github.com/weft-net/weft/internal/lab/labtest"
 	"github.com/weft-net/weft/internal/testbin"
 )
 
@@ -136,13 +137,5 @@ func run(t testing.TB, ns string, argv ...string) string {
 // listener is closed when the test ends.
 func listenIn(t testing.TB, ns string, addr netip.Addr) net.Listener {
 	t.Helper()
-	var ln net.Listener
-	if err := lab.Do(ns, func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	return ln
+	return labtest.ListenIn(t, ns, addr)
 }

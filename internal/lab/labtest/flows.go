@@ -28,9 +28,9 @@ import (
 // TCP connections and one long-lived connection, counted in a Tally, and the
 // conntrack entry of that connection.
 
-// EchoServer accepts TCP connections at addr (a free port) in lab namespace
-// ns and echoes what each sends, until the test ends.
-func EchoServer(t testing.TB, ns string, addr netip.Addr) netip.AddrPort {
+// ListenIn listens on TCP at addr, a free port, inside lab namespace ns;
+// the listener is closed when the test ends.
+func ListenIn(t testing.TB, ns string, addr netip.Addr) net.Listener {
 	t.Helper()
 	var ln net.Listener
 	if err := lab.Do(ns, func() (err error) {
@@ -40,6 +40,14 @@ func EchoServer(t testing.TB, ns string, addr netip.Addr) netip.AddrPort {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ln.Close() })
+	return ln
+}
+
+// EchoServer accepts TCP connections at addr (a free port) in lab namespace
+// ns and echoes what each sends, until the test ends.
+func EchoServer(t testing.TB, ns string, addr netip.Addr) netip.AddrPort {
+	t.Helper()
+	ln := ListenIn(t, ns, addr)
 	go func() {
 		for {
 			conn, err := ln.Accept()
