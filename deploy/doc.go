@@ -22,6 +22,13 @@ import (
 //go:embed kube-weft.yml
 var Manifest string
 
+// NetpolManifest is the text of kube-weft-netpol.yml: Manifest with weftd's
+// --network-policy and the read rights it needs (pods, namespaces,
+// networkpolicies).
+//
+//go:embed kube-weft-netpol.yml
+var NetpolManifest string
+
 // RBAC returns the manifest's Namespace, ServiceAccount, ClusterRole
 // and ClusterRoleBinding documents (the lab runs no DaemonSet: its weftd
 // processes are started directly).

@@ -42,6 +42,7 @@ type Options struct {
 	IPTablesForwardRules     bool          // --iptables-forward-rules
 	IPBlackholeRoute         bool          // --ip-blackhole-route
 	IPTablesMode             string        // --iptables-mode: auto, legacy or nft (weft's own flag)
+	NetworkPolicy            bool          // --network-policy: enforce NetworkPolicy (weft's own flag, kube mode)
 
 	HealthzIP   netip.Addr // --healthz-ip
 	HealthzPort int        // --healthz-port (0: off)
@@ -113,6 +114,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Var(choiceValue{&o.IPTablesMode, []string{"auto", "legacy", "nft"}}, "iptables-mode",
 		"iptables variant of the masquerade and forward rules: auto (the node's, detected as flannel's iptables-wrapper does), legacy or nft; unused with net-conf.json's EnableNFTables")
 
+	fs.Var(boolValue{&o.NetworkPolicy}, "network-policy",
+		"enforce Kubernetes NetworkPolicy for this node's pods with nftables (needs --kube-subnet-mgr)")
+
 	fs.Var(addrValue{&o.HealthzIP, 0}, "healthz-ip", "address the /healthz and /readyz server listens on")
 	fs.Var(intValue{&o.HealthzPort, 0, 65535}, "healthz-port", "port of the /healthz and /readyz server (0: off)")
 
@@ -143,6 +147,7 @@ func (o *Options) LogValue() slog.Value {
 		slog.Duration("subnet-lease-renew-margin", o.SubnetLeaseRenewMargin),
 		slog.Bool("ip-masq", o.IPMasq),
 		slog.String("iptables-mode", o.IPTablesMode),
+		slog.Bool("network-policy", o.NetworkPolicy),
 		slog.Int("healthz-port", o.HealthzPort),
 	)
 }

@@ -226,6 +226,9 @@ func (o *Options) Validate() error {
 			return fmt.Errorf("%w: --kube-subnet-mgr needs NODE_NAME, or POD_NAME and POD_NAMESPACE, in the environment", ErrFlag)
 		}
 	}
+	if o.NetworkPolicy && !o.KubeSubnetMgr {
+		return fail("network-policy", "needs --kube-subnet-mgr: policies, pods and namespaces come from the Kubernetes API")
+	}
 	if !validAnnotationPrefix(o.KubeAnnotationPrefix) {
 		return fail("kube-annotation-prefix", "%q is not a DNS subdomain such as flannel.alpha.coreos.com", clip(o.KubeAnnotationPrefix))
 	}
