@@ -1,0 +1,347 @@
+package netpol
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Compile returns the Ruleset of node: the rules for node's pods that
+// policies select, from everything in c. Problems in a policy (a selector or
+// CIDR the API server should have refused, an unknown protocol) are
+// returned, each naming its policy; the part of the policy they affect
+// matches nothing, so a bad policy never opens more than a good one.
+func Compile(c *Cluster, node string) (*Ruleset, []error) {
+	k := &compiler{c: c, node: node, rs: newRuleset(), byNS: map[string][]*Pod{}}
+	for _, key := range sortedKeys(c.Pods) {
+		p := c.Pods[key]
+		if p.live() {
+			k.byNS[p.Namespace] = append(k.byNS[p.Namespace], p)
+			k.all = append(k.all, p)
+		}
+	}
+	k.selectedBy = [2]map[*Pod][]string{{}, {}}
+	for _, key := range sortedKeys(c.Policies) {
+		k.policy(c.Policies[key])
+	}
+	k.podChains()
+	return k.rs, k.errs
+}
+
+type compiler struct {
+	c    *Cluster
+	node string
+	rs   *Ruleset
+	errs []error
+	byNS map[string][]*Pod // live pods by namespace, in key order
+	all  []*Pod            // live pods, in key order
+	// selectedBy lists, per direction, the policies selecting each local pod.
+	selectedBy [2]map[*Pod][]string
+}
+
+func (k *compiler) fail(p *Policy, format string, a ...any) {
+	k.errs = append(k.errs, fmt.Errorf("policy %s: %s", p.Key(), fmt.Sprintf(format, a...)))
+}
+
+// directions returns the directions a policy affects: its policyTypes, or
+// when it has none, ingress always and egress when it has egress rules.
+func directions(spec *networkingv1.NetworkPolicySpec) []Direction {
+	if len(spec.PolicyTypes) == 0 {
+		if len(spec.Egress) > 0 {
+			return []Direction{Ingress, Egress}
+		}
+		return []Direction{Ingress}
+	}
+	var out []Direction
+	for _, t := range []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress} {
+		if slices.Contains(spec.PolicyTypes, t) {
+			out = append(out, map[networkingv1.PolicyType]Direction{networkingv1.PolicyTypeIngress: Ingress, networkingv1.PolicyTypeEgress: Egress}[t])
+		}
+	}
+	return out
+}
+
+func (k *compiler) policy(p *Policy) {
+	sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
+	if err != nil {
+		k.fail(p, "podSelector: %v", err)
+		return
+	}
+	var selected []*Pod
+	for _, pod := range k.byNS[p.Namespace] {
+		if pod.Node == k.node && sel.Matches(labels.Set(pod.Labels)) {
+			selected = append(selected, pod)
+		}
+	}
+	if len(selected) == 0 {
+		return
+	}
+	info := &PolicyInfo{Key: p.Key(), Pods: len(selected), Counters: map[Direction]string{}}
+	k.rs.Policies[p.Key()] = info
+	for _, dir := range directions(&p.Spec) {
+		name := dir.short() + "-" + hash(p.Key())
+		chain := &Chain{Comment: fmt.Sprintf("%s of %s", dir, p.Key())}
+		if dir == Ingress {
+			for i, r := range p.Spec.Ingress {
+				chain.Rules = append(chain.Rules, k.rule(p, dir, fmt.Sprintf("%s-%d", name, i), r.From, r.Ports, selected)...)
+			}
+		} else {
+			for i, r := range p.Spec.Egress {
+				chain.Rules = append(chain.Rules, k.rule(p, dir, fmt.Sprintf("%s-%d", name, i), r.To, r.Ports, selected)...)
+			}
+		}
+		k.rs.Chains[name] = chain
+		counter := "drop-" + name
+		k.rs.Counters[counter] = fmt.Sprintf("packets %s denied at pods %s selects", dir, p.Key())
+		info.Directions = append(info.Directions, dir)
+		info.Counters[dir] = counter
+		for _, pod := range selected {
+			k.selectedBy[dir][pod] = append(k.selectedBy[dir][pod], name)
+		}
+	}
+}
+
+// namedRef is a port given by name.
+type namedRef struct {
+	name  string
+	proto Protocol
+}
+
+// rule compiles one ingress or egress rule of p into nftables rules and
+// their sets, named from base.
+func (k *compiler) rule(p *Policy, dir Direction, base string, peers []networkingv1.NetworkPolicyPeer,
+	ports []networkingv1.NetworkPolicyPort, selected []*Pod) []Rule {
+	anyPeer := len(peers) == 0
+	var ranges [2][]AddrRange // v4, v6
+	if !anyPeer {
+		ranges = k.peerRanges(p, peers)
+	}
+	numbered, named := k.ports(p, ports)
+	var out []Rule
+	portsSet := ""
+	if len(numbered) > 0 {
+		portsSet = base + "-ports"
+		k.rs.Sets[portsSet] = &Set{Kind: PortSet, Comment: "ports of " + base, Ports: numbered}
+	}
+	wantNumbered := len(numbered) > 0 || len(ports) == 0
+	if anyPeer && wantNumbered {
+		out = append(out, Rule{Dir: dir, Ports: portsSet, Verdict: Accept})
+	}
+	for fi, fam := range []Family{4, 6} {
+		peerSet := ""
+		if !anyPeer {
+			if len(ranges[fi]) == 0 {
+				continue
+			}
+			peerSet = fmt.Sprintf("%s-peer%d", base, fam)
+			k.rs.Sets[peerSet] = &Set{Kind: PeerSet, Family: fam, Comment: "peers of " + base, Addrs: ranges[fi]}
+			if wantNumbered {
+				out = append(out, Rule{Dir: dir, Family: fam, Peer: peerSet, Ports: portsSet, Verdict: Accept})
+			}
+		}
+		if len(named) == 0 {
+			continue
+		}
+		var dests []*Pod
+		if dir == Ingress {
+			dests = selected
+		} else {
+			dests = k.all
+		}
+		// On egress the destination is the peer: only peers' ports count.
+		elems := namedElements(dests, named, fam, func(a netip.Addr) bool {
+			return dir == Ingress || anyPeer || inRanges(ranges[fi], a)
+		})
+		if len(elems) == 0 {
+			continue
+		}
+		namedSet := fmt.Sprintf("%s-named%d", base, fam)
+		k.rs.Sets[namedSet] = &Set{Kind: NamedSet, Family: fam, Comment: "named ports of " + base, Named: elems}
+		out = append(out, Rule{Dir: dir, Family: fam, Peer: peerSet, Named: namedSet, Verdict: Accept})
+	}
+	return out
+}
+
+// namedElements resolves named ports on pods: each address of family fam
+// that keep accepts, with the port each name has on its pod.
+func namedElements(pods []*Pod, refs []namedRef, fam Family, keep func(netip.Addr) bool) []AddrPort {
+	var out []AddrPort
+	for _, pod := range pods {
+		for _, ref := range refs {
+			port, ok := pod.port(ref.name, ref.proto)
+			if !ok {
+				continue
+			}
+			for _, a := range pod.IPs {
+				if familyOf(a) == fam && keep(a) {
+					out = append(out, AddrPort{a, ref.proto.Number(), port})
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, compareAddrPort)
+	return slices.Compact(out)
+}
+
+// peerRanges returns the addresses a rule's peers allow, by family.
+func (k *compiler) peerRanges(p *Policy, peers []networkingv1.NetworkPolicyPeer) [2][]AddrRange {
+	var rs []AddrRange
+	for i, peer := range peers {
+		if peer.IPBlock != nil {
+			rs = append(rs, k.ipBlock(p, i, peer.IPBlock)...)
+			continue
+		}
+		for _, pod := range k.peerPods(p, i, peer) {
+			for _, a := range pod.IPs {
+				rs = append(rs, single(a))
+			}
+		}
+	}
+	var out [2][]AddrRange
+	for _, r := range normalize(rs) {
+		if r.From.Is4() {
+			out[0] = append(out[0], r)
+		} else {
+			out[1] = append(out[1], r)
+		}
+	}
+	return out
+}
+
+func (k *compiler) ipBlock(p *Policy, i int, b *networkingv1.IPBlock) []AddrRange {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil {
+		k.fail(p, "peer %d: ipBlock cidr %q: %v", i, b.CIDR, err)
+		return nil
+	}
+	rs := []AddrRange{prefixRange(cidr)}
+	for _, e := range b.Except {
+		ex, err := netip.ParsePrefix(e)
+		if err != nil {
+			// Leaving a bad except out would allow what it names: leave the
+			// whole block out instead.
+			k.fail(p, "peer %d: ipBlock except %q: %v", i, e, err)
+			return nil
+		}
+		rs = subtract(rs, prefixRange(ex))
+	}
+	return rs
+}
+
+// peerPods returns the live pods a pod or namespace selector peer selects.
+func (k *compiler) peerPods(p *Policy, i int, peer networkingv1.NetworkPolicyPeer) []*Pod {
+	podSel := labels.Everything()
+	if peer.PodSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+		if err != nil {
+			k.fail(p, "peer %d: podSelector: %v", i, err)
+			return nil
+		}
+		podSel = s
+	}
+	namespaces := []string{p.Namespace}
+	if peer.NamespaceSelector != nil {
+		nsSel, err := metav1.LabelSelectorAsSelector(peer.NamespaceSelector)
+		if err != nil {
+			k.fail(p, "peer %d: namespaceSelector: %v", i, err)
+			return nil
+		}
+		namespaces = namespaces[:0]
+		for _, name := range sortedKeys(k.c.Namespaces) {
+			if nsSel.Matches(labels.Set(k.c.Namespaces[name].Labels)) {
+				namespaces = append(namespaces, name)
+			}
+		}
+	}
+	var out []*Pod
+	for _, ns := range namespaces {
+		for _, pod := range k.byNS[ns] {
+			if podSel.Matches(labels.Set(pod.Labels)) {
+				out = append(out, pod)
+			}
+		}
+	}
+	return out
+}
+
+// ports splits a rule's ports into numbered ranges and named ports.
+func (k *compiler) ports(p *Policy, ports []networkingv1.NetworkPolicyPort) ([]PortRange, []namedRef) {
+	var numbered []PortRange
+	var named []namedRef
+	for i, port := range ports {
+		proto := TCP
+		if port.Protocol != nil {
+			proto = Protocol(*port.Protocol)
+		}
+		n := proto.Number()
+		if n == 0 {
+			k.fail(p, "port %d: protocol %q is not TCP, UDP or SCTP", i, proto)
+			continue
+		}
+		switch {
+		case port.Port == nil:
+			numbered = append(numbered, PortRange{n, 0, 65535})
+		case port.Port.Type == intstr.String:
+			named = append(named, namedRef{port.Port.StrVal, proto})
+		default:
+			from, to := port.Port.IntVal, port.Port.IntVal
+			if port.EndPort != nil {
+				to = *port.EndPort
+			}
+			if from < 1 || to > 65535 || to < from {
+				k.fail(p, "port %d: %d to %d is not a port range", i, from, to)
+				continue
+			}
+			numbered = append(numbered, PortRange{n, uint16(from), uint16(to)})
+		}
+	}
+	return normalizePorts(numbered), named
+}
+
+// podChains makes, per direction, one chain per distinct set of policies
+// selecting a local pod, and maps the pods' addresses to it.
+func (k *compiler) podChains() {
+	for dir, byPod := range k.selectedBy {
+		d := Direction(dir)
+		for pod, chains := range byPod {
+			name := "pods-" + d.short() + "-" + hash(strings.Join(chains, ","))
+			if _, ok := k.rs.Chains[name]; !ok {
+				c := &Chain{Comment: fmt.Sprintf("%s of pods selected by %d policies", d, len(chains))}
+				for _, pc := range chains {
+					c.Rules = append(c.Rules, Rule{Dir: d, Jump: pc})
+				}
+				for _, pc := range chains {
+					c.Rules = append(c.Rules, Rule{Dir: d, Counters: []string{"drop-" + pc}})
+				}
+				c.Rules = append(c.Rules, Rule{Dir: d, Verdict: Drop})
+				k.rs.Chains[name] = c
+			}
+			for _, a := range pod.IPs {
+				k.rs.Pods[d][a] = name
+			}
+		}
+	}
+}
+
+// hash names an object after a string: 12 hex digits of its SHA-256.
+func hash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:6])
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
