@@ -29,18 +29,18 @@ func TestCompileEvaluate(t *testing.T) {
 		p    Packet
 		want bool
 	}{
-		{pkt("10.244.1.3", "10.244.1.2", 6, 80), true},   // y/a -> x/a:80
-		{pkt("10.244.1.3", "10.244.1.2", 6, 81), false},  // wrong port
-		{pkt("10.244.2.2", "10.244.1.2", 6, 80), false},  // x/b is not in y
-		{pkt("10.244.2.3", "10.244.1.2", 6, 80), true},   // y/b
-		{pkt("10.244.2.2", "10.244.1.2", 17, 81), true},  // x/b, named port
-		{pkt("10.244.2.2", "10.244.1.2", 6, 81), false},  // named port is UDP
-		{pkt("fd00:2::3", "fd00:1::2", 6, 80), true},     // IPv6 too
-		{pkt("10.244.1.2", "10.244.2.2", 1, 0), true},    // egress to the block
-		{pkt("10.244.1.2", "10.244.2.3", 1, 0), false},   // the except
-		{pkt("10.244.1.2", "10.244.1.3", 6, 80), false},  // outside the block
-		{pkt("10.244.1.3", "10.244.2.3", 6, 80), true},   // y/a is not selected
-		{pkt("fd00:1::2", "fd00:2::2", 6, 80), false},    // no IPv6 block
+		{pkt("10.244.1.3", "10.244.1.2", 6, 80), true},  // y/a -> x/a:80
+		{pkt("10.244.1.3", "10.244.1.2", 6, 81), false}, // wrong port
+		{pkt("10.244.2.2", "10.244.1.2", 6, 80), false}, // x/b is not in y
+		{pkt("10.244.2.3", "10.244.1.2", 6, 80), true},  // y/b
+		{pkt("10.244.2.2", "10.244.1.2", 17, 81), true}, // x/b, named port
+		{pkt("10.244.2.2", "10.244.1.2", 6, 81), false}, // named port is UDP
+		{pkt("fd00:2::3", "fd00:1::2", 6, 80), true},    // IPv6 too
+		{pkt("10.244.1.2", "10.244.2.2", 1, 0), true},   // egress to the block
+		{pkt("10.244.1.2", "10.244.2.3", 1, 0), false},  // the except
+		{pkt("10.244.1.2", "10.244.1.3", 6, 80), false}, // outside the block
+		{pkt("10.244.1.3", "10.244.2.3", 6, 80), true},  // y/a is not selected
+		{pkt("fd00:1::2", "fd00:2::2", 6, 80), false},   // no IPv6 block
 	}
 	for _, tc := range cases {
 		if got := rs.Evaluate(tc.p); got != tc.want {
