@@ -90,9 +90,25 @@ node-bins:
 	@GO=$(GO) bash hack/node-images.sh >/dev/null
 	@GO=$(GO) bash hack/flannel-image.sh >/dev/null
 
-test-kubelet: deps build image kube-bins node-bins
-	WEFT_TEST_TIERS=e2e WEFT_TEST_KUBELET=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 20m -v $(TESTFLAGS) ./internal/lab/kubelet/
+test-kubelet: deps build image kube-bins node-bins e2e-bins
+	WEFT_TEST_TIERS=e2e WEFT_TEST_KUBELET=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 40m -v $(TESTFLAGS) ./internal/lab/kubelet/
 	WEFT_TEST_TIERS=e2e WEFT_TEST_KUBELET=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 20m -v -run 'TestLabUpKubelet' $(TESTFLAGS) ./internal/lab/cli/
+
+# Kubernetes' own NetworkPolicy end-to-end suite (root): e2e.test of
+# k8s.io/kubernetes v1.36.3 focused on "[sig-network] Netpol", against a
+# 2-node kubelet lab with weft deployed by deploy/kube-weft-netpol.yml and
+# kube-proxy on every node (TestKubeletNetpolConformance). make test-kubelet
+# runs its representative subset; this target runs the whole suite. e2e-bins
+# builds, once each and cached in ~/.cache/weft, e2e.test, agnhost and
+# kube-proxy (hack/e2e-bins.sh, from the module hack/e2e) and agnhost's
+# image (hack/agnhost-image.sh).
+.PHONY: e2e-bins test-netpol-conformance
+e2e-bins:
+	@GO=$(GO) bash hack/e2e-bins.sh >/dev/null
+	@GO=$(GO) bash hack/agnhost-image.sh >/dev/null
+
+test-netpol-conformance: deps build image kube-bins node-bins e2e-bins
+	WEFT_TEST_TIERS=e2e WEFT_TEST_KUBELET=1 WEFT_NETPOL_CONFORMANCE=all WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 200m -v -run TestKubeletNetpolConformance $(TESTFLAGS) ./internal/lab/kubelet/
 
 # The real-node benchmark (root): a lab with weft and one with the bridge
 # plugin alone, each timed phase by phase, then 20 pods created one at a time

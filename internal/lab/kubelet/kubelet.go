@@ -100,6 +100,9 @@ type Bins struct {
 	// kube-flannel.yml (hack/flannel-image.sh); only Options.Flannel needs
 	// it.
 	FlannelDir string
+	// KubeProxy is kube-proxy's binary (hack/e2e-bins.sh, E2E.KubeProxy);
+	// only Options.KubeProxy needs it.
+	KubeProxy string
 }
 
 // FindFlannel runs hack/flannel-image.sh (it builds once, about 3 minutes
@@ -227,6 +230,19 @@ type Options struct {
 	// behind the router <name>-rt, not in the cluster), which pods reach
 	// masqueraded.
 	Outside bool
+	// NetworkPolicy deploys deploy/kube-weft-netpol.yml (deploy.NetpolManifest:
+	// weftd with --network-policy and the read rights it needs) instead of
+	// kube-weft.yml. Not with Flannel, BridgeOnly or Deploy.
+	NetworkPolicy bool
+	// KubeProxy starts kube-proxy (Bins.KubeProxy, iptables mode) on every
+	// node once the nodes are Ready, and the controller manager's
+	// EndpointSlice controller, so that Service ClusterIPs reach their pods
+	// (netpol_proxy.go). Up waits until every kube-proxy answers /healthz.
+	KubeProxy bool
+	// ExtraImages are OCI archives imported into every node's containerd
+	// besides pause, busybox and weft's (E2E.AgnhostImage for Kubernetes'
+	// NetworkPolicy suite).
+	ExtraImages []string
 }
 
 // Test objects.
@@ -320,6 +336,12 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 	if o.Deploy != nil && (o.Flannel || o.BridgeOnly) {
 		return nil, errors.New("kubelet lab: Deploy deploys weft: not with Flannel or BridgeOnly")
 	}
+	if o.NetworkPolicy && (o.Flannel || o.BridgeOnly || o.Deploy != nil) {
+		return nil, errors.New("kubelet lab: NetworkPolicy deploys kube-weft-netpol.yml: not with Flannel, BridgeOnly or Deploy")
+	}
+	if o.KubeProxy && o.Bins.KubeProxy == "" {
+		return nil, errors.New("kubelet lab: KubeProxy needs Bins.KubeProxy (FindE2E)")
+	}
 	if o.Flannel && o.Bins.FlannelDir == "" {
 		return nil, errors.New("kubelet lab: Flannel needs Bins.FlannelDir (FindFlannel)")
 	}
@@ -407,6 +429,18 @@ func Up(ctx context.Context, o Options) (_ *Lab, retErr error) {
 		return l, err
 	}
 	l.phase("nodes Ready", begin)
+
+	if o.KubeProxy {
+		begin = time.Now()
+		err := l.startKubeProxies(ctx)
+		if serr := l.saveState(); err == nil {
+			err = serr
+		}
+		if err != nil {
+			return l, err
+		}
+		l.phase("kube-proxy healthy on every node", begin)
+	}
 
 	begin = time.Now()
 	if err := l.deployPods(ctx); err != nil {
@@ -499,10 +533,14 @@ func controllers() []string {
 
 func (l *Lab) startControlPlane(ctx context.Context) error {
 	topo := l.cl.Lab().Topology()
+	ctrl := controllers()
+	if l.o.KubeProxy {
+		ctrl = append(ctrl, proxyControllers()...)
+	}
 	var err error
 	l.cp, err = kubeapi.Start(ctx, kubeapi.Options{Dir: filepath.Join(l.o.Dir, "kube"), Bins: l.o.Bins.Kube,
 		EtcdURL: l.cl.Endpoint(), BindAddress: topo.ServiceAddr(), NetNS: topo.ServiceNS(),
-		Controllers: controllers(), Detach: l.o.Detach, Logger: l.log})
+		Controllers: ctrl, Detach: l.o.Detach, Logger: l.log})
 	if err != nil {
 		return err
 	}
@@ -599,6 +637,7 @@ func (l *Lab) startNode(ctx context.Context, n *node, tmpl string, sw netip.Addr
 	if l.o.Flannel {
 		images = append(images, filepath.Join(l.o.Bins.FlannelDir, flannelImage))
 	}
+	images = append(images, l.o.ExtraImages...)
 	for _, img := range images {
 		if _, err := n.ctr(ctx, l.o.Bins, "images", "import", "--snapshotter", "overlayfs", img); err != nil {
 			return err
@@ -710,6 +749,9 @@ func (l *Lab) deployNetwork(ctx context.Context) (string, error) {
 		return "", err
 	}
 	m, err := Manifest(ref)
+	if l.o.NetworkPolicy {
+		m, err = setImages(deploy.NetpolManifest, ref)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -717,6 +759,9 @@ func (l *Lab) deployNetwork(ctx context.Context) (string, error) {
 		return "", err
 	}
 	what, file := "weft", "deploy/kube-weft.yml"
+	if l.o.NetworkPolicy {
+		file = "deploy/kube-weft-netpol.yml"
+	}
 	if l.o.Flannel {
 		what, file = "flannel", filepath.Join(l.o.Bins.FlannelDir, flannelManifest)
 		if m, err = flannelManifestFor(l.o.Bins); err != nil {
@@ -871,7 +916,7 @@ func (l *Lab) PingAll(ctx context.Context) ([]PingResult, error) {
 func (l *Lab) Memory() map[string]int {
 	out := map[string]int{}
 	for _, n := range l.nodes {
-		for _, p := range []*proc{n.kubelet, n.containerd} {
+		for _, p := range []*proc{n.kubelet, n.containerd, n.proxy} {
 			if p != nil && !p.Exited() {
 				out[fmt.Sprintf("%s n%d", p.Name(), n.i)] = rssKB(p.Pid())
 			}

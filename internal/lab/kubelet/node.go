@@ -59,10 +59,22 @@ type node struct {
 	detach     bool // start its processes detached (Options.Detach)
 
 	holder, containerd, kubelet *proc
+	proxy                       *proc  // kube-proxy (Options.KubeProxy), else nil
 	mntNS                       uint64 // inode of its mount namespace
 }
 
 func (n *node) path(sub string) string { return filepath.Join(n.dir, sub) }
+
+// procs returns the node's processes that were started.
+func (n *node) procs() []*proc {
+	var out []*proc
+	for _, p := range []*proc{n.holder, n.containerd, n.kubelet, n.proxy} {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
 
 // hostSocket is the containerd socket as seen from the host.
 func (n *node) hostSocket() string { return filepath.Join(n.path("run-containerd"), "containerd.sock") }
@@ -283,12 +295,15 @@ func (n *node) startKubelet(b Bins, caFile, kubeconfig string) error {
 	return nil
 }
 
-// stop stops kubelet, kills every process in the node's cgroup root (the
-// pods), stops containerd, kills what is left in the node's network
-// namespace (the shims) and the mount namespace's holder, and removes the
-// cgroups.
+// stop stops kube-proxy (when it runs) and kubelet, kills every process in
+// the node's cgroup root (the pods), stops containerd, kills what is left in
+// the node's network namespace (the shims) and the mount namespace's holder,
+// and removes the cgroups.
 func (n *node) stop() error {
 	var errs []error
+	if n.proxy != nil {
+		errs = append(errs, n.proxy.Stop(5*time.Second))
+	}
 	errs = append(errs, n.kubelet.Stop(5*time.Second))
 	errs = append(errs, killCgroup(n.cgroupRoot, 15*time.Second))
 	errs = append(errs, n.containerd.Stop(5*time.Second))

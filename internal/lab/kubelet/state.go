@@ -101,10 +101,8 @@ func (l *Lab) saveState() error {
 	for _, n := range l.nodes {
 		st.Nodes = append(st.Nodes, nodeState{Index: n.i, Name: n.name, NS: n.ns, IP: n.ip, Dir: n.dir,
 			CgroupRoot: n.cgroupRoot, MntNS: n.mntNS})
-		for _, p := range []*proc{n.holder, n.containerd, n.kubelet} {
-			if p != nil {
-				st.Processes = append(st.Processes, procState(p.Name(), n.i, p.Pid(), p.Log()))
-			}
+		for _, p := range n.procs() {
+			st.Processes = append(st.Processes, procState(p.Name(), n.i, p.Pid(), p.Log()))
 		}
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")
@@ -177,8 +175,8 @@ func (l *Lab) Processes() []ProcState {
 		out = append(out, procState(l.sched.Name(), 0, l.sched.Pid(), l.sched.Log()))
 	}
 	for _, n := range l.nodes {
-		for _, p := range []*proc{n.holder, n.containerd, n.kubelet} {
-			if p != nil && !p.Exited() {
+		for _, p := range n.procs() {
+			if !p.Exited() {
 				out = append(out, procState(p.Name(), n.i, p.Pid(), p.Log()))
 			}
 		}
