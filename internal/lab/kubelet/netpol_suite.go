@@ -304,22 +304,36 @@ func readGinkgoReport(path string, focus []string) (*SuiteResult, error) {
 // 4242 probe.go:95] ").
 var logHeader = regexp.MustCompile(`^[IWEF]\d{4} [0-9:.]+\s+\d+ \S+:\d+\] `)
 
-// ProbeFailures returns the lines of a spec's log that name the probes whose
-// result was not the expected one ("Expected blocked pod connection was
-// instead ALLOWED --- run 'kubectl exec ...'"), each once.
+// probeValidation is the framework's line before a wrong probe's
+// ("Validation of x/a -> y/b FAILED !!!").
+var probeValidation = regexp.MustCompile(`^Validation of (\S+) -> (\S+) FAILED !!!$`)
+
+// ProbeFailures returns the probes of a spec's log whose result was not the
+// expected one, each once (both tries of the matrix log them), as "x/a ->
+// y/b: Expected blocked pod connection was instead ALLOWED --- run 'kubectl
+// exec ...'". A pod's probe of itself is left out, as the suite does not
+// judge it.
 func ProbeFailures(output string) []string {
 	var out []string
 	seen := map[string]bool{}
+	pair := ""
 	for line := range strings.Lines(output) {
-		line = strings.TrimSpace(line)
-		if !strings.Contains(line, "FAILED !!!") && !strings.Contains(line, "was instead ") {
+		line = logHeader.ReplaceAllString(strings.TrimSpace(line), "")
+		if m := probeValidation.FindStringSubmatch(line); m != nil {
+			pair = m[1] + " -> " + m[2]
+			if m[1] == m[2] {
+				pair = "" // loopback
+			}
 			continue
 		}
-		line = logHeader.ReplaceAllString(line, "")
-		if !seen[line] {
-			seen[line] = true
-			out = append(out, line)
+		if pair == "" || !strings.Contains(line, " was instead ") {
+			continue
 		}
+		if e := pair + ": " + line; !seen[e] {
+			seen[e] = true
+			out = append(out, e)
+		}
+		pair = ""
 	}
 	return out
 }
