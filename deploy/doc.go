@@ -32,10 +32,13 @@ var NetpolManifest string
 // RBAC returns the manifest's Namespace, ServiceAccount, ClusterRole
 // and ClusterRoleBinding documents (the lab runs no DaemonSet: its weftd
 // processes are started directly).
-func RBAC() (string, error) {
+func RBAC() (string, error) { return RBACOf(Manifest) }
+
+// RBACOf returns those documents of manifest (Manifest or NetpolManifest).
+func RBACOf(manifest string) (string, error) {
 	kindLine := regexp.MustCompile(`(?m)^kind:\s*(\S+)\s*$`)
 	var docs, kinds []string
-	for _, d := range strings.Split(Manifest, "\n---\n") {
+	for _, d := range strings.Split(manifest, "\n---\n") {
 		m := kindLine.FindStringSubmatch(d)
 		if m == nil {
 			continue

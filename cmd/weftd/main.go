@@ -21,6 +21,7 @@ import (
 	"github.com/weft-net/weft/internal/control"
 	"github.com/weft-net/weft/internal/daemon"
 	"github.com/weft-net/weft/internal/lease"
+	"github.com/weft-net/weft/internal/metrics"
 	"github.com/weft-net/weft/internal/node"
 	"github.com/weft-net/weft/internal/store"
 	"github.com/weft-net/weft/internal/version"
@@ -74,6 +75,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	serveControl(ctx, &bg, log, args, lookupEnv)
+	m := metrics.New(version.Release)
+	if opts.NetworkPolicy {
+		if err := startNetworkPolicy(ctx, &bg, log, &opts, m); err != nil {
+			return err
+		}
+	}
 	return daemon.Run(ctx, opts, daemon.Deps{
 		Logger:    log,
 		Store:     st,
@@ -81,7 +88,26 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		NewRules:  node.NewRules(log, &opts),
 		LookupEnv: lookupEnv,
 		Ready:     markUp(ctx, &bg, log, st),
+		Metrics:   m,
 	})
+}
+
+// startNetworkPolicy runs the NetworkPolicy controller (--network-policy)
+// beside the daemon, in the background tracked by bg, until ctx ends.
+func startNetworkPolicy(ctx context.Context, bg *sync.WaitGroup, log *slog.Logger, opts *config.Options, m *metrics.Metrics) error {
+	np, err := node.NewNetworkPolicy(log, opts, "weftd/"+version.String())
+	if err != nil {
+		return fmt.Errorf("network policy: %w", err)
+	}
+	if err := m.Registry().Register(np.Collector()); err != nil {
+		return fmt.Errorf("network policy metrics: %w", err)
+	}
+	bg.Go(func() {
+		if err := np.Run(ctx); err != nil {
+			log.Error("network policy controller stopped", "err", err)
+		}
+	})
+	return nil
 }
 
 // serveControl answers `weft status` on this namespace's control socket

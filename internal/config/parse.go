@@ -229,6 +229,9 @@ func (o *Options) Validate() error {
 	if o.NetworkPolicy && !o.KubeSubnetMgr {
 		return fail("network-policy", "needs --kube-subnet-mgr: policies, pods and namespaces come from the Kubernetes API")
 	}
+	if o.NetworkPolicy && o.NodeName == "" {
+		return fail("network-policy", "needs NODE_NAME in the environment (the downward API's spec.nodeName, as kube-weft.yml sets it)")
+	}
 	if !validAnnotationPrefix(o.KubeAnnotationPrefix) {
 		return fail("kube-annotation-prefix", "%q is not a DNS subdomain such as flannel.alpha.coreos.com", clip(o.KubeAnnotationPrefix))
 	}

@@ -33,6 +33,7 @@ func Compile(c *Cluster, node string) (*Ruleset, []error) {
 		k.policy(c.Policies[key])
 	}
 	k.podChains()
+	k.policedSets()
 	return k.rs, k.errs
 }
 
@@ -311,6 +312,7 @@ func (k *compiler) ports(p *Policy, ports []networkingv1.NetworkPolicyPort) ([]P
 func (k *compiler) podChains() {
 	for dir, byPod := range k.selectedBy {
 		d := Direction(dir)
+		k.rs.Selected[d] = len(byPod)
 		for pod, chains := range byPod {
 			name := "pods-" + d.short() + "-" + hash(strings.Join(chains, ","))
 			if _, ok := k.rs.Chains[name]; !ok {
@@ -328,6 +330,25 @@ func (k *compiler) podChains() {
 				k.rs.Pods[d][a] = name
 			}
 		}
+	}
+}
+
+// policedSets makes the sets of every address of this node's pods that a
+// policy selects (the base chain refuses TCP pick-ups to and from them).
+// They exist, maybe empty, in every Ruleset.
+func (k *compiler) policedSets() {
+	var rs [2][]AddrRange
+	for _, pods := range k.rs.Pods {
+		for a := range pods {
+			i := 0
+			if !a.Is4() {
+				i = 1
+			}
+			rs[i] = append(rs[i], single(a))
+		}
+	}
+	for i, f := range []Family{4, 6} {
+		k.rs.Sets[policedSet(f)] = &Set{Kind: PeerSet, Family: f, Comment: "this node's pods a policy selects", Addrs: normalize(rs[i])}
 	}
 }
 

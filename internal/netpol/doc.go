@@ -20,7 +20,11 @@
 //
 // Two base chains on the forward hook (routed pod traffic, and bridged pod
 // traffic through br_netfilter): "egress" at priority filter-1 and "ingress"
-// at filter. Each first accepts ct state established,related, then looks
+// at filter. Each first accepts ct state established,related and IPv6
+// neighbour discovery (not a connection; policy does not govern it); egress
+// then drops TCP packets that conntrack picks up mid-stream (ct state new
+// without SYN) to or from a policed pod, so that a connection a change cut
+// cannot come back in the other orientation. Each then looks
 // the packet's pod address up in a verdict map (egress: the source; ingress:
 // the destination; one map per family) holding only this node's pods that a
 // policy selects in that direction. A pod's element jumps (goto) to the

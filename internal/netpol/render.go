@@ -20,6 +20,10 @@ const (
 	ingressChain = "ingress"
 )
 
+// policedSet names the set of family f holding every address of this
+// node's pods that a policy selects, in either direction.
+func policedSet(f Family) string { return fmt.Sprintf("policed%d", f) }
+
 // podMap names the verdict map of direction d and family f.
 func podMap(d Direction, f Family) string { return fmt.Sprintf("pods-%s%d", d.short(), f) }
 
@@ -35,16 +39,42 @@ func baseChains() map[*knftables.Chain][]string {
 		c := &knftables.Chain{Name: name, Type: knftables.PtrTo(knftables.FilterType),
 			Hook: knftables.PtrTo(knftables.ForwardHook), Priority: knftables.PtrTo(prio),
 			Comment: knftables.PtrTo("NetworkPolicy " + d.String() + " of this node's pods")}
-		out[c] = []string{
+		rules := []string{
 			"ct state established,related accept",
-			fmt.Sprintf("ip %s vmap @%s", field, podMap(d, 4)),
-			fmt.Sprintf("ip6 %s vmap @%s", field, podMap(d, 6)),
+			// Neighbour discovery is not a connection (conntrack leaves it
+			// untracked) and NetworkPolicy does not govern it: without it
+			// pods of one node lose each other's IPv6 addresses.
+			"icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert, nd-redirect } accept",
 		}
+		if d == Egress {
+			// A TCP packet that conntrack picks up mid-stream (no entry:
+			// one a change cut, or lost) is not a connection's first and is
+			// not evaluated: to or from a policed pod it is dropped, so that
+			// a cut connection cannot come back in the other orientation.
+			for _, f := range []Family{4, 6} {
+				for _, dir := range []string{"saddr", "daddr"} {
+					rules = append(rules, fmt.Sprintf("%s %s @%s ct state new tcp flags & (fin | syn | rst | ack) != syn drop",
+						ipWord(f), dir, policedSet(f)))
+				}
+			}
+		}
+		out[c] = append(rules,
+			fmt.Sprintf("ip %s vmap @%s", field, podMap(d, 4)),
+			fmt.Sprintf("ip6 %s vmap @%s", field, podMap(d, 6)))
 	}
 	return out
 }
 
 func baseChainNames() []string { return []string{egressChain, ingressChain} }
+
+// baseRuleCounts returns the number of rules of each base chain.
+func baseRuleCounts() map[string]int {
+	out := map[string]int{}
+	for c, rules := range baseChains() {
+		out[c.Name] = len(rules)
+	}
+	return out
+}
 
 func podMaps() []*knftables.Map {
 	var out []*knftables.Map

@@ -113,6 +113,8 @@ type Ruleset struct {
 	Counters map[string]string // name -> comment
 	// Policies are the policies that select a pod of this node, by key.
 	Policies map[string]*PolicyInfo
+	// Selected counts, per direction, this node's pods a policy selects.
+	Selected [2]int
 }
 
 func newRuleset() *Ruleset {

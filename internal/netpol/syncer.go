@@ -126,7 +126,7 @@ func (s *Syncer) cut(prev, rs *Ruleset) {
 	if err != nil {
 		s.log.Warn("could not cut the connections the policies now deny", "error", err)
 	} else if n > 0 {
-		s.log.Debug("cut connections the policies now deny", "connections", n)
+		s.log.Info("cut tracked connections the policies now deny", "connections", n)
 	}
 }
 
@@ -159,8 +159,8 @@ func (s *Syncer) Check(ctx context.Context) (int, error) {
 func expectedCensus(rs *Ruleset) *Census {
 	c := newCensus()
 	c.Table = true
-	for _, name := range baseChainNames() {
-		c.Rules[name] = 3
+	for name, n := range baseRuleCounts() {
+		c.Rules[name] = n
 	}
 	for name, ch := range rs.Chains {
 		c.Rules[name] = len(ch.Rules)

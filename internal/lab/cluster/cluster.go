@@ -90,6 +90,10 @@ type Options struct {
 	Dir string
 	// WeftdArgs are extra flags for every weftd (e.g. --ip-masq).
 	WeftdArgs []string
+	// Manifest is the manifest whose RBAC objects kube mode applies
+	// (deploy.Manifest when empty; deploy.NetpolManifest for weftd's
+	// --network-policy).
+	Manifest string
 	// WeftdEnv are extra environment variables for every weftd
 	// ("WEFT_IPIP_PATH=kernel").
 	WeftdEnv []string

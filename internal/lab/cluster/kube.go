@@ -149,7 +149,11 @@ func (c *Cluster) startKube(ctx context.Context) (retErr error) {
 		}
 		c.kube.st.Kubectl = bins.Kubectl
 	}
-	rbac, err := deploy.RBAC()
+	manifest := c.o.Manifest
+	if manifest == "" {
+		manifest = deploy.Manifest
+	}
+	rbac, err := deploy.RBACOf(manifest)
 	if err != nil {
 		return err
 	}

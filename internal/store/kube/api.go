@@ -44,16 +44,29 @@ type API interface {
 // apply configurations and OpenAPI models, which would more than double
 // weftd's binary for five requests.
 func Connect(apiURL, kubeconfig, userAgent string) (API, error) {
-	var cfg *rest.Config
-	var err error
-	if apiURL == "" && kubeconfig == "" {
-		if cfg, err = rest.InClusterConfig(); err != nil {
-			return nil, fmt.Errorf("kubernetes client: no --kubeconfig-file or --kube-api-url, and in-cluster config: %w", err)
-		}
-	} else if cfg, err = clientcmd.BuildConfigFromFlags(apiURL, kubeconfig); err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+	cfg, err := RESTConfig(apiURL, kubeconfig)
+	if err != nil {
+		return nil, err
 	}
 	return newRESTAPI(cfg, userAgent)
+}
+
+// RESTConfig returns the client configuration Connect uses: from the
+// kubeconfig file and/or the API server URL when either is given, else
+// in-cluster.
+func RESTConfig(apiURL, kubeconfig string) (*rest.Config, error) {
+	if apiURL == "" && kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes client: no --kubeconfig-file or --kube-api-url, and in-cluster config: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags(apiURL, kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return cfg, nil
 }
 
 // restAPI is API over client-go's REST client.

@@ -1,0 +1,215 @@
+package netpol
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+)
+
+// The API side: three informers (pods, namespaces, networkpolicies) over
+// REST clients of just the two API groups, each object stripped by a
+// transform to what Cluster keeps before the informer stores it. Their
+// handlers update Cluster under mu and wake the controller.
+
+// restClient returns a REST client for one API group version, protobuf
+// where the server speaks it.
+func restClient(cfg *rest.Config, gv schema.GroupVersion, apiPath string) (*rest.RESTClient, error) {
+	sch := runtime.NewScheme()
+	if err := corev1.AddToScheme(sch); err != nil {
+		return nil, err
+	}
+	if err := networkingv1.AddToScheme(sch); err != nil {
+		return nil, err
+	}
+	metav1.AddToGroupVersion(sch, schema.GroupVersion{Version: "v1"})
+	cfg = rest.CopyConfig(cfg)
+	cfg.GroupVersion, cfg.APIPath = &gv, apiPath
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(sch).WithoutConversion()
+	c, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for %s: %w", gv, err)
+	}
+	return c, nil
+}
+
+// informers keeps a Cluster from the API.
+type informers struct {
+	mu      sync.Mutex
+	cluster *Cluster
+	wake    func()
+	run     []cache.Controller
+}
+
+func newInformers(cfg *rest.Config, wake func()) (*informers, error) {
+	core, err := restClient(cfg, corev1.SchemeGroupVersion, "/api")
+	if err != nil {
+		return nil, err
+	}
+	netv1, err := restClient(cfg, networkingv1.SchemeGroupVersion, "/apis")
+	if err != nil {
+		return nil, err
+	}
+	inf := &informers{cluster: NewCluster(), wake: wake}
+	add := func(c cache.Getter, resource string, obj runtime.Object, transform cache.TransformFunc, set func(any), del func(any)) {
+		lw := cache.NewListWatchFromClient(c, resource, metav1.NamespaceAll, fields.Everything())
+		_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
+			ListerWatcher: lw,
+			ObjectType:    obj,
+			Transform:     transform,
+			Handler: cache.ResourceEventHandlerFuncs{
+				AddFunc:    func(o any) { inf.update(func() { set(o) }) },
+				UpdateFunc: func(_, o any) { inf.update(func() { set(o) }) },
+				DeleteFunc: func(o any) {
+					if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+						o = t.Obj
+					}
+					inf.update(func() { del(o) })
+				},
+			},
+		})
+		inf.run = append(inf.run, ctrl)
+	}
+	add(core, "pods", &corev1.Pod{}, stripPod, inf.setPod, inf.deletePod)
+	add(core, "namespaces", &corev1.Namespace{}, stripMeta, inf.setNamespace, inf.deleteNamespace)
+	add(netv1, "networkpolicies", &networkingv1.NetworkPolicy{}, stripMeta, inf.setPolicy, inf.deletePolicy)
+	return inf, nil
+}
+
+// start runs the informers until ctx ends; wg waits for them.
+func (inf *informers) start(ctx context.Context, wg *sync.WaitGroup) {
+	for _, c := range inf.run {
+		wg.Go(func() { c.RunWithContext(ctx) })
+	}
+}
+
+// synced reports whether every informer has listed once.
+func (inf *informers) synced() bool {
+	for _, c := range inf.run {
+		if !c.HasSynced() {
+			return false
+		}
+	}
+	return true
+}
+
+func (inf *informers) update(f func()) {
+	inf.mu.Lock()
+	f()
+	inf.mu.Unlock()
+	inf.wake()
+}
+
+// stripMeta drops managed fields and annotations, which policy never reads.
+func stripMeta(o any) (any, error) {
+	if m, ok := o.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+		m.SetAnnotations(nil)
+	}
+	return o, nil
+}
+
+// stripPod keeps of a pod only what Pod holds.
+func stripPod(o any) (any, error) {
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return o, nil
+	}
+	out := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels,
+		ResourceVersion: p.ResourceVersion, UID: p.UID}}
+	out.Spec.NodeName, out.Spec.HostNetwork = p.Spec.NodeName, p.Spec.HostNetwork
+	for _, c := range p.Spec.Containers {
+		var ports []corev1.ContainerPort
+		for _, port := range c.Ports {
+			if port.Name != "" {
+				ports = append(ports, corev1.ContainerPort{Name: port.Name, Protocol: port.Protocol, ContainerPort: port.ContainerPort})
+			}
+		}
+		if len(ports) > 0 {
+			out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Ports: ports})
+		}
+	}
+	out.Status.Phase, out.Status.PodIPs = p.Status.Phase, p.Status.PodIPs
+	return out, nil
+}
+
+// podOf converts an API pod.
+func podOf(p *corev1.Pod) *Pod {
+	out := &Pod{Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName, Labels: p.Labels,
+		HostNetwork: p.Spec.HostNetwork,
+		Finished:    p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed}
+	for _, ip := range p.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			out.IPs = append(out.IPs, a.Unmap())
+		}
+	}
+	for _, c := range p.Spec.Containers {
+		for _, port := range c.Ports {
+			proto := Protocol(port.Protocol)
+			if proto == "" {
+				proto = TCP
+			}
+			if port.Name != "" && port.ContainerPort > 0 && port.ContainerPort < 65536 {
+				out.Ports = append(out.Ports, NamedPort{port.Name, proto, uint16(port.ContainerPort)})
+			}
+		}
+	}
+	return out
+}
+
+func (inf *informers) setPod(o any) {
+	if p, ok := o.(*corev1.Pod); ok {
+		pod := podOf(p)
+		inf.cluster.Pods[pod.Key()] = pod
+	}
+}
+
+func (inf *informers) deletePod(o any) {
+	if m, ok := o.(metav1.Object); ok {
+		delete(inf.cluster.Pods, m.GetNamespace()+"/"+m.GetName())
+	}
+}
+
+func (inf *informers) setNamespace(o any) {
+	if n, ok := o.(*corev1.Namespace); ok {
+		inf.cluster.Namespaces[n.Name] = &Namespace{Name: n.Name, Labels: n.Labels}
+	}
+}
+
+func (inf *informers) deleteNamespace(o any) {
+	if m, ok := o.(metav1.Object); ok {
+		delete(inf.cluster.Namespaces, m.GetName())
+	}
+}
+
+func (inf *informers) setPolicy(o any) {
+	if p, ok := o.(*networkingv1.NetworkPolicy); ok {
+		pol := &Policy{Namespace: p.Namespace, Name: p.Name, Spec: p.Spec}
+		inf.cluster.Policies[pol.Key()] = pol
+	}
+}
+
+func (inf *informers) deletePolicy(o any) {
+	if m, ok := o.(metav1.Object); ok {
+		delete(inf.cluster.Policies, m.GetNamespace()+"/"+m.GetName())
+	}
+}
+
+// compile compiles the cluster as it is now for node.
+func (inf *informers) compile(node string) (*Ruleset, []error) {
+	inf.mu.Lock()
+	defer inf.mu.Unlock()
+	return Compile(inf.cluster, node)
+}
