@@ -280,7 +280,7 @@ func (c *Controller) bridgeCheck() {
 			problems = append(problems, fmt.Sprintf("net.bridge.%s is 0 and cannot be set (%v): traffic between pods of this node is not policed", name, err))
 			continue
 		}
-		c.log.Info("network policy: set net.bridge."+name+"=1 so that traffic between pods of this node meets the policies")
+		c.log.Info("network policy: set net.bridge." + name + "=1 so that traffic between pods of this node meets the policies")
 	}
 	p := strings.Join(problems, "; ")
 	if p != c.bridge && p != "" {
