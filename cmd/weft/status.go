@@ -19,6 +19,7 @@ import (
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/control"
 	"github.com/weft-net/weft/internal/daemon"
+	"github.com/weft-net/weft/internal/netpol"
 	"github.com/weft-net/weft/internal/node"
 	"github.com/weft-net/weft/internal/store"
 	"github.com/weft-net/weft/internal/version"
@@ -43,8 +44,13 @@ namespace, which it asks on weftd's control socket (root only): weftd's command
 line and FLANNELD_* environment. Flags given here win over weftd's. When no
 weftd answers, it uses its own flags and environment, as weftd would.
 
-Exit status: 0 in sync, 1 not in sync (each difference is named), 2 cannot
-tell (the store unreachable, no configuration).
+With --network-policy it also shows NetworkPolicy: weft's nftables table
+(inet weft-netpol) in this namespace and the Node's WeftNetworkPolicy
+condition, which weftd sets False with the reason when it cannot enforce.
+
+Exit status: 0 in sync, 1 not in sync (each difference is named) or
+NetworkPolicy not fully enforced, 2 cannot tell (the store unreachable, no
+configuration).
 `
 
 // storeTimeout bounds the whole status: an unreachable store is reported
@@ -64,6 +70,8 @@ func (e exitCode) Unwrap() error { return e.err }
 type statusReport struct {
 	daemon.Report
 	OptionsFrom string `json:"optionsFrom"`
+	// NetworkPolicy is there with --network-policy.
+	NetworkPolicy *netpol.Summary `json:"networkPolicy,omitempty"`
 }
 
 func status(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout io.Writer) error {
@@ -96,18 +104,30 @@ func status(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		}
 		return exitCode{statusUnknown, err}
 	}
+	var np *netpol.Summary
+	if opts.NetworkPolicy {
+		if np, err = networkPolicy(sctx, opts); err != nil {
+			return exitCode{statusUnknown, err}
+		}
+	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(statusReport{rep, from}); err != nil {
+		if err := enc.Encode(statusReport{rep, from, np}); err != nil {
 			return err
 		}
 	} else {
 		fmt.Fprintf(stdout, "options  %s\n", from)
 		printReport(stdout, rep)
+		if np != nil {
+			fmt.Fprintf(stdout, "policy   %s\n", np)
+		}
 	}
 	if !rep.InSync {
 		return exitCode{statusOutOfSync, errors.New("the kernel is not as the store says it should be")}
+	}
+	if np != nil && !np.Enforced() {
+		return exitCode{statusOutOfSync, errors.New("NetworkPolicy is not fully enforced on this node")}
 	}
 	return nil
 }

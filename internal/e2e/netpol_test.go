@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -206,6 +207,12 @@ spec:
 		if !strings.HasPrefix(cond, "True Enforcing") {
 			t.Errorf("node n%d: condition WeftNetworkPolicy is %q", n, cond)
 		}
+	}
+	// weft status shows it, from the kernel's table and the condition.
+	cmd := lab.Command(context.Background(), c.NodeNS(1), filepath.Join(bins.get(t), "weft"), "status")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "policy   enforcing: 2 ingress and 0 egress policies for 1 pod addresses") {
+		t.Errorf("weft status on n1: %v\n%s", err, out)
 	}
 
 	// An established connection a new policy denies is cut.
