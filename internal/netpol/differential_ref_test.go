@@ -11,7 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	kinformers "k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/kube-network-policies/pkg/networkpolicy"
 )
@@ -53,7 +54,12 @@ type reference struct {
 
 func newReference(tb testing.TB) *reference {
 	tb.Helper()
-	client := fake.NewClientset()
+	// The client is never used: the informers are not started and the
+	// controller records no event.
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: "http://127.0.0.1:9"})
+	if err != nil {
+		tb.Fatalf("kubernetes client: %v", err)
+	}
 	f := kinformers.NewSharedInformerFactory(client, 0)
 	podInf, nsInf, npInf := f.Core().V1().Pods(), f.Core().V1().Namespaces(), f.Networking().V1().NetworkPolicies()
 	// Admin policies are off, so their clients and informers stay nil.

@@ -61,7 +61,7 @@ func TestDifferential(t *testing.T) {
 			v, skip := j.decide(p)
 			st.count(p, v, skip)
 			if skip == "" && v.mismatch() && !seedFailed {
-				fails = append(fails, diffFailure{seed, w, p, v})
+				fails = append(fails, diffFailure{fmt.Sprintf("seed %d", seed), w, p, v})
 				seedFailed = true
 			}
 		}
@@ -314,7 +314,7 @@ func protoWord(n uint8) string {
 
 // diffFailure is a packet on which weft and the reference disagree.
 type diffFailure struct {
-	seed uint64
+	from string // "seed N", or the fuzz input
 	w    *world
 	p    Packet
 	v    verdict
@@ -339,8 +339,8 @@ func (f diffFailure) explain(ref *reference) string {
 	}
 	v, _ := j.decide(f.p)
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d: %s %s -> %s port %d: weft %s (%s), the reference %s",
-		f.seed, protoWord(f.p.Proto), f.p.Src, f.p.Dst, f.p.DstPort, allowWord(v.weft), strings.Join(v.nodes, ", "), allowWord(v.ref))
+	fmt.Fprintf(&b, "%s: %s %s -> %s port %d: weft %s (%s), the reference %s",
+		f.from, protoWord(f.p.Proto), f.p.Src, f.p.Dst, f.p.DstPort, allowWord(v.weft), strings.Join(v.nodes, ", "), allowWord(v.ref))
 	if v.stray != "" {
 		fmt.Fprintf(&b, "; node %s holds neither end yet denies", v.stray)
 	}

@@ -55,7 +55,7 @@ func FuzzCompile(f *testing.F) {
 		for _, p := range packets(w, randChooser{rand.New(rand.NewPCG(h.Sum64(), 1))}, 64) {
 			v, skip := j.decide(p)
 			if skip == "" && (v.weft && !v.ref || v.stray != "") {
-				t.Fatal(diffFailure{0, w, p, v}.explain(ref))
+				t.Fatal(diffFailure{"fuzz input", w, p, v}.explain(ref))
 			}
 		}
 	})
