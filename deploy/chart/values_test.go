@@ -287,11 +287,9 @@ func TestBackendsAreWeftds(t *testing.T) {
 }
 
 // TestValuesWeftRefuses: values weft cannot honour fail the install with a
-// message saying why; netpol.enabled first (weft does not enforce
-// NetworkPolicy: the policies would silently do nothing).
+// message saying why.
 func TestValuesWeftRefuses(t *testing.T) {
 	for _, tc := range []struct{ values, want string }{
-		{"netpol:\n  enabled: true\n", "netpol.enabled: weft does not enforce NetworkPolicy yet"},
 		{"flannel:\n  backendPort: \"84x2\"\n", `flannel.backendPort: want a whole number, not "84x2"`},
 		{"flannel:\n  mtu: 1400.5\n", `flannel.mtu: want a whole number, not "1400.5"`},
 		{"flannel:\n  GBP: \"yes\"\n", `flannel.GBP: want true or false, not "yes"`},

@@ -82,9 +82,6 @@ weft.validate fails the install, with a message saying why, on values weft canno
 includes it, so `helm template` of any one of them fails too.
 */}}
 {{- define "weft.validate" -}}
-{{- if .Values.netpol.enabled -}}
-{{- fail "netpol.enabled: weft does not enforce NetworkPolicy yet; with this chart the cluster's NetworkPolicies would have no effect. Set netpol.enabled=false (and enforce policies some other way), or stay on flannel's chart until weft has it" -}}
-{{- end -}}
 {{- $backends := include "weft.backends" . | fromJsonArray -}}
 {{- if not (has (lower (toString .Values.flannel.backend)) $backends) -}}
 {{- fail (printf "flannel.backend %q: weft has the backends %s" (toString .Values.flannel.backend) (join ", " $backends)) -}}
