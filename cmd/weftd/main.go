@@ -80,6 +80,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		if err := startNetworkPolicy(ctx, &bg, log, &opts, m); err != nil {
 			return err
 		}
+	} else if err := node.RemoveNetworkPolicy(ctx, log); err != nil {
+		log.Warn("could not remove the NetworkPolicy table of an earlier run with --network-policy", "err", err)
 	}
 	return daemon.Run(ctx, opts, daemon.Deps{
 		Logger:    log,

@@ -114,6 +114,12 @@ func TestSyncerConformance(t *testing.T) {
 			if st := s.Stats(); st.FullWrites != 1 || st.Failures != 0 {
 				t.Errorf("stats %+v: want one full write (the first) and no failure", st)
 			}
+			// weftd without --network-policy removes the table, once.
+			for i, want := range []bool{true, false} {
+				if removed, err := RemoveTable(ctx, k); removed != want || err != nil {
+					t.Errorf("RemoveTable %d: %v, %v; want %v", i, removed, err, want)
+				}
+			}
 		})
 	}
 }

@@ -221,3 +221,18 @@ func (c *Census) names() map[string][]string {
 	}
 	return out
 }
+
+// RemoveTable deletes weft's table if the kernel holds it, and reports
+// whether it did.
+func RemoveTable(ctx context.Context, k Kernel) (bool, error) {
+	c, err := k.Census(ctx)
+	if err != nil || !c.Table {
+		return false, err
+	}
+	tx := k.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	if err := k.Run(ctx, tx); err != nil {
+		return false, fmt.Errorf("delete nftables table inet %s: %w", TableName, err)
+	}
+	return true, nil
+}
