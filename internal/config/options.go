@@ -43,6 +43,7 @@ type Options struct {
 	IPBlackholeRoute         bool          // --ip-blackhole-route
 	IPTablesMode             string        // --iptables-mode: auto, legacy or nft (weft's own flag)
 	NetworkPolicy            bool          // --network-policy: enforce NetworkPolicy (weft's own flag, kube mode)
+	NetworkPolicyLogDrops    bool          // --network-policy-log-drops
 
 	HealthzIP   netip.Addr // --healthz-ip
 	HealthzPort int        // --healthz-port (0: off)
@@ -116,6 +117,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 
 	fs.Var(boolValue{&o.NetworkPolicy}, "network-policy",
 		"enforce Kubernetes NetworkPolicy for this node's pods with nftables (needs --kube-subnet-mgr)")
+	fs.Var(boolValue{&o.NetworkPolicyLogDrops}, "network-policy-log-drops",
+		"with --network-policy, log packets the policies deny to the kernel log (at most 10 a second per pod chain)")
 
 	fs.Var(addrValue{&o.HealthzIP, 0}, "healthz-ip", "address the /healthz and /readyz server listens on")
 	fs.Var(intValue{&o.HealthzPort, 0, 65535}, "healthz-port", "port of the /healthz and /readyz server (0: off)")

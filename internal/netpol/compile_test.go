@@ -42,9 +42,14 @@ func TestCompileEvaluate(t *testing.T) {
 		{pkt("10.244.1.3", "10.244.2.3", 6, 80), true},  // y/a is not selected
 		{pkt("fd00:1::2", "fd00:2::2", 6, 80), false},   // no IPv6 block
 	}
-	for _, tc := range cases {
-		if got := rs.Evaluate(tc.p); got != tc.want {
-			t.Errorf("%+v: allowed %v, want %v", tc.p, got, tc.want)
+	for _, logDrops := range []bool{false, true} {
+		if logDrops {
+			rs.LogDrops() // logs before the drop, and changes no verdict
+		}
+		for _, tc := range cases {
+			if got := rs.Evaluate(tc.p); got != tc.want {
+				t.Errorf("%+v (log drops %v): allowed %v, want %v", tc.p, logDrops, got, tc.want)
+			}
 		}
 	}
 	// Node n2 has no pod the policy selects: nothing to hold.

@@ -37,6 +37,9 @@ type Options struct {
 	// ProcSys is the root of the sysctls br_netfilter's setting is read
 	// and written under; "" means /proc/sys.
 	ProcSys string
+	// LogDrops logs denied packets to the kernel log, rate-limited
+	// (--network-policy-log-drops).
+	LogDrops bool
 	// BridgeMasquerades says that the CNI bridge plugin masquerades this
 	// node's pod traffic to other nodes (weftd without --ip-masq writes
 	// FLANNEL_IPMASQ=false, which turns the plugin's ipMasq on): policies
@@ -180,6 +183,9 @@ func (c *Controller) waitSynced(ctx context.Context) error {
 func (c *Controller) sync(ctx context.Context) {
 	start := time.Now()
 	rs, errs := c.inf.compile(c.o.Node)
+	if c.o.LogDrops {
+		rs.LogDrops()
+	}
 	err := c.syncer.Apply(ctx, rs)
 	took := time.Since(start)
 	if err != nil {

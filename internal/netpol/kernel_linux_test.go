@@ -97,6 +97,9 @@ func TestSyncerConformance(t *testing.T) {
 				if len(errs) > 0 {
 					t.Fatal(errs)
 				}
+				if i == 3 { // --network-policy-log-drops, on for a step
+					rs.LogDrops()
+				}
 				if err := s.Apply(ctx, rs); err != nil {
 					t.Fatalf("step %d: %v", i, err)
 				}

@@ -120,6 +120,9 @@ func ruleText(r Rule) string {
 	for _, c := range r.Counters {
 		parts = append(parts, "counter name "+c)
 	}
+	if r.Log != "" {
+		parts = append(parts, fmt.Sprintf("limit rate 10/second burst 20 packets log prefix %q level info", r.Log))
+	}
 	switch {
 	case r.Jump != "":
 		parts = append(parts, "jump "+r.Jump)

@@ -2,6 +2,7 @@ package netpol
 
 import (
 	"net/netip"
+	"strings"
 )
 
 // Direction is a policy direction.
@@ -60,7 +61,10 @@ type Rule struct {
 	Jump   string    // a chain to jump to (then Verdict is Continue)
 	// Counters are named counters the rule counts its packets on.
 	Counters []string
-	Verdict  Verdict
+	// Log, when set, logs the packet to the kernel log with this prefix,
+	// at most 10 a second per rule.
+	Log     string
+	Verdict Verdict
 }
 
 // Chain is a regular chain: its rules, and a comment naming what it is for.
@@ -124,6 +128,19 @@ func newRuleset() *Ruleset {
 		Sets:     map[string]*Set{},
 		Counters: map[string]string{},
 		Policies: map[string]*PolicyInfo{},
+	}
+}
+
+// LogDrops adds to each pod chain, before its drop, a rule that logs the
+// packet (rate-limited) with the prefix "weft-netpol <direction> denied: ".
+func (rs *Ruleset) LogDrops() {
+	for name, c := range rs.Chains {
+		if !strings.HasPrefix(name, "pods-") || len(c.Rules) == 0 {
+			continue
+		}
+		last := c.Rules[len(c.Rules)-1]
+		log := Rule{Dir: last.Dir, Log: "weft-netpol " + last.Dir.String() + " denied: "}
+		c.Rules = append(c.Rules[:len(c.Rules)-1:len(c.Rules)-1], log, last)
 	}
 }
 

@@ -25,7 +25,7 @@ func NewNetworkPolicy(log *slog.Logger, opts *config.Options, userAgent string) 
 		return nil, err
 	}
 	return netpol.New(netpol.Options{Config: cfg, Node: opts.NodeName, Logger: log.With("component", "netpol"), Conntrack: ct,
-		BridgeMasquerades: !opts.IPMasq})
+		BridgeMasquerades: !opts.IPMasq, LogDrops: opts.NetworkPolicyLogDrops})
 }
 
 // RemoveNetworkPolicy deletes the NetworkPolicy table a run with
