@@ -1,0 +1,426 @@
+//go:build linux
+
+package e2e
+
+// NetworkPolicy benchmarks (make bench-netpol), each figure next to a
+// baseline measured in the same run on the same lab, as the lab bench does
+// (internal/lab/bench): the machine is shared, so only ratios within one
+// run mean anything.
+//
+//   - TestNetpolBenchDataPath: pod-to-pod TCP throughput (iperf3, as the lab
+//     bench measures it) and new TCP connections per second, across the two
+//     nodes (vxlan) and on one node, with 100 policies selecting the pods
+//     against the same pods with weft's table taken out of the kernel, and
+//     against pods no policy selects.
+//   - TestNetpolBenchEnforce (netpol_scale_test.go): policy created to
+//     rules in the kernel, p50 and p95, with 1,000 policies and 10,000 pods
+//     in the API; weftd's RSS with that set against a weftd without
+//     --network-policy in the same lab.
+//
+// They log their figures and fail only when something does not work.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/weft-net/weft/deploy"
+	"github.com/weft-net/weft/internal/lab"
+	"github.com/weft-net/weft/internal/lab/bench"
+	"github.com/weft-net/weft/internal/lab/cluster"
+)
+
+// envBenchNetpol selects the NetworkPolicy benchmarks (make bench-netpol).
+const envBenchNetpol = "WEFT_BENCH_NETPOL"
+
+func needBenchNetpol(t *testing.T) {
+	t.Helper()
+	if os.Getenv(envBenchNetpol) != "1" {
+		t.Skipf("set %s=1 to run the NetworkPolicy benchmarks (make bench-netpol; minutes each)", envBenchNetpol)
+	}
+	needRoot(t)
+}
+
+// The data-path bench's shape.
+const (
+	dpPolicies = 100
+	dpRuns     = 5
+	dpDuration = 3 * time.Second
+	dpConnPort = 7000
+	dpDenyPort = 7001
+	dpNS       = "dp"
+)
+
+// dpVariant is one of the compared set-ups of the same two paths.
+type dpVariant string
+
+const (
+	dpPoliced dpVariant = "100 policies"
+	dpPlain   dpVariant = "no policy selects the pods"
+	dpNoTable dpVariant = "no policy table in the kernel"
+)
+
+// dpPath is a client and a server pod.
+type dpPath struct {
+	name           string // "2 nodes (vxlan)" or "1 node"
+	client, server cluster.Pod
+}
+
+// dpPolicy is policy i of the 100: each selects the pods labelled
+// bench=policed, for ingress and egress. The first 99 allow only what the
+// bench never sends (addresses of the documentation ranges, other ports);
+// the last one, last in the order the node evaluates them (by name), allows
+// the bench's ports between bench=policed pods in its second rule. So a
+// connection's first packet walks every policy's chain, on the client's
+// node (egress) and on the server's (ingress), before it is accepted.
+func dpPolicy(i int) string {
+	name := fmt.Sprintf("np-%03d", i)
+	if i < dpPolicies-1 {
+		return fmt.Sprintf(`metadata: {name: %s, namespace: NS}
+spec:
+  podSelector: {matchLabels: {bench: policed}}
+  policyTypes: [Ingress, Egress]
+  ingress: [{from: [{ipBlock: {cidr: 192.0.2.%d/32}}], ports: [{port: %d}]}]
+  egress: [{to: [{ipBlock: {cidr: 198.51.100.%d/32}}], ports: [{port: %d}]}]
+`, name, i, 9000+i, i, 9000+i)
+	}
+	return fmt.Sprintf(`metadata: {name: %s, namespace: NS}
+spec:
+  podSelector: {matchLabels: {bench: policed}}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from: [{ipBlock: {cidr: 203.0.113.0/24}}]
+  - from: [{podSelector: {matchLabels: {bench: policed}}}]
+    ports: [{port: %d}, {port: %d}]
+  egress:
+  - to: [{ipBlock: {cidr: 203.0.113.0/24}}]
+  - to: [{podSelector: {matchLabels: {bench: policed}}}]
+    ports: [{port: %d}, {port: %d}]
+`, name, bench.IperfPort, dpConnPort, bench.IperfPort, dpConnPort)
+}
+
+// TestNetpolBenchDataPath measures what 100 policies selecting both ends
+// cost the data path: TCP throughput (1 stream, iperf3) and new TCP
+// connections per second (connect, then close with a reset; two
+// connecting goroutines), client to server across two nodes (vxlan) and on
+// one node (the bridge, through br_netfilter). Each run measures every
+// variant of both paths in turn: the policed pods; the same pods with weft's
+// table taken out of the kernel (weft without NetworkPolicy); and pods of
+// the same nodes that no policy selects. weftd is stopped for the runs (the
+// rules stay in the kernel), so that the table can be taken out and put back
+// between runs without weftd repairing it.
+func TestNetpolBenchDataPath(t *testing.T) {
+	needBenchNetpol(t)
+	c := upKube(t, cluster.Options{Lab: lab.Options{Nodes: 2},
+		WeftdArgs: []string{"--network-policy", "--ip-masq"}, Manifest: deploy.NetpolManifest})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
+	defer cancel()
+	// n1p1 serves the policed clients n1p2 and n2p1; n1p3 serves the
+	// unpoliced n1p4 and n2p2.
+	for _, np := range [][2]int{{1, 1}, {1, 2}, {1, 3}, {1, 4}, {2, 1}, {2, 2}} {
+		if _, err := c.AddPod(ctx, np[0], np[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	registerPods(t, c, dpNS, dpConnPort)
+	pod := map[string]cluster.Pod{}
+	for _, p := range c.Pods() {
+		name := fmt.Sprintf("n%dp%d", p.Node, p.Index)
+		pod[name] = p
+		label := "bench=plain"
+		if name == "n1p1" || name == "n1p2" || name == "n2p1" {
+			label = "bench=policed"
+		}
+		kubectl(t, c, "", "-n", dpNS, "label", "pod", name, label)
+	}
+	var docs []string
+	for i := range dpPolicies {
+		docs = append(docs, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"+strings.ReplaceAll(dpPolicy(i), "NS", dpNS))
+	}
+	kubectl(t, c, strings.Join(docs, "---\n"), "apply", "-f", "-")
+
+	policed := []dpPath{{"2 nodes (vxlan)", pod["n2p1"], pod["n1p1"]}, {"1 node", pod["n1p2"], pod["n1p1"]}}
+	plain := []dpPath{{"2 nodes (vxlan)", pod["n2p2"], pod["n1p3"]}, {"1 node", pod["n1p4"], pod["n1p3"]}}
+	dpServe(t, pod["n1p1"])
+	dpServe(t, pod["n1p3"])
+	dpWaitEnforced(t, c, policed[0])
+	for n := 1; n <= 2; n++ {
+		dpCheckOrder(t, c, n)
+	}
+	for _, p := range append(slices.Clone(policed), plain...) {
+		if !connects(t, p.client, v4(t, p.server), dpConnPort, 2*time.Second) {
+			t.Fatalf("%s: %s cannot connect to %s:%d", p.name, p.client.NS, v4(t, p.server), dpConnPort)
+		}
+	}
+	for n := 1; n <= 2; n++ {
+		if err := c.KillWeftd(n, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := dpMeasure(t, ctx, c, policed, plain)
+	dpReport(t, res)
+}
+
+// v4 returns a pod's IPv4 address.
+func v4(t *testing.T, p cluster.Pod) netip.Addr {
+	t.Helper()
+	for _, a := range p.Addrs {
+		if a.Is4() {
+			return a
+		}
+	}
+	t.Fatalf("pod %s has no IPv4 address", p.NS)
+	return netip.Addr{}
+}
+
+// dpServe starts iperf3's server, a server that accepts and closes
+// connections on dpConnPort, and one on dpDenyPort (which no policy
+// allows), in the server pod.
+func dpServe(t *testing.T, p cluster.Pod) {
+	t.Helper()
+	stop, err := bench.Iperf{Proc: bench.Proc{Root: "/proc"}}.StartServer(context.Background(), p.NS, v4(t, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	for _, port := range []int{dpConnPort, dpDenyPort} {
+		var ln net.Listener
+		if err := lab.Do(p.NS, func() (err error) {
+			ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ln.Close() })
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_ = conn.Close()
+			}
+		}()
+	}
+}
+
+// dpWaitEnforced waits until the policies hold on both nodes: p's client
+// reaches its server's allowed port and not dpDenyPort.
+func dpWaitEnforced(t *testing.T, c *cluster.Cluster, p dpPath) {
+	t.Helper()
+	took := waitFor(t, 60*time.Second, "the 100 policies enforced", func() bool {
+		return !connects(t, p.client, v4(t, p.server), dpDenyPort, 300*time.Millisecond)
+	})
+	t.Logf("%d policies enforced %v after kubectl apply returned", dpPolicies, took.Round(time.Millisecond))
+}
+
+var jumpRe = regexp.MustCompile(`jump (\S+)`)
+
+// dpCheckOrder waits until, on node n, the chains of the pods the policies
+// select jump to the 100 policies' chains, and checks that the one
+// allowing the bench's traffic (np-099's) is the last each jumps to.
+func dpCheckOrder(t *testing.T, c *cluster.Cluster, n int) {
+	t.Helper()
+	var table string
+	found := 0
+	took := waitFor(t, 2*time.Minute, fmt.Sprintf("node n%d: a chain jumping to the %d policies", n, dpPolicies), func() bool {
+		table = run(t, c.NodeNS(n), "nft", "list", "table", "inet", "weft-netpol")
+		chains := map[string]string{}
+		for _, chain := range strings.Split(table, "\tchain ")[1:] {
+			name, body, _ := strings.Cut(chain, " {")
+			chains[name] = body
+		}
+		found = 0
+		for name, body := range chains {
+			jumps := jumpRe.FindAllStringSubmatch(body, -1)
+			if len(jumps) != dpPolicies {
+				continue
+			}
+			last := jumps[len(jumps)-1][1]
+			if want := fmt.Sprintf("of %s/np-%03d", dpNS, dpPolicies-1); !strings.Contains(chains[last], want) {
+				t.Fatalf("node n%d: chain %s jumps last to %s, which is not np-%03d's:\n%s", n, name, last, dpPolicies-1, table)
+			}
+			found++
+		}
+		return found > 0
+	})
+	t.Logf("node n%d: %d chains of selected pods jump to the %d policies' chains, np-%03d's last (%v after the check began)",
+		n, found, dpPolicies, dpPolicies-1, took.Round(time.Millisecond))
+}
+
+// dpResult holds, per path and variant, each run's figures.
+type dpResult struct {
+	gbps, conns map[string][]float64 // key: path + "|" + variant
+	fails       atomic.Int64
+}
+
+func dpKey(path string, v dpVariant) string { return path + "|" + string(v) }
+
+// dpMeasure runs dpRuns rounds; each measures every variant of both paths,
+// the table-less variant first in odd rounds and last in even ones.
+func dpMeasure(t *testing.T, ctx context.Context, c *cluster.Cluster, policed, plain []dpPath) *dpResult {
+	t.Helper()
+	r := &dpResult{gbps: map[string][]float64{}, conns: map[string][]float64{}}
+	saved := map[int]string{}
+	for n := 1; n <= 2; n++ {
+		saved[n] = run(t, c.NodeNS(n), "nft", "list", "table", "inet", "weft-netpol")
+	}
+	withTable := func() {
+		for _, set := range []struct {
+			v     dpVariant
+			paths []dpPath
+		}{{dpPoliced, policed}, {dpPlain, plain}} {
+			for _, p := range set.paths {
+				dpOnce(t, ctx, r, p, set.v)
+			}
+		}
+	}
+	withoutTable := func() {
+		for n := 1; n <= 2; n++ {
+			run(t, c.NodeNS(n), "nft", "delete", "table", "inet", "weft-netpol")
+		}
+		for _, p := range policed {
+			dpOnce(t, ctx, r, p, dpNoTable)
+		}
+		for n := 1; n <= 2; n++ {
+			dpRestore(t, ctx, c, n, saved[n])
+		}
+	}
+	for round := range dpRuns {
+		t.Logf("round %d/%d (load average %s)", round+1, dpRuns, loadAvg())
+		if round%2 == 0 {
+			withoutTable()
+			withTable()
+		} else {
+			withTable()
+			withoutTable()
+		}
+	}
+	return r
+}
+
+var countersRe = regexp.MustCompile(`packets \d+ bytes \d+`)
+
+// dpRestore puts node n's table back as it was listed, and checks that it
+// lists the same (but for the counters' values).
+func dpRestore(t *testing.T, ctx context.Context, c *cluster.Cluster, n int, table string) {
+	t.Helper()
+	cmd := lab.Command(ctx, c.NodeNS(n), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(table)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("node n%d: restore the table: %v\n%s", n, err, out)
+	}
+	got := run(t, c.NodeNS(n), "nft", "list", "table", "inet", "weft-netpol")
+	if countersRe.ReplaceAllString(got, "") != countersRe.ReplaceAllString(table, "") {
+		t.Fatalf("node n%d: the restored table differs from weftd's:\n%s\nwant:\n%s", n, got, table)
+	}
+}
+
+// dpOnce measures one path in one variant: throughput, then new
+// connections per second.
+func dpOnce(t *testing.T, ctx context.Context, r *dpResult, p dpPath, v dpVariant) {
+	t.Helper()
+	ip := bench.Iperf{Proc: bench.Proc{Root: "/proc"}}
+	tr, err := ip.Run(ctx, p.client.NS, v4(t, p.server), 1, dpDuration)
+	if err != nil {
+		t.Fatalf("%s, %s: %v", p.name, v, err)
+	}
+	rate, fails, err := connRate(ctx, p.client.NS, netip.AddrPortFrom(v4(t, p.server), dpConnPort), dpDuration, 2)
+	if err != nil {
+		t.Fatalf("%s, %s: %v", p.name, v, err)
+	}
+	r.fails.Add(int64(fails))
+	k := dpKey(p.name, v)
+	r.gbps[k] = append(r.gbps[k], tr.BitsPerSecond/1e9)
+	r.conns[k] = append(r.conns[k], rate)
+	t.Logf("  %-16s %-32s %6.2f Gbit/s %8.0f conn/s (%d failed)", p.name, v, tr.BitsPerSecond/1e9, rate, fails)
+}
+
+// connRate connects from namespace ns to dst, workers connections at a
+// time, for d, each closed with a reset as soon as it is open (no
+// TIME_WAIT, so ports are reused at once; each connection is a new
+// conntrack entry), and returns the connections per second and how many
+// failed.
+func connRate(ctx context.Context, ns string, dst netip.AddrPort, d time.Duration, workers int) (float64, int, error) {
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	begin := time.Now()
+	end := begin.Add(d)
+	for range workers {
+		wg.Go(func() {
+			errs <- lab.Do(ns, func() error {
+				dialer := net.Dialer{Timeout: 3 * time.Second} // a SYN lost to the load is sent again after 1 s
+				for time.Now().Before(end) && ctx.Err() == nil {
+					conn, err := dialer.DialContext(ctx, "tcp", dst.String())
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					_ = conn.(*net.TCPConn).SetLinger(0)
+					_ = conn.Close()
+					ok.Add(1)
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	close(errs)
+	var err error
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	return float64(ok.Load()) / time.Since(begin).Seconds(), int(failed.Load()), err
+}
+
+// dpReport logs the figures: medians over the runs with their range, and
+// the ratios of the medians against the baselines.
+func dpReport(t *testing.T, r *dpResult) {
+	t.Helper()
+	if n := r.fails.Load(); n > 0 {
+		t.Errorf("%d allowed connections failed", n)
+	}
+	t.Logf("load average at the end: %s", loadAvg())
+	for _, fig := range []struct {
+		name, unit string
+		runs       map[string][]float64
+	}{{"TCP throughput, 1 stream", "Gbit/s", r.gbps}, {"new TCP connections", "conn/s", r.conns}} {
+		for _, path := range []string{"2 nodes (vxlan)", "1 node"} {
+			pol := bench.Summarise(fig.runs[dpKey(path, dpPoliced)])
+			none := bench.Summarise(fig.runs[dpKey(path, dpNoTable)])
+			plain := bench.Summarise(fig.runs[dpKey(path, dpPlain)])
+			t.Logf("%s, %s: 100 policies %s; no table %s; unselected pods %s", fig.name, path,
+				statText(pol, fig.unit), statText(none, fig.unit), statText(plain, fig.unit))
+			t.Logf("  ratio 100 policies / no table: %.3fx; 100 policies / unselected pods: %.3fx; unselected / no table: %.3fx",
+				pol.Median/none.Median, pol.Median/plain.Median, plain.Median/none.Median)
+		}
+	}
+}
+
+func statText(s bench.Stat, unit string) string {
+	return fmt.Sprintf("%.3g %s (%.3g-%.3g, %d runs)", s.Median, unit, s.Min, s.Max, s.N)
+}
+
+// loadAvg returns the machine's load averages (1, 5, 15 minutes).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
