@@ -116,6 +116,19 @@ test-netpol-conformance: deps build image kube-bins node-bins e2e-bins
 bench-kubelet: deps build image kube-bins node-bins
 	WEFT_TEST_TIERS=e2e WEFT_TEST_KUBELET=1 WEFT_BENCH_KUBELET=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 25m -v -run TestKubeletBench ./internal/lab/kubelet/
 
+# The NetworkPolicy benchmarks (root): pod-to-pod TCP throughput and new
+# connections per second with 100 policies selecting both ends against the
+# same pods without weft's table and against pods no policy selects; policy
+# created to rules in the kernel with 1,000 policies and 10,000 pods in the
+# API, and weftd's RSS against a weftd without --network-policy
+# (internal/e2e/netpol_bench_test.go, netpol_scale_test.go); then the Go
+# benchmarks of compiling that cluster (internal/netpol/bench_test.go).
+# BENCHMARKS.md has the figures.
+.PHONY: bench-netpol
+bench-netpol: deps build kube-bins
+	WEFT_TEST_TIERS=e2e WEFT_BENCH_NETPOL=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 60m -v -run 'TestNetpolBench' ./internal/e2e/
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/netpol/
+
 # Run every fuzz target for FUZZTIME each, then keep the corpus: the inputs the
 # fuzzer found interesting are copied from the build cache into the package's
 # testdata/fuzz, so that `make test` replays them.
