@@ -277,3 +277,23 @@ func echo(t *testing.T, conn net.Conn, want bool) {
 		t.Fatalf("echo on %v: %v, want %v", conn.RemoteAddr(), got, want)
 	}
 }
+
+// TestKubeNetworkPolicyNoRights: weftd --network-policy under the RBAC of
+// kube-weft.yml (no rights on pods' lists, namespaces or networkpolicies)
+// cannot enforce, and says so in the Node's condition, naming the API
+// server's refusal, instead of quietly policing nothing.
+func TestKubeNetworkPolicyNoRights(t *testing.T) {
+	c := upKube(t, cluster.Options{Lab: lab.Options{Nodes: 1}, WeftdArgs: []string{"--network-policy", "--ip-masq"}})
+	var cond string
+	took := waitFor(t, testenv.Scale(t, 90*time.Second), "condition WeftNetworkPolicy False", func() bool {
+		cond = nodeCondition(t, c, cluster.NodeName(1), "WeftNetworkPolicy")
+		return cond != ""
+	})
+	t.Logf("after %v: %s", took.Round(time.Second), cond)
+	if !strings.HasPrefix(cond, "False RulesNotInKernel: ") || !strings.Contains(cond, "forbidden") {
+		t.Errorf("condition %q: want False RulesNotInKernel naming the API server's refusal", cond)
+	}
+	if logCount(t, c, 1, "network policy NOT enforced", "forbidden") == 0 {
+		t.Error("weftd's log does not say that policy is not enforced, and why")
+	}
+}

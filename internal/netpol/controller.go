@@ -123,6 +123,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err := c.waitSynced(ctx); err != nil {
 		return nil
 	}
+	c.rulesErr = nil
 	c.log.Info("network policy: pods, namespaces and policies listed; enforcing")
 	if c.o.BridgeMasquerades {
 		c.log.Error("network policy partly enforced", "problem", masqProblem)
@@ -166,14 +167,30 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 }
 
+// syncWait is how long the informers may take to list before weftd says
+// that it cannot enforce yet, and why.
+const syncWait = 30 * time.Second
+
+// waitSynced waits until the informers have listed everything; when that
+// takes longer than syncWait it reports the API server's answer (say, a
+// ClusterRole without the rights) until they have.
 func (c *Controller) waitSynced(ctx context.Context) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	deadline := time.Now().Add(syncWait)
 	for !c.inf.synced() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+		}
+		if time.Now().After(deadline) {
+			err := c.inf.probe(ctx)
+			if err == nil {
+				err = errors.New("the API server answers, but listing has not finished")
+			}
+			c.fail(ctx, fmt.Errorf("pods, namespaces and networkpolicies not listed after %v: %w", syncWait, err))
+			deadline = time.Now().Add(syncWait)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -51,6 +52,13 @@ type informers struct {
 	cluster *Cluster
 	wake    func()
 	run     []cache.Controller
+	// resources are the informers' resources and clients, for probe.
+	resources []resource
+}
+
+type resource struct {
+	c    *rest.RESTClient
+	name string
 }
 
 func newInformers(cfg *rest.Config, wake func()) (*informers, error) {
@@ -63,8 +71,9 @@ func newInformers(cfg *rest.Config, wake func()) (*informers, error) {
 		return nil, err
 	}
 	inf := &informers{cluster: NewCluster(), wake: wake}
-	add := func(c cache.Getter, resource string, obj runtime.Object, transform cache.TransformFunc, set func(any), del func(any)) {
-		lw := cache.NewListWatchFromClient(c, resource, metav1.NamespaceAll, fields.Everything())
+	add := func(c *rest.RESTClient, name string, obj runtime.Object, transform cache.TransformFunc, set func(any), del func(any)) {
+		inf.resources = append(inf.resources, resource{c, name})
+		lw := cache.NewListWatchFromClient(c, name, metav1.NamespaceAll, fields.Everything())
 		_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
 			ListerWatcher: lw,
 			ObjectType:    obj,
@@ -86,6 +95,19 @@ func newInformers(cfg *rest.Config, wake func()) (*informers, error) {
 	add(core, "namespaces", &corev1.Namespace{}, stripMeta, inf.setNamespace, inf.deleteNamespace)
 	add(netv1, "networkpolicies", &networkingv1.NetworkPolicy{}, stripMeta, inf.setPolicy, inf.deletePolicy)
 	return inf, nil
+}
+
+// probe lists one object of each resource, for the API server's error
+// when the informers cannot list (RBAC, most often).
+func (inf *informers) probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, r := range inf.resources {
+		if err := r.c.Get().Resource(r.name).Param("limit", "1").Do(ctx).Error(); err != nil {
+			return fmt.Errorf("list %s: %w", r.name, err)
+		}
+	}
+	return nil
 }
 
 // start runs the informers until ctx ends; wg waits for them.
