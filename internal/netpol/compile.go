@@ -21,12 +21,9 @@ import (
 // matches nothing, so a bad policy never opens more than a good one.
 func Compile(c *Cluster, node string) (*Ruleset, []error) {
 	k := &compiler{c: c, node: node, rs: newRuleset(), byNS: map[string][]*Pod{}}
-	for _, key := range sortedKeys(c.Pods) {
-		p := c.Pods[key]
-		if p.live() {
-			k.byNS[p.Namespace] = append(k.byNS[p.Namespace], p)
-			k.all = append(k.all, p)
-		}
+	for _, p := range ownAddresses(c.Pods) {
+		k.byNS[p.Namespace] = append(k.byNS[p.Namespace], p)
+		k.all = append(k.all, p)
 	}
 	k.selectedBy = [2]map[*Pod][]string{{}, {}}
 	for _, key := range sortedKeys(c.Policies) {
@@ -50,6 +47,51 @@ type compiler struct {
 
 func (k *compiler) fail(p *Policy, format string, a ...any) {
 	k.errs = append(k.errs, fmt.Errorf("policy %s: %s", p.Key(), fmt.Sprintf(format, a...)))
+}
+
+// ownAddresses returns the live pods in key order, each with only the
+// addresses it owns: when two hold one address (reused while the old pod's
+// object still says Running), the one not terminating, then the newer, then
+// the one of the smaller key has it, so the rules do not depend on map
+// order.
+func ownAddresses(pods map[string]*Pod) []*Pod {
+	better := func(a, b *Pod) bool {
+		if a.Terminating != b.Terminating {
+			return !a.Terminating
+		}
+		if !a.Created.Equal(b.Created) {
+			return a.Created.After(b.Created)
+		}
+		return a.Key() < b.Key()
+	}
+	owner := map[netip.Addr]*Pod{}
+	var live []*Pod
+	for _, key := range sortedKeys(pods) {
+		p := pods[key]
+		if !p.live() {
+			continue
+		}
+		live = append(live, p)
+		for _, a := range p.IPs {
+			if o, ok := owner[a]; !ok || better(p, o) {
+				owner[a] = p
+			}
+		}
+	}
+	out := live[:0]
+	for _, p := range live {
+		owned := slices.DeleteFunc(slices.Clone(p.IPs), func(a netip.Addr) bool { return owner[a] != p })
+		if len(owned) != len(p.IPs) {
+			if len(owned) == 0 {
+				continue
+			}
+			cp := *p
+			cp.IPs = owned
+			p = &cp
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // directions returns the directions a policy affects: its policyTypes, or
@@ -177,13 +219,11 @@ func namedElements(pods []*Pod, refs []namedRef, fam Family, keep func(netip.Add
 	var out []AddrPort
 	for _, pod := range pods {
 		for _, ref := range refs {
-			port, ok := pod.port(ref.name, ref.proto)
-			if !ok {
-				continue
-			}
-			for _, a := range pod.IPs {
-				if familyOf(a) == fam && keep(a) {
-					out = append(out, AddrPort{a, ref.proto.Number(), port})
+			for _, port := range pod.ports(ref.name, ref.proto) {
+				for _, a := range pod.IPs {
+					if familyOf(a) == fam && keep(a) {
+						out = append(out, AddrPort{a, ref.proto.Number(), port})
+					}
 				}
 			}
 		}
@@ -198,6 +238,11 @@ func (k *compiler) peerRanges(p *Policy, peers []networkingv1.NetworkPolicyPeer)
 	for i, peer := range peers {
 		if peer.IPBlock != nil {
 			rs = append(rs, k.ipBlock(p, i, peer.IPBlock)...)
+			continue
+		}
+		if peer.PodSelector == nil && peer.NamespaceSelector == nil {
+			// The API refuses it; it names no one, so it allows no one.
+			k.fail(p, "peer %d: no ipBlock, podSelector or namespaceSelector", i)
 			continue
 		}
 		for _, pod := range k.peerPods(p, i, peer) {
@@ -218,14 +263,17 @@ func (k *compiler) peerRanges(p *Policy, peers []networkingv1.NetworkPolicyPeer)
 }
 
 func (k *compiler) ipBlock(p *Policy, i int, b *networkingv1.IPBlock) []AddrRange {
-	cidr, err := netip.ParsePrefix(b.CIDR)
+	cidr, err := parsePrefix(b.CIDR)
 	if err != nil {
 		k.fail(p, "peer %d: ipBlock cidr %q: %v", i, b.CIDR, err)
 		return nil
 	}
 	rs := []AddrRange{prefixRange(cidr)}
 	for _, e := range b.Except {
-		ex, err := netip.ParsePrefix(e)
+		ex, err := parsePrefix(e)
+		if err == nil && ex.Addr().Is4() != cidr.Addr().Is4() {
+			err = fmt.Errorf("not of the family of cidr %s", b.CIDR)
+		}
 		if err != nil {
 			// Leaving a bad except out would allow what it names: leave the
 			// whole block out instead.
@@ -235,6 +283,19 @@ func (k *compiler) ipBlock(p *Policy, i int, b *networkingv1.IPBlock) []AddrRang
 		rs = subtract(rs, prefixRange(ex))
 	}
 	return rs
+}
+
+// parsePrefix parses a CIDR as the API server reads it: an IPv4-mapped
+// IPv6 prefix of /96 or longer is the IPv4 prefix it maps.
+func parsePrefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4In6() {
+		return p, err
+	}
+	if p.Bits() < 96 {
+		return netip.Prefix{}, fmt.Errorf("an IPv4-mapped prefix shorter than /96 spans both families")
+	}
+	return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96), nil
 }
 
 // peerPods returns the live pods a pod or namespace selector peer selects.
@@ -350,6 +411,7 @@ func (k *compiler) policedSets() {
 	for i, f := range []Family{4, 6} {
 		k.rs.Sets[policedSet(f)] = &Set{Kind: PeerSet, Family: f, Comment: "this node's pods a policy selects", Addrs: normalize(rs[i])}
 	}
+	k.rs.Counters[pickupCounter] = "TCP packets to or from policed pods of connections conntrack does not track (cut by a change, or lost)"
 }
 
 // hash names an object after a string: 12 hex digits of its SHA-256.

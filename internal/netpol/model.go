@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 )
@@ -65,6 +66,11 @@ type Pod struct {
 	HostNetwork bool
 	Finished    bool
 	Ports       []NamedPort
+	// Terminating (a deletion timestamp) and Created decide which of two
+	// running pods holding one address has it: one that is not going away,
+	// then the newer.
+	Terminating bool
+	Created     time.Time
 }
 
 // Key returns "namespace/name".
@@ -73,14 +79,16 @@ func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }
 // live reports whether the pod takes part in policy.
 func (p *Pod) live() bool { return !p.HostNetwork && !p.Finished && len(p.IPs) > 0 }
 
-// port resolves a named port of protocol proto.
-func (p *Pod) port(name string, proto Protocol) (uint16, bool) {
+// ports resolves a named port of protocol proto: the API checks names
+// unique within a container only, so several containers may have it.
+func (p *Pod) ports(name string, proto Protocol) []uint16 {
+	var out []uint16
 	for _, np := range p.Ports {
 		if np.Name == name && np.Protocol == proto {
-			return np.Port, true
+			out = append(out, np.Port)
 		}
 	}
-	return 0, false
+	return out
 }
 
 // Namespace is what policy needs of a namespace: its labels.

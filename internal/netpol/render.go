@@ -20,6 +20,9 @@ const (
 	ingressChain = "ingress"
 )
 
+// pickupCounter counts the TCP pick-ups the egress base chain drops.
+const pickupCounter = "drop-pickup"
+
 // policedSet names the set of family f holding every address of this
 // node's pods that a policy selects, in either direction.
 func policedSet(f Family) string { return fmt.Sprintf("policed%d", f) }
@@ -53,8 +56,8 @@ func baseChains() map[*knftables.Chain][]string {
 			// a cut connection cannot come back in the other orientation.
 			for _, f := range []Family{4, 6} {
 				for _, dir := range []string{"saddr", "daddr"} {
-					rules = append(rules, fmt.Sprintf("%s %s @%s ct state new tcp flags & (fin | syn | rst | ack) != syn drop",
-						ipWord(f), dir, policedSet(f)))
+					rules = append(rules, fmt.Sprintf("%s %s @%s ct state new tcp flags & (fin | syn | rst | ack) != syn counter name %s drop",
+						ipWord(f), dir, policedSet(f), pickupCounter))
 				}
 			}
 		}
