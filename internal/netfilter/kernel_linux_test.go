@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/weft-net/weft/internal/netfilter"
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // Kernel tests: each runs in its own network namespace (netfiltertest.NewNS)
@@ -167,10 +168,14 @@ func TestRunLoop(t *testing.T) {
 				e.sh(t, c...)
 			}
 			want := e.mode.expect(testCfg())
-			deadline := time.Now().Add(20 * resync)
+			// A bound that holds under make test's parallel load: the resync
+			// runs every 100 ms, but each nft or iptables run can wait seconds
+			// for a CPU.
+			wait := testenv.Scale(t, 15*time.Second)
+			deadline := time.Now().Add(wait)
 			for e.mode.ours(t, e.ns) != want {
 				if time.Now().After(deadline) {
-					t.Fatalf("not restored after %v:\n%s", 20*resync, e.mode.ours(t, e.ns))
+					t.Fatalf("not restored after %v:\n%s", wait, e.mode.ours(t, e.ns))
 				}
 				time.Sleep(resync / 4)
 			}

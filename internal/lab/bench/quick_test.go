@@ -86,8 +86,10 @@ func checkResult(t *testing.T, r *bench.Result) {
 	for _, d := range r.DataPlane {
 		backends = append(backends, d.Backend)
 		for _, f := range []bench.Figure{d.TCP1, d.TCP4} {
-			if f.Value.Median <= 0 || f.Baseline.Median <= 0 || f.Ratio <= 0 || f.Ratio >= 2 {
-				t.Errorf("%s %s: %+v, want throughput above zero and a ratio in (0, 2)", d.Backend, f.Name, f)
+			// One run each (--quick) on a shared machine: the ratio can be
+			// anything positive; it must be the value over the baseline.
+			if f.Value.Median <= 0 || f.Baseline.Median <= 0 || math.Abs(f.Ratio-f.Value.Median/f.Baseline.Median) > 1e-6*f.Ratio {
+				t.Errorf("%s %s: %+v, want throughput above zero and the ratio of the value to the baseline", d.Backend, f.Name, f)
 			}
 		}
 		for _, f := range []bench.Figure{d.RTT, d.CPU1, d.CPU4} {
