@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -128,6 +129,12 @@ func (g *gen) pod(name string) corev1.Pod {
 		if g.chance(50) {
 			p.Labels[k] = pick(g, podLabelValues())
 		}
+	}
+	// Creation times may tie; some pods are terminating (still running).
+	created := time.Date(2026, 1, 1, 0, g.n(4), 0, 0, time.UTC)
+	p.CreationTimestamp = metav1.NewTime(created)
+	if g.chance(10) {
+		p.DeletionTimestamp = ptrTo(metav1.NewTime(created.Add(time.Hour)))
 	}
 	for c := range between(g, 1, 2) {
 		ctr := corev1.Container{Name: fmt.Sprintf("c%d", c)}
@@ -337,9 +344,25 @@ func (g *gen) ipBlock() *networkingv1.IPBlock {
 			b.CIDR = pick(g, []string{"10.0.0.0/33", "banana", "10.244.1.2", "", "fd00::/129", "::ffff:10.244.0.0/112"})
 		case 1:
 			b.Except = append(b.Except, pick(g, []string{"nope", "10.244.1.0/40", "::ffff:10.244.1.0/120", "10.244.1.2", "0.0.0.0/0"}))
+		case 2, 3: // an IPv4 prefix written IPv4-mapped, as Go's net reads it
+			if len(b.Except) > 0 && g.chance(50) {
+				b.Except[0] = mapped(b.Except[0])
+			} else {
+				b.CIDR = mapped(b.CIDR)
+			}
 		}
 	}
 	return b
+}
+
+// mapped writes an IPv4 prefix as an IPv4-mapped IPv6 one
+// (10.244.1.0/24 as ::ffff:10.244.1.0/120); others stay as they are.
+func mapped(prefix string) string {
+	p, err := netip.ParsePrefix(prefix)
+	if err != nil || !p.Addr().Is4() {
+		return prefix
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(p.Addr().As16()), p.Bits()+96).String()
 }
 
 // worldAddrs returns every address of the world's pods.
