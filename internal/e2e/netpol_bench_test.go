@@ -54,8 +54,8 @@ func needBenchNetpol(t *testing.T) {
 // The data-path bench's shape.
 const (
 	dpPolicies = 100
-	dpRuns     = 5
-	dpDuration = 3 * time.Second
+	dpRuns     = 12
+	dpDuration = time.Second
 	dpConnPort = 7000
 	dpDenyPort = 7001
 	dpNS       = "dp"
@@ -110,11 +110,12 @@ spec:
 }
 
 // TestNetpolBenchDataPath measures what 100 policies selecting both ends
-// cost the data path: TCP throughput (1 stream, iperf3) and new TCP
+// cost the data path: TCP throughput (1 stream, iperf3, 1 s) and new TCP
 // connections per second (connect, then close with a reset; two
-// connecting goroutines), client to server across two nodes (vxlan) and on
-// one node (the bridge, through br_netfilter). Each run measures every
-// variant of both paths in turn: the policed pods; the same pods with weft's
+// connecting goroutines, 1 s), client to server across two nodes (vxlan)
+// and on one node (the bridge, through br_netfilter). Many short runs
+// rather than a few long ones: on a shared machine the load changes by
+// the second. Each run measures every variant of both paths in turn: the policed pods; the same pods with weft's
 // table taken out of the kernel (weft without NetworkPolicy); and pods of
 // the same nodes that no policy selects. weftd is stopped for the runs (the
 // rules stay in the kernel), so that the table can be taken out and put back
@@ -258,52 +259,52 @@ func dpCheckOrder(t *testing.T, c *cluster.Cluster, n int) {
 		n, found, dpPolicies, dpPolicies-1, took.Round(time.Millisecond))
 }
 
-// dpResult holds, per path and variant, each run's figures.
+// dpResult holds, per path and variant, each run's figures, in run order.
 type dpResult struct {
 	gbps, conns map[string][]float64 // key: path + "|" + variant
-	fails       atomic.Int64
+	fails       map[string]int
 }
 
 func dpKey(path string, v dpVariant) string { return path + "|" + string(v) }
 
-// dpMeasure runs dpRuns rounds; each measures every variant of both paths,
-// the table-less variant first in odd rounds and last in even ones.
+// dpMeasure runs dpRuns rounds; each measures both paths in every variant,
+// the variants in an order that rotates from round to round, so that each
+// round's figures can be compared with each other (dpReport's paired
+// ratios) and no variant always comes first.
 func dpMeasure(t *testing.T, ctx context.Context, c *cluster.Cluster, policed, plain []dpPath) *dpResult {
 	t.Helper()
-	r := &dpResult{gbps: map[string][]float64{}, conns: map[string][]float64{}}
+	r := &dpResult{gbps: map[string][]float64{}, conns: map[string][]float64{}, fails: map[string]int{}}
 	saved := map[int]string{}
 	for n := 1; n <= 2; n++ {
 		saved[n] = run(t, c.NodeNS(n), "nft", "list", "table", "inet", "weft-netpol")
 	}
-	withTable := func() {
-		for _, set := range []struct {
-			v     dpVariant
-			paths []dpPath
-		}{{dpPoliced, policed}, {dpPlain, plain}} {
-			for _, p := range set.paths {
-				dpOnce(t, ctx, r, p, set.v)
+	variants := []func(){
+		func() {
+			for _, p := range policed {
+				dpOnce(t, ctx, r, p, dpPoliced)
 			}
-		}
-	}
-	withoutTable := func() {
-		for n := 1; n <= 2; n++ {
-			run(t, c.NodeNS(n), "nft", "delete", "table", "inet", "weft-netpol")
-		}
-		for _, p := range policed {
-			dpOnce(t, ctx, r, p, dpNoTable)
-		}
-		for n := 1; n <= 2; n++ {
-			dpRestore(t, ctx, c, n, saved[n])
-		}
+		},
+		func() {
+			for _, p := range plain {
+				dpOnce(t, ctx, r, p, dpPlain)
+			}
+		},
+		func() {
+			for n := 1; n <= 2; n++ {
+				run(t, c.NodeNS(n), "nft", "delete", "table", "inet", "weft-netpol")
+			}
+			for _, p := range policed {
+				dpOnce(t, ctx, r, p, dpNoTable)
+			}
+			for n := 1; n <= 2; n++ {
+				dpRestore(t, ctx, c, n, saved[n])
+			}
+		},
 	}
 	for round := range dpRuns {
 		t.Logf("round %d/%d (load average %s)", round+1, dpRuns, loadAvg())
-		if round%2 == 0 {
-			withoutTable()
-			withTable()
-		} else {
-			withTable()
-			withoutTable()
+		for i := range variants {
+			variants[(round+i)%len(variants)]()
 		}
 	}
 	return r
@@ -339,8 +340,8 @@ func dpOnce(t *testing.T, ctx context.Context, r *dpResult, p dpPath, v dpVarian
 	if err != nil {
 		t.Fatalf("%s, %s: %v", p.name, v, err)
 	}
-	r.fails.Add(int64(fails))
 	k := dpKey(p.name, v)
+	r.fails[k] += fails
 	r.gbps[k] = append(r.gbps[k], tr.BitsPerSecond/1e9)
 	r.conns[k] = append(r.conns[k], rate)
 	t.Logf("  %-16s %-32s %6.2f Gbit/s %8.0f conn/s (%d failed)", p.name, v, tr.BitsPerSecond/1e9, rate, fails)
@@ -384,12 +385,16 @@ func connRate(ctx context.Context, ns string, dst netip.AddrPort, d time.Duratio
 	return float64(ok.Load()) / time.Since(begin).Seconds(), int(failed.Load()), err
 }
 
-// dpReport logs the figures: medians over the runs with their range, and
-// the ratios of the medians against the baselines.
+// dpReport logs the figures: medians over the runs with their range, the
+// ratio of the medians against each baseline, and the median and range of
+// the ratios within each round (paired: the same minute of the machine's
+// load).
 func dpReport(t *testing.T, r *dpResult) {
 	t.Helper()
-	if n := r.fails.Load(); n > 0 {
-		t.Errorf("%d allowed connections failed", n)
+	for k, n := range r.fails {
+		if n > 0 {
+			t.Errorf("%s: %d allowed connections failed", k, n)
+		}
 	}
 	t.Logf("load average at the end: %s", loadAvg())
 	for _, fig := range []struct {
@@ -397,15 +402,25 @@ func dpReport(t *testing.T, r *dpResult) {
 		runs       map[string][]float64
 	}{{"TCP throughput, 1 stream", "Gbit/s", r.gbps}, {"new TCP connections", "conn/s", r.conns}} {
 		for _, path := range []string{"2 nodes (vxlan)", "1 node"} {
-			pol := bench.Summarise(fig.runs[dpKey(path, dpPoliced)])
-			none := bench.Summarise(fig.runs[dpKey(path, dpNoTable)])
-			plain := bench.Summarise(fig.runs[dpKey(path, dpPlain)])
+			pol, none, plain := fig.runs[dpKey(path, dpPoliced)], fig.runs[dpKey(path, dpNoTable)], fig.runs[dpKey(path, dpPlain)]
+			sp, sn, sl := bench.Summarise(pol), bench.Summarise(none), bench.Summarise(plain)
 			t.Logf("%s, %s: 100 policies %s; no table %s; unselected pods %s", fig.name, path,
-				statText(pol, fig.unit), statText(none, fig.unit), statText(plain, fig.unit))
-			t.Logf("  ratio 100 policies / no table: %.3fx; 100 policies / unselected pods: %.3fx; unselected / no table: %.3fx",
-				pol.Median/none.Median, pol.Median/plain.Median, plain.Median/none.Median)
+				statText(sp, fig.unit), statText(sn, fig.unit), statText(sl, fig.unit))
+			t.Logf("  100 policies / no table: %.3fx (ratio of medians), paired %s; 100 policies / unselected pods: %.3fx, paired %s; "+
+				"unselected / no table: %.3fx, paired %s", sp.Median/sn.Median, paired(pol, none), sp.Median/sl.Median, paired(pol, plain),
+				sl.Median/sn.Median, paired(plain, none))
 		}
 	}
+}
+
+// paired returns the median and range of a[i]/b[i].
+func paired(a, b []float64) string {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		rs = append(rs, a[i]/b[i])
+	}
+	s := bench.Summarise(rs)
+	return fmt.Sprintf("%.3fx (%.2f-%.2f)", s.Median, s.Min, s.Max)
 }
 
 func statText(s bench.Stat, unit string) string {

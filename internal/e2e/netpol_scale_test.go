@@ -147,6 +147,9 @@ func startPlainWeftd(t *testing.T, ctx context.Context, c *cluster.Cluster, n in
 		t.Fatal(err)
 	}
 	args := slices.DeleteFunc(c.WeftdArgs(n), func(a string) bool { return a == "--network-policy" })
+	if err := os.MkdirAll(c.NodeDir(n), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	logf, err := os.Create(c.LogFile(n))
 	if err != nil {
 		t.Fatal(err)
@@ -380,40 +383,72 @@ func scaleLiveCheck(t *testing.T, c *cluster.Cluster) {
 }
 
 // chainWatch records when `nft monitor` in a node's namespace reports each
-// chain of weft's table added or deleted.
+// chain added or deleted. nft monitor may exit (when it cannot list the
+// ruleset while weftd writes it); it is started again at once, and gen
+// counts its starts, so that a trial can tell whether the monitor was up
+// throughout (probe).
 type chainWatch struct {
+	t  *testing.T
+	ns string
+
 	mu   sync.Mutex
-	seen map[string]time.Time // "add <chain>", "delete <chain>"
+	seen map[string]time.Time // "add <table> <chain>", "delete <table> <chain>"
+	gen  int
+	errs []string // what the monitors that exited said
 }
 
 func watchChains(t *testing.T, ctx context.Context, ns string) *chainWatch {
 	t.Helper()
-	w := &chainWatch{seen: map[string]time.Time{}}
-	cmd := lab.Command(ctx, ns, "nft", "monitor", "chains")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	w := &chainWatch{t: t, ns: ns, seen: map[string]time.Time{}}
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			now := time.Now()
-			// add chain inet weft-netpol <name>
-			f := strings.Fields(sc.Text())
-			if len(f) >= 5 && f[1] == "chain" && f[3] == "weft-netpol" {
-				w.mu.Lock()
-				w.seen[f[0]+" "+f[4]] = now
-				w.mu.Unlock()
-			}
+		for ctx.Err() == nil {
+			w.monitor(ctx)
 		}
 	}()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done; _ = cmd.Wait() })
+	t.Cleanup(func() { cancel(); <-done })
 	return w
+}
+
+// monitor runs one nft monitor until it exits.
+func (w *chainWatch) monitor(ctx context.Context) {
+	w.mu.Lock()
+	w.gen++
+	w.mu.Unlock()
+	cmd := lab.Command(ctx, w.ns, "nft", "monitor", "chains")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		w.fail(err.Error())
+		time.Sleep(100 * time.Millisecond)
+		return
+	}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		now := time.Now()
+		// add chain inet <table> <name>
+		if f := strings.Fields(sc.Text()); len(f) >= 5 && f[1] == "chain" {
+			w.mu.Lock()
+			w.seen[f[0]+" "+f[3]+" "+f[4]] = now
+			w.mu.Unlock()
+		}
+	}
+	err = cmd.Wait()
+	if ctx.Err() == nil {
+		w.fail(fmt.Sprintf("%v: %s", err, strings.TrimSpace(stderr.String())))
+	}
+}
+
+func (w *chainWatch) fail(msg string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.errs = append(w.errs, msg)
 }
 
 func (w *chainWatch) at(event string) (time.Time, bool) {
@@ -421,6 +456,35 @@ func (w *chainWatch) at(event string) (time.Time, bool) {
 	defer w.mu.Unlock()
 	at, ok := w.seen[event]
 	return at, ok
+}
+
+func (w *chainWatch) generation() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.gen
+}
+
+// probe adds and deletes a chain in a table of its own (never weft's) in
+// the node's namespace until the monitor reports it, and returns the
+// monitor's generation then.
+func (w *chainWatch) probe(t *testing.T, i int) int {
+	t.Helper()
+	name := fmt.Sprintf("probe%d", i)
+	for {
+		gen := w.generation()
+		run(t, w.ns, "nft", fmt.Sprintf("add table inet weft-bench-probe; add chain inet weft-bench-probe %s; delete table inet weft-bench-probe", name))
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, ok := w.at("add weft-bench-probe " + name); ok {
+				return gen
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if w.generation() == gen {
+			t.Fatalf("%s: nft monitor is running but does not report a chain added", w.ns)
+		}
+		name += "x"
+	}
 }
 
 // policyChain is the name weft gives a policy's ingress chain: "in-" and
@@ -444,25 +508,35 @@ func enforceTrials(t *testing.T, ctx context.Context, c *cluster.Cluster, cs *ku
 		}
 		return h
 	}
-	measure := func(op, event string, do func() error) {
+	// measure times one operation; it returns false, having measured
+	// nothing, when a node's monitor was restarted meanwhile (the event may
+	// have come while it was down).
+	measure := func(op, event string, probe int, do func() error) bool {
+		gens := [2]int{watch[0].probe(t, probe), watch[1].probe(t, probe)}
 		before := hist()
 		if err := do(); err != nil {
 			t.Fatal(err)
 		}
 		returned := time.Now()
-		var worst time.Duration
+		var ats [2]time.Time
 		for n := range 2 {
-			var at time.Time
-			waitFor(t, time.Minute, fmt.Sprintf("%s seen on n%d", event, n+1), func() bool {
-				var ok bool
-				at, ok = watch[n].at(event)
-				return ok
-			})
-			d := at.Sub(returned)
-			out[fmt.Sprintf("%s: n%d", op, n+1)] = append(out[fmt.Sprintf("%s: n%d", op, n+1)], d)
-			worst = max(worst, d)
+			deadline := time.Now().Add(time.Minute)
+			for {
+				at, ok := watch[n].at(event)
+				if ok {
+					ats[n] = at
+					break
+				}
+				if watch[n].generation() != gens[n] {
+					t.Logf("%s: n%d's nft monitor restarted during the trial (%s): trial left out", op, n+1, watch[n].errs)
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: %s not seen on n%d within a minute", op, event, n+1)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
 		}
-		out[op+": both"] = append(out[op+": both"], worst)
 		// weftd's own figure: the change's sample in its histogram (more
 		// than one when a change was written in two goes).
 		var after [2][2]float64
@@ -470,16 +544,30 @@ func enforceTrials(t *testing.T, ctx context.Context, c *cluster.Cluster, cs *ku
 			after = hist()
 			return after[0][1] > before[0][1] && after[1][1] > before[1][1]
 		})
+		if ats[0].IsZero() || ats[1].IsZero() || watch[0].generation() != gens[0] || watch[1].generation() != gens[1] {
+			return false
+		}
+		var worst time.Duration
 		for n := range 2 {
+			d := ats[n].Sub(returned)
+			k := fmt.Sprintf("%s: n%d", op, n+1)
+			out[k] = append(out[k], d)
+			worst = max(worst, d)
 			dc := after[n][1] - before[n][1]
 			if dc != 1 {
 				t.Logf("%s on n%d: %v samples for one change", op, n+1, dc)
 			}
-			k := fmt.Sprintf("%s: weftd n%d", op, n+1)
+			k = fmt.Sprintf("%s: weftd n%d", op, n+1)
 			out[k] = append(out[k], time.Duration((after[n][0]-before[n][0])/dc*float64(time.Second)))
 		}
+		out[op+": both"] = append(out[op+": both"], worst)
+		return true
 	}
-	for i := range scaleTrials {
+	left := 0
+	for i := 0; len(out["create: both"]) < scaleTrials; i++ {
+		if i >= 2*scaleTrials {
+			t.Fatalf("%d trials left out: nft monitor keeps restarting", left)
+		}
 		ns, name := nsName(i%scaleNamespaces), fmt.Sprintf("trial%02d", i)
 		chain := policyChain(ns, name)
 		tcp := corev1.ProtocolTCP
@@ -491,13 +579,24 @@ func enforceTrials(t *testing.T, ctx context.Context, c *cluster.Cluster, cs *ku
 					From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "a1"}}}},
 					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}}}},
 			}}
-		measure("create", "add "+chain, func() error {
+		ok := measure("create", "add weft-netpol "+chain, 2*i, func() error {
 			_, err := cs.NetworkingV1().NetworkPolicies(ns).Create(ctx, p, metav1.CreateOptions{})
 			return err
 		})
-		measure("delete", "delete "+chain, func() error {
+		ok = measure("delete", "delete weft-netpol "+chain, 2*i+1, func() error {
 			return cs.NetworkingV1().NetworkPolicies(ns).Delete(ctx, name, metav1.DeleteOptions{})
-		})
+		}) && ok
+		if !ok {
+			left++
+		}
+	}
+	if left > 0 {
+		t.Logf("%d trials left out, their monitor having restarted", left)
+	}
+	for n, w := range watch {
+		if len(w.errs) > 0 {
+			t.Logf("n%d: nft monitor exited %d times: %v", n+1, len(w.errs), w.errs)
+		}
 	}
 	return out
 }
