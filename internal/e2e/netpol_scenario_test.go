@@ -18,8 +18,8 @@ import (
 )
 
 // netpolRestartPings is the length of the 100 Hz ping that spans every
-// restart (60 s): the restarts must end before it does.
-const netpolRestartPings = 6000
+// restart (40 s): the restarts must end before it does.
+const netpolRestartPings = 4000
 
 // TestKubeNetworkPolicyRestart: NetworkPolicy stays enforced while weftd
 // is away. With a deny-all policy of the namespace and a policy allowing
