@@ -91,6 +91,9 @@ func TestKubeletNetpolConformance(t *testing.T) {
 		what, listed, res.Passed, res.Failed, res.Skipped, time.Since(begin).Round(time.Second))
 	for _, s := range res.Specs {
 		t.Logf("  %-11s %6v  %s", s.State, s.Took.Round(time.Second), s.Name)
+		if r := ProbeRetries(s.Output); r.Len() > 0 {
+			t.Logf("      %d probes retried: %s", r.Len(), r)
+		}
 	}
 	if res.Passed+res.Failed+res.Skipped != listed {
 		t.Errorf("the run reported %d specs, the dry run listed %d", res.Passed+res.Failed+res.Skipped, listed)

@@ -33,11 +33,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,25 +55,32 @@ const NetpolSCTPSkip = `\[Feature:SCTPConnectivity\]`
 
 // NetpolSubset returns the specs of the representative subset (about ten
 // minutes on two cores): their texts after "[sig-network] ", each of which
-// is one spec's text or its start. Between them they cover deny-all ingress,
-// allow-all, ingress allowed by podSelector, by namespaceSelector and by
-// both, an egress ipBlock with except, a named port, egress denied and
-// allowed, a policy update, UDP, a policy for SCTP that must not open TCP,
-// and the API's endPort validation (v1.36.3 has no endPort connectivity
-// spec).
+// is one spec's text or its start. Between them they cover deny-all ingress
+// and deny-all, allow-all, ingress allowed by podSelector, by
+// namespaceSelector and by both, ports, ipBlock with except and an address
+// in both, named ports in ingress and egress, egress denied and allowed, a
+// policy updated, a pod's labels updated, a policy deleted, UDP, a policy
+// for SCTP that must not open TCP, and the API's endPort validation
+// (v1.36.3 has no endPort connectivity spec).
 func NetpolSubset() []string {
 	const c = "Netpol NetworkPolicy between server and client "
 	return []string{
 		c + "should support a 'default-deny-ingress' policy",
+		c + "should support a 'default-deny-all' policy",
 		c + "should support allow-all policy",
 		c + "should enforce policy to allow traffic from pods within server namespace based on PodSelector",
 		c + "should enforce policy to allow traffic only from a different namespace, based on NamespaceSelector",
 		c + "should enforce policy based on PodSelector and NamespaceSelector",
+		c + "should enforce policy based on Ports",
 		c + "should enforce except clause while egress access to server in CIDR block",
+		c + "should ensure an IP overlapping both IPBlock.CIDR and IPBlock.Except is allowed",
 		c + "should allow ingress access on one named port",
+		c + "should allow egress access on one named port",
 		c + "should deny egress from all pods in a namespace",
 		c + "should enforce egress policy allowing traffic to a server in a different namespace based on PodSelector and NamespaceSelector",
 		c + "should enforce updated policy",
+		c + "should allow ingress access from updated pod",
+		c + "should stop enforcing policies after they are deleted",
 		c + "should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP', even if the plugin doesn't support SCTP",
 		"Netpol [LinuxOnly] NetworkPolicy between server and client using UDP should support a 'default-deny-ingress' policy",
 		"Netpol API should support creating NetworkPolicy API with endport field",
@@ -336,6 +345,64 @@ func ProbeFailures(output string) []string {
 		pair = ""
 	}
 	return out
+}
+
+// probeRetry is the framework's line for a probe that is retried because
+// its result is not the expected one yet: "probe #2 :: connectivity not
+// expected :: x/a -> 10.96.1.2" (it connected where a policy should block
+// it), or "... :: connectivity expected :: ..." (blocked where it should
+// connect).
+var probeRetry = regexp.MustCompile(`probe #(\d+) :: connectivity (not )?expected :: (\S+ -> \S+)`)
+
+// Retries are the probes of a spec that were retried before they gave the
+// expected result (or gave up), by "ns/pod -> ClusterIP", with the number
+// of retries each: a policy that applies late shows here even when the spec
+// passes (each retry is about a second later than the one before).
+type Retries struct {
+	Connected map[string]int // connected while a policy should have blocked it
+	Blocked   map[string]int // blocked while it should have connected
+}
+
+// Len returns the number of probes retried.
+func (r Retries) Len() int { return len(r.Connected) + len(r.Blocked) }
+
+// String lists the retried probes, most retries first.
+func (r Retries) String() string {
+	var parts []string
+	for _, kind := range []struct {
+		what string
+		m    map[string]int
+	}{{"connected before a deny applied", r.Connected}, {"blocked before an allow applied", r.Blocked}} {
+		keys := slices.Collect(maps.Keys(kind.m))
+		slices.SortFunc(keys, func(a, b string) int {
+			if c := kind.m[b] - kind.m[a]; c != 0 {
+				return c
+			}
+			return strings.Compare(a, b)
+		})
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s %s (%d retries)", k, kind.what, kind.m[k]))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// ProbeRetries reads a spec's log for the probes that were retried.
+func ProbeRetries(output string) Retries {
+	r := Retries{Connected: map[string]int{}, Blocked: map[string]int{}}
+	for line := range strings.Lines(output) {
+		m := probeRetry.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.Atoi(m[1])
+		into := r.Blocked
+		if m[2] != "" {
+			into = r.Connected
+		}
+		into[m[3]] = max(into[m[3]], n)
+	}
+	return r
 }
 
 // KernelHasSCTP reports whether the kernel gives SCTP sockets (the SCTP

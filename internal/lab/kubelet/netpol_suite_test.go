@@ -22,7 +22,7 @@ const testGinkgoReport = `[{"SuiteDescription":"Kubernetes e2e suite","SuiteSucc
   "LeafNodeText":"should support allow-all policy [Feature:NetworkPolicy]","State":"passed","RunTime":42000000000},
  {"ContainerHierarchyTexts":["[sig-network] Netpol","NetworkPolicy between server and client"],"LeafNodeType":"It",
   "LeafNodeText":"should support a 'default-deny-ingress' policy [Feature:NetworkPolicy]","State":"failed","RunTime":61000000000,
-  "CapturedGinkgoWriterOutput":"I1207 16:18:57.123456 4242 probe.go:95] Validation of x-1/a -> x-1/b FAILED !!!\nI1207 16:18:57.123456 4242 probe.go:96] error <nil> \nI1207 16:18:57.123457 4242 probe.go:97] Expected blocked pod connection was instead ALLOWED --- run 'kubectl exec a -n x-1 -- /agnhost connect 10.96.1.2:80'\nI1207 16:18:57.2 4242 probe.go:95] Validation of x-1/a -> x-1/a FAILED !!!\nI1207 16:18:57.2 4242 probe.go:97] Expected blocked pod connection was instead ALLOWED --- run 'kubectl exec a -n x-1 -- /agnhost connect 10.96.1.2:80'\nI1207 16:18:58.1 4242 probe.go:95] Validation of x-1/a -> x-1/b FAILED !!!\nI1207 16:18:58.1 4242 probe.go:97] Expected blocked pod connection was instead ALLOWED --- run 'kubectl exec a -n x-1 -- /agnhost connect 10.96.1.2:80'\nunrelated\nI1207 16:18:59.1 4242 probe.go:95] Validation of y-1/a -> x-1/b FAILED !!!\nI1207 16:18:59.1 4242 probe.go:97] Expected allowed pod connection was instead BLOCKED --- run 'kubectl exec a -n y-1 -- /agnhost connect 10.96.1.2:80'\n",
+  "CapturedGinkgoWriterOutput":"I1207 16:18:57.123456 4242 probe.go:95] Validation of x-1/a -> x-1/b FAILED !!!\nI1207 16:18:57.123456 4242 probe.go:96] error <nil> \nI1207 16:18:57.123457 4242 probe.go:97] Expected blocked pod connection was instead ALLOWED --- run 'kubectl exec a -n x-1 -- /agnhost connect 10.96.1.2:80'\nI1207 16:18:57.2 4242 probe.go:95] Validation of x-1/a -> x-1/a FAILED !!!\nI1207 16:18:57.2 4242 probe.go:97] Expected blocked pod connection was instead ALLOWED --- run 'kubectl exec a -n x-1 -- /agnhost connect 10.96.1.2:80'\nI1207 16:18:58.1 4242 probe.go:95] Validation of x-1/a -> x-1/b FAILED !!!\nI1207 16:18:58.1 4242 probe.go:97] Expected blocked pod connection was instead ALLOWED --- run 'kubectl exec a -n x-1 -- /agnhost connect 10.96.1.2:80'\nunrelated\nI1207 16:18:59.0 4242 kubemanager.go:190]  probe #1 :: connectivity not expected :: x-1/a -> 10.96.1.2\nI1207 16:18:59.0 4242 kubemanager.go:190]  probe #2 :: connectivity not expected :: x-1/a -> 10.96.1.2\nI1207 16:18:59.0 4242 kubemanager.go:178] probe #1 :: connectivity expected :: y-1/a -> 10.96.1.3 :: stderr - timeout\nI1207 16:18:59.1 4242 probe.go:95] Validation of y-1/a -> x-1/b FAILED !!!\nI1207 16:18:59.1 4242 probe.go:97] Expected allowed pod connection was instead BLOCKED --- run 'kubectl exec a -n y-1 -- /agnhost connect 10.96.1.2:80'\n",
   "Failure":{"Message":"Had 2 wrong results in reachability matrix","Location":{"FileName":"test/e2e/network/netpol/test_helper.go","LineNumber":111}}},
  {"ContainerHierarchyTexts":["[sig-network] Netpol [Feature:SCTPConnectivity] [LinuxOnly]","NetworkPolicy between server and client using SCTP"],
   "LeafNodeType":"It","LeafNodeText":"should support a 'default-deny-ingress' policy [Feature:NetworkPolicy]","State":"skipped"}
@@ -58,6 +58,15 @@ func TestReadGinkgoReport(t *testing.T) {
 	}
 	if !slices.Equal(probes, wantProbes) {
 		t.Errorf("probe failures %q, want %q", probes, wantProbes)
+	}
+
+	retries := ProbeRetries(f.Output)
+	if retries.Len() != 2 || retries.Connected["x-1/a -> 10.96.1.2"] != 2 || retries.Blocked["y-1/a -> 10.96.1.3"] != 1 {
+		t.Errorf("retries %+v", retries)
+	}
+	if got, want := retries.String(), "x-1/a -> 10.96.1.2 connected before a deny applied (2 retries); "+
+		"y-1/a -> 10.96.1.3 blocked before an allow applied (1 retries)"; got != want {
+		t.Errorf("retries %q, want %q", got, want)
 	}
 
 	// A focus on one spec counts that spec only.
