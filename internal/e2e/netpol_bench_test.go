@@ -170,6 +170,7 @@ func TestNetpolBenchDataPath(t *testing.T) {
 	}
 	res := dpMeasure(t, ctx, c, policed, plain)
 	dpReport(t, res)
+	dpSideBySide(t, ctx, policed, plain)
 }
 
 // v4 returns a pod's IPv4 address.
@@ -410,6 +411,50 @@ func dpReport(t *testing.T, r *dpResult) {
 				"unselected / no table: %.3fx, paired %s", sp.Median/sn.Median, paired(pol, none), sp.Median/sl.Median, paired(pol, plain),
 				sl.Median/sn.Median, paired(plain, none))
 		}
+	}
+}
+
+// dpSideBySide runs the policed and the unselected path at the same time,
+// dpRuns times per path (iperf3 both at once, then new connections both at
+// once: one goroutine each), and logs the median and range of the ratios:
+// the two flows share the machine's load second by second, and where the
+// CPU is the limit, the one that costs more per byte or per connection
+// gets less of it.
+func dpSideBySide(t *testing.T, ctx context.Context, policed, plain []dpPath) {
+	t.Helper()
+	ip := bench.Iperf{Proc: bench.Proc{Root: "/proc"}}
+	for i := range policed {
+		var gbps, conns [2][]float64
+		for range dpRuns {
+			var wg sync.WaitGroup
+			var tr [2]bench.Transfer
+			var errs [2]error
+			for j, p := range []dpPath{policed[i], plain[i]} {
+				wg.Go(func() { tr[j], errs[j] = ip.Run(ctx, p.client.NS, v4(t, p.server), 1, 2*dpDuration) })
+			}
+			wg.Wait()
+			var rate [2]float64
+			var fails [2]int
+			for j, p := range []dpPath{policed[i], plain[i]} {
+				wg.Go(func() {
+					if errs[j] == nil {
+						rate[j], fails[j], errs[j] = connRate(ctx, p.client.NS, netip.AddrPortFrom(v4(t, p.server), dpConnPort), 2*dpDuration, 1)
+					}
+				})
+			}
+			wg.Wait()
+			for j := range 2 {
+				if errs[j] != nil || fails[j] > 0 {
+					t.Fatalf("%s side by side: %v, %d connections failed", policed[i].name, errs[j], fails[j])
+				}
+				gbps[j] = append(gbps[j], tr[j].BitsPerSecond/1e9)
+				conns[j] = append(conns[j], rate[j])
+			}
+		}
+		t.Logf("side by side, %s: TCP throughput 100 policies %s, unselected pods %s: paired %s; new connections 100 policies %s, "+
+			"unselected pods %s: paired %s (load average %s)", policed[i].name,
+			statText(bench.Summarise(gbps[0]), "Gbit/s"), statText(bench.Summarise(gbps[1]), "Gbit/s"), paired(gbps[0], gbps[1]),
+			statText(bench.Summarise(conns[0]), "conn/s"), statText(bench.Summarise(conns[1]), "conn/s"), paired(conns[0], conns[1]), loadAvg())
 	}
 }
 

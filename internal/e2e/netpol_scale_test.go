@@ -80,6 +80,15 @@ func TestNetpolBenchEnforce(t *testing.T) {
 			n, f.Value("weft_netpol_policies", nil), f.Value("weft_netpol_rules", nil), f.Value("weft_netpol_set_elements", nil),
 			f.Value("weft_netpol_syncs_total", nil), 1000*histMean(f, "weft_netpol_sync_seconds"))
 	}
+	// What nft itself costs on a table this size: every write (knftables
+	// runs nft -f) first lists what it refers to.
+	for _, argv := range [][]string{{"nft", "list", "table", "inet", "weft-netpol"}, {"nft", "-c", "add chain inet weft-netpol bench-check"}} {
+		begin := time.Now()
+		for range 3 {
+			run(t, c.NodeNS(1), argv...)
+		}
+		t.Logf("node n1: %s: %v each (mean of 3)", strings.Join(argv, " "), (time.Since(begin) / 3).Round(time.Millisecond))
+	}
 	scaleLiveCheck(t, c)
 
 	var rss, base []float64
@@ -92,9 +101,10 @@ func TestNetpolBenchEnforce(t *testing.T) {
 		rssEmpty, median(rss), slices.Max(rss), median(base), slices.Max(base), median(rss)-median(base))
 
 	trials := enforceTrials(t, ctx, c, cs)
-	t.Logf("load average after the trials: %s", loadAvg())
+	t.Logf("load average after the trials: %s (sync: weftd's weft_netpol_sync_seconds, compile and write, for the same changes)", loadAvg())
 	for _, k := range []string{"create: n1", "create: n2", "create: both", "create: weftd n1", "create: weftd n2",
-		"delete: n1", "delete: n2", "delete: both", "delete: weftd n1", "delete: weftd n2"} {
+		"create: sync n1", "create: sync n2", "delete: n1", "delete: n2", "delete: both", "delete: weftd n1", "delete: weftd n2",
+		"delete: sync n1", "delete: sync n2"} {
 		ds := trials[k]
 		t.Logf("%-17s p50 %7.1f ms  p95 %7.1f ms  max %7.1f ms  (%d trials)", k, ms(pct(ds, 50)), ms(pct(ds, 95)), ms(slices.Max(ds)), len(ds))
 	}
@@ -502,9 +512,13 @@ func enforceTrials(t *testing.T, ctx context.Context, c *cluster.Cluster, cs *ku
 	t.Helper()
 	watch := [2]*chainWatch{watchChains(t, ctx, c.NodeNS(1)), watchChains(t, ctx, c.NodeNS(2))}
 	out := map[string][]time.Duration{}
-	hist := func() (h [2][2]float64) {
+	// Per node: change_to_kernel's sum and count, sync_seconds' sum and
+	// count.
+	hist := func() (h [2][4]float64) {
 		for n := 1; n <= 2; n++ {
-			h[n-1][0], h[n-1][1] = histSumCount(scrapeNode(t, c, n), "weft_netpol_change_to_kernel_seconds")
+			f := scrapeNode(t, c, n)
+			h[n-1][0], h[n-1][1] = histSumCount(f, "weft_netpol_change_to_kernel_seconds")
+			h[n-1][2], h[n-1][3] = histSumCount(f, "weft_netpol_sync_seconds")
 		}
 		return h
 	}
@@ -539,7 +553,7 @@ func enforceTrials(t *testing.T, ctx context.Context, c *cluster.Cluster, cs *ku
 		}
 		// weftd's own figure: the change's sample in its histogram (more
 		// than one when a change was written in two goes).
-		var after [2][2]float64
+		var after [2][4]float64
 		waitFor(t, time.Minute, "weftd's histogram counting the change", func() bool {
 			after = hist()
 			return after[0][1] > before[0][1] && after[1][1] > before[1][1]
@@ -559,6 +573,10 @@ func enforceTrials(t *testing.T, ctx context.Context, c *cluster.Cluster, cs *ku
 			}
 			k = fmt.Sprintf("%s: weftd n%d", op, n+1)
 			out[k] = append(out[k], time.Duration((after[n][0]-before[n][0])/dc*float64(time.Second)))
+			if ds := after[n][3] - before[n][3]; ds > 0 {
+				k = fmt.Sprintf("%s: sync n%d", op, n+1)
+				out[k] = append(out[k], time.Duration((after[n][2]-before[n][2])/ds*float64(time.Second)))
+			}
 		}
 		out[op+": both"] = append(out[op+": both"], worst)
 		return true
