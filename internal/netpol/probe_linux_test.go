@@ -66,35 +66,60 @@ func (p probe) String() string {
 	return fmt.Sprintf("%s -> %s %s IPv%d", p.src.Key(), p.dst.Key(), what, p.fam)
 }
 
-// send runs the probe and reports whether it connected: within wait for
-// probes the rules should deny (deniedWait), within a generous time
-// otherwise. An error is a failure of the test's own machinery.
-func (p probe) send(ctx context.Context, wait time.Duration, expectAllowed bool) (bool, error) {
+// result is what a probe saw: whether it connected, and how long its
+// socket lived, from its first packet to its close (the retransmissions of
+// that packet it may have sent: sent).
+type result struct {
+	connected bool
+	lived     time.Duration
+}
+
+// sent returns the fewest and the most packets a probe that got no answer
+// sent: its first, and the retransmissions due while its socket lived
+// (TCP's SYN after 1, 3, 7 s; SCTP's INIT after 3, 9 s); slack covers a
+// close at about the time a retransmission is due.
+func (p probe) sent(lived time.Duration) (least, most int) {
+	var at []time.Duration
+	switch p.proto {
+	case protoTCP:
+		at = []time.Duration{time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second}
+	case protoSCTP:
+		at = []time.Duration{3 * time.Second, 9 * time.Second, 21 * time.Second}
+	}
+	const slack = 250 * time.Millisecond
+	least, most = 1, 1
+	for _, t := range at {
+		if t < lived-slack {
+			least++
+		}
+		if t < lived+slack {
+			most++
+		}
+	}
+	return least, most
+}
+
+// send runs the probe, waiting for a connection or an answer up to wait:
+// deniedWait for probes the rules should deny, a generous time otherwise.
+// An error is a failure of the test's own machinery.
+func (p probe) send(ctx context.Context, wait time.Duration, expectAllowed bool) (result, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	target := net.JoinHostPort(p.dstAddr().String(), strconv.Itoa(int(p.port)))
 	switch p.proto {
-	case protoTCP:
-		c, err := dialIn(ctx, p.src.ns, "tcp", target)
-		if err != nil {
-			return false, nil
-		}
-		return true, c.Close()
+	case protoTCP, protoSCTP:
+		return streamConnect(ctx, p.src.ns, int(p.proto), p.dstAddr(), p.port)
 	case protoUDP:
-		return udpRoundTrip(ctx, p.src.ns, target, expectAllowed)
-	case protoSCTP:
-		f, err := sctpConnect(ctx, p.src.ns, p.dstAddr(), p.port)
-		if err != nil {
-			return false, nil
-		}
-		return true, f.Close()
+		ok, err := udpRoundTrip(ctx, p.src.ns, target, expectAllowed)
+		return result{connected: ok}, err
 	case protoICMP:
 		// ping's own time limit decides; the context only backs it up.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait+2*time.Second)
 		defer cancel()
-		return pingOnce(ctx, p.src.ns, p.dstAddr(), wait, expectAllowed)
+		ok, err := pingOnce(ctx, p.src.ns, p.dstAddr(), wait, expectAllowed)
+		return result{connected: ok}, err
 	}
-	return false, fmt.Errorf("probe of protocol %d", p.proto)
+	return result{}, fmt.Errorf("probe of protocol %d", p.proto)
 }
 
 // dialIn dials from namespace ns; the connection may be used anywhere.
@@ -149,48 +174,76 @@ func ctxDone(ctx context.Context) bool {
 	}
 }
 
-// sctpConnect makes an association from ns to dst:port.
-func sctpConnect(ctx context.Context, ns string, dst netip.Addr, port uint16) (*os.File, error) {
-	f, err := sctpSocket(ns, func(fd int) error {
+// streamConnect connects a TCP or (one-to-one) SCTP socket from ns to
+// dst:port, until ctx ends, and closes it. The first packet (SYN, INIT)
+// leaves in connect itself, before any wait. A TCP socket is connected
+// when it turns writable without error; an SCTP one reports writable at
+// once (its send buffer has room), so it sends a message, which the
+// association carries once it is up (nothing before), and is connected when
+// the echo comes back.
+func streamConnect(ctx context.Context, ns string, proto int, dst netip.Addr, port uint16) (result, error) {
+	var start time.Time
+	f, err := streamSocket(ns, proto, func(fd int) error {
+		start = time.Now()
 		err := unix.Connect(fd, sockaddr(net.IP(dst.AsSlice()), port))
 		if err != nil && !errors.Is(err, unix.EINPROGRESS) {
-			return fmt.Errorf("sctp connect: %w", err)
+			return fmt.Errorf("connect: %w", err)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return result{}, err
 	}
-	if d, ok := ctx.Deadline(); ok {
-		if err := f.SetWriteDeadline(d); err != nil {
-			f.Close()
-			return nil, err
-		}
+	connected := false
+	if proto == protoTCP {
+		connected = tcpConnected(ctx, f)
+	} else {
+		connected = sctpEcho(ctx, f)
+	}
+	err = f.Close()
+	return result{connected: connected, lived: time.Since(start)}, err
+}
+
+// tcpConnected waits until the connecting socket f is writable or ctx ends,
+// and reports whether it connected.
+func tcpConnected(ctx context.Context, f *os.File) bool {
+	deadline, _ := ctx.Deadline()
+	if f.SetWriteDeadline(deadline) != nil {
+		return false
 	}
 	rc, err := f.SyscallConn()
 	if err != nil {
-		f.Close()
-		return nil, err
+		return false
 	}
-	var soErr error
-	if err := rc.Write(func(fd uintptr) bool {
-		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
-		switch {
-		case err != nil:
-			soErr = err
-		case v != 0:
-			soErr = unix.Errno(v)
+	// Write calls the function at once, after forgetting a readiness the
+	// poller saw before: so it asks the kernel itself (poll, no wait)
+	// whether the socket is writable, and waits for the next edge if not.
+	connected := false
+	err = rc.Write(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if n, err := unix.Poll(pfd, 0); err != nil || n == 0 {
+			return false
 		}
+		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		connected = err == nil && v == 0
 		return true
-	}); err != nil {
-		f.Close()
-		return nil, err
+	})
+	return err == nil && connected
+}
+
+// sctpEcho sends a message on the connecting SCTP socket f and reports
+// whether its echo came back before ctx ended.
+func sctpEcho(ctx context.Context, f *os.File) bool {
+	deadline, _ := ctx.Deadline()
+	if f.SetDeadline(deadline) != nil {
+		return false
 	}
-	if soErr != nil {
-		f.Close()
-		return nil, soErr
+	msg, buf := []byte("weft-sctp"), make([]byte, 16)
+	if _, err := f.Write(msg); err != nil {
+		return false
 	}
-	return f, nil
+	n, err := f.Read(buf)
+	return err == nil && bytes.Equal(buf[:n], msg)
 }
 
 // pingOnce sends one echo request with ping(8), started in ns. A ping that

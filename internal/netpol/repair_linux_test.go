@@ -41,8 +41,8 @@ func testRepair(t *testing.T, d *dpNet) {
 		if !want {
 			wait = testenv.Scale(t, 3*time.Second)
 		}
-		if got, err := b.broken.send(context.Background(), wait, !want); err != nil || got == want {
-			t.Errorf("%s: %v: the kernel %s it (%v): the break did not break what it should", b.name, b.broken, verdictWord(got), err)
+		if got, err := b.broken.send(context.Background(), wait, !want); err != nil || got.connected == want {
+			t.Errorf("%s: %v: the kernel %s it (%v): the break did not break what it should", b.name, b.broken, verdictWord(got.connected), err)
 		}
 		found, err := n.syncer.Check(context.Background())
 		if err != nil {

@@ -127,19 +127,20 @@ func sctpAvailable(ns string) bool {
 	return err == nil
 }
 
-// sctpSocket makes a one-to-one style, non-blocking SCTP socket in ns for
-// both families, and wraps it in a pollable *os.File (Go has no SCTP in
-// package net; read and write on such a socket are a stream's).
-func sctpSocket(ns string, prepare func(fd int) error) (*os.File, error) {
+// streamSocket makes a non-blocking stream socket of proto (TCP, or
+// one-to-one style SCTP) in ns for both families, runs prepare on it, and
+// wraps it in a pollable *os.File (Go has no SCTP in package net; read and
+// write on such a socket are a stream's).
+func streamSocket(ns string, proto int, prepare func(fd int) error) (*os.File, error) {
 	var f *os.File
 	err := netfiltertest.InNS(ns, func() error {
-		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 		if err != nil {
-			return fmt.Errorf("sctp socket: %w", err)
+			return fmt.Errorf("socket of protocol %d: %w", proto, err)
 		}
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
 			unix.Close(fd)
-			return fmt.Errorf("sctp socket: IPV6_V6ONLY: %w", err)
+			return fmt.Errorf("socket: IPV6_V6ONLY: %w", err)
 		}
 		if err := prepare(fd); err != nil {
 			unix.Close(fd)
@@ -159,7 +160,7 @@ func sockaddr(ip net.IP, port uint16) *unix.SockaddrInet6 {
 }
 
 func serveSCTP(ns string, port uint16, wg *sync.WaitGroup, track func(io.Closer)) error {
-	ln, err := sctpSocket(ns, func(fd int) error {
+	ln, err := streamSocket(ns, unix.IPPROTO_SCTP, func(fd int) error {
 		if err := unix.Bind(fd, sockaddr(net.IPv6unspecified, port)); err != nil {
 			return fmt.Errorf("sctp bind port %d: %w", port, err)
 		}
