@@ -11,7 +11,7 @@ package e2e
 //     bench measures it) and new TCP connections per second, across the two
 //     nodes (vxlan) and on one node, with 100 policies selecting the pods
 //     against the same pods with weft's table taken out of the kernel, and
-//     against pods no policy selects.
+//     against pods no policy selects (also at the same time).
 //   - TestNetpolBenchEnforce (netpol_scale_test.go): policy created to
 //     rules in the kernel, p50 and p95, with 1,000 policies and 10,000 pods
 //     in the API; weftd's RSS with that set against a weftd without
@@ -114,12 +114,14 @@ spec:
 // connections per second (connect, then close with a reset; two
 // connecting goroutines, 1 s), client to server across two nodes (vxlan)
 // and on one node (the bridge, through br_netfilter). Many short runs
-// rather than a few long ones: on a shared machine the load changes by
-// the second. Each run measures every variant of both paths in turn: the policed pods; the same pods with weft's
-// table taken out of the kernel (weft without NetworkPolicy); and pods of
-// the same nodes that no policy selects. weftd is stopped for the runs (the
-// rules stay in the kernel), so that the table can be taken out and put back
-// between runs without weftd repairing it.
+// rather than a few long ones: on a shared machine the load changes by the
+// second. Each run measures every variant of both paths in turn: the
+// policed pods; the same pods with weft's table taken out of the kernel
+// (weft without NetworkPolicy); and pods of the same nodes that no policy
+// selects. weftd is stopped for the runs (the rules stay in the kernel), so
+// that the table can be taken out and put back between runs without weftd
+// repairing it. Then the policed and the unselected paths run side by side
+// (dpSideBySide).
 func TestNetpolBenchDataPath(t *testing.T) {
 	needBenchNetpol(t)
 	c := upKube(t, cluster.Options{Lab: lab.Options{Nodes: 2},
