@@ -3,6 +3,7 @@ package netpol
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -255,7 +256,7 @@ func (d *dpNet) runProbes(t *testing.T, probes []probe) probeTally {
 		})
 	}
 	wg.Wait()
-	after := d.counters(t)
+	after := d.settledCounters(t)
 	least, most := map[string]uint64{}, map[string]uint64{}
 	for i, r := range results {
 		switch {
@@ -276,6 +277,24 @@ func (d *dpNet) runProbes(t *testing.T, probes []probe) probeTally {
 	y.took = time.Since(start)
 	t.Logf("%s", &y)
 	return y
+}
+
+// settledCounters reads the drop counters until two reads a moment apart
+// agree: a denied probe's packet may leave late, once neighbour resolution
+// (slow on a slow kernel) lets it.
+func (d *dpNet) settledCounters(t *testing.T) map[string]uint64 {
+	t.Helper()
+	last := d.counters(t)
+	for range 20 {
+		time.Sleep(testenv.Scale(t, 100*time.Millisecond))
+		now := d.counters(t)
+		if maps.Equal(now, last) {
+			return now
+		}
+		last = now
+	}
+	t.Fatalf("the drop counters did not settle: %v", last)
+	return nil
 }
 
 // checkDrops holds each drop counter's increase to the packets the denied

@@ -3,6 +3,7 @@ package netpol
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -177,10 +179,8 @@ func ctxDone(ctx context.Context) bool {
 // streamConnect connects a TCP or (one-to-one) SCTP socket from ns to
 // dst:port, until ctx ends, and closes it. The first packet (SYN, INIT)
 // leaves in connect itself, before any wait. A TCP socket is connected
-// when it turns writable without error; an SCTP one reports writable at
-// once (its send buffer has room), so it sends a message, which the
-// association carries once it is up (nothing before), and is connected when
-// the echo comes back.
+// when it turns writable without error; an SCTP one when its association
+// is established.
 func streamConnect(ctx context.Context, ns string, proto int, dst netip.Addr, port uint16) (result, error) {
 	var start time.Time
 	f, err := streamSocket(ns, proto, func(fd int) error {
@@ -198,7 +198,7 @@ func streamConnect(ctx context.Context, ns string, proto int, dst netip.Addr, po
 	if proto == protoTCP {
 		connected = tcpConnected(ctx, f)
 	} else {
-		connected = sctpEcho(ctx, f)
+		connected = sctpEstablishedBy(ctx, f)
 	}
 	err = f.Close()
 	return result{connected: connected, lived: time.Since(start)}, err
@@ -231,19 +231,43 @@ func tcpConnected(ctx context.Context, f *os.File) bool {
 	return err == nil && connected
 }
 
-// sctpEcho sends a message on the connecting SCTP socket f and reports
-// whether its echo came back before ctx ended.
-func sctpEcho(ctx context.Context, f *os.File) bool {
-	deadline, _ := ctx.Deadline()
-	if f.SetDeadline(deadline) != nil {
+// The SCTP_STATUS socket option (linux/sctp.h; level SOL_SCTP, which is
+// IPPROTO_SCTP): struct sctp_status starts
+// with the association's id and state, both 32-bit; the whole is under 256
+// bytes.
+const (
+	sctpStatus      = 14
+	sctpEstablished = 4 // SCTP_ESTABLISHED of enum sctp_sstat_state
+)
+
+// sctpEstablishedBy polls the association state of the connecting SCTP
+// socket f (it reports writable at once, whatever its state) until it is
+// established or ctx ends.
+func sctpEstablishedBy(ctx context.Context, f *os.File) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
 		return false
 	}
-	msg, buf := []byte("weft-sctp"), make([]byte, 16)
-	if _, err := f.Write(msg); err != nil {
-		return false
+	for {
+		state := int32(-1)
+		_ = rc.Control(func(fd uintptr) {
+			var buf [256]byte
+			n := uint32(len(buf))
+			_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.IPPROTO_SCTP, sctpStatus,
+				uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
+			if errno == 0 && n >= 8 {
+				state = int32(binary.NativeEndian.Uint32(buf[4:8]))
+			}
+		})
+		if state == sctpEstablished {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
-	n, err := f.Read(buf)
-	return err == nil && bytes.Equal(buf[:n], msg)
 }
 
 // pingOnce sends one echo request with ping(8), started in ns. A ping that
