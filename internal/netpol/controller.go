@@ -138,9 +138,10 @@ func (c *Controller) Run(ctx context.Context) error {
 			var err error
 			if k, err = NewKernel(); err != nil {
 				c.fail(ctx, fmt.Errorf("no nftables: %w", err))
-			} else {
-				c.syncer = NewSyncer(k, c.o.Conntrack, c.log)
 			}
+		}
+		if k != nil && c.syncer == nil {
+			c.syncer = NewSyncer(k, c.o.Conntrack, c.log)
 		}
 		select {
 		case <-ctx.Done():
@@ -257,8 +258,8 @@ func (c *Controller) publish(ctx context.Context, st *State, rs *Ruleset) {
 		c.cond.set(ctx, c.log, false, "PartlyEnforced", st.Problem)
 		return
 	}
-	c.cond.set(ctx, c.log, true, "Enforcing",
-		fmt.Sprintf("%d policies select pods of this node (%d ingress, %d egress)", st.Policies, st.Pods[Ingress], st.Pods[Egress]))
+	// No counts in the message: it would patch the Node at every change.
+	c.cond.set(ctx, c.log, true, "Enforcing", "the kernel holds the rules of every policy selecting this node's pods")
 }
 
 // check runs the syncer's periodic kernel check.
