@@ -273,7 +273,13 @@ func (d *dpNet) runProbes(t *testing.T, probes []probe) probeTally {
 			}
 		}
 	}
-	checkDrops(t, before, after, least, most)
+	if !checkDrops(t, before, after, least, most) {
+		for i, r := range results {
+			if !r.want {
+				t.Logf("denied probe %v: connected %v, socket lived %v, counted on %v", probes[i], r.got.connected, r.got.lived.Round(time.Millisecond), r.drops)
+			}
+		}
+	}
 	y.took = time.Since(start)
 	t.Logf("%s", &y)
 	return y
@@ -286,7 +292,7 @@ func (d *dpNet) settledCounters(t *testing.T) map[string]uint64 {
 	t.Helper()
 	last := d.counters(t)
 	for range 20 {
-		time.Sleep(testenv.Scale(t, 100*time.Millisecond))
+		time.Sleep(testenv.Scale(t, 200*time.Millisecond))
 		now := d.counters(t)
 		if maps.Equal(now, last) {
 			return now
@@ -300,13 +306,16 @@ func (d *dpNet) settledCounters(t *testing.T) map[string]uint64 {
 // checkDrops holds each drop counter's increase to the packets the denied
 // probes sent there: from least to most (a probe's first packet, and the
 // retransmissions that may have been due while it waited).
-func checkDrops(t *testing.T, before, after, least, most map[string]uint64) {
+func checkDrops(t *testing.T, before, after, least, most map[string]uint64) bool {
 	t.Helper()
+	ok := true
 	for _, name := range sortedKeys(counterKeys(before, after, most)) {
 		if got := after[name] - before[name]; got < least[name] || got > most[name] {
 			t.Errorf("drop counter %s counted %d packets; the denied probes sent %d to %d there", name, got, least[name], most[name])
+			ok = false
 		}
 	}
+	return ok
 }
 
 // protoLabel names a probe's protocol.
