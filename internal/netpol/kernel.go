@@ -40,7 +40,7 @@ func newCensus() *Census {
 	return &Census{Rules: map[string]int{}, Elements: map[string]int{}, Counters: map[string]uint64{}}
 }
 
-// ErrNoNFTables is returned when the kernel or the nft binary cannot take
+// errNoNFTables wraps the cause when the kernel or the nft binary cannot take
 // weft's table.
 var errNoNFTables = errors.New("nftables is not usable")
 
