@@ -37,14 +37,19 @@ func netfilterBinaries() []string {
 }
 
 // shimScript records one call (argv, then stdin with "> " before each line)
-// in a log per network namespace, then runs the real binary on the same
-// stdin and exits with its status.
+// as a file of its own in a directory per network namespace, written aside
+// and renamed into place, so a reader never sees half a call; the name
+// starts with the time in nanoseconds, which orders the calls. Then it runs
+// the real binary on the same stdin and exits with its status.
 const shimScript = `#!/bin/sh
 ns=$(readlink /proc/self/ns/net | tr -dc 0-9)
-tmp=$(mktemp)
+dir=%[2]q/"$ns"
+mkdir -p "$dir"
+tmp=$(mktemp -p %[2]q)
 cat > "$tmp"
-{ printf 'CALL %%s' %q; for a in "$@"; do printf ' %%s' "$a"; done; printf '\n'; sed 's/^/> /' "$tmp"; } >> %q/"$ns".log
-%q "$@" < "$tmp"
+{ printf 'CALL %%s' %[1]q; for a in "$@"; do printf ' %%s' "$a"; done; printf '\n'; sed 's/^/> /' "$tmp"; } > "$tmp.call"
+mv "$tmp.call" "$dir/$(date +%%s%%N)-$$.call"
+%[3]q "$@" < "$tmp"
 rc=$?
 rm -f "$tmp"
 exit $rc
@@ -75,30 +80,34 @@ func newNetfilterShim(t *testing.T) netfilterShim {
 // env is the PATH entry for weftd's environment.
 func (s netfilterShim) env() string { return "PATH=" + s.bin + ":" + os.Getenv("PATH") }
 
-// take returns the calls recorded in namespace ns since the last take, one
-// per element (the CALL line and its stdin lines), and starts a new log.
+// take returns the calls recorded in namespace ns since the last take, in
+// the order they were made, one per element (the CALL line and its stdin
+// lines), and removes their records.
 func (s netfilterShim) take(t *testing.T, ns string) []string {
 	t.Helper()
 	var st unix.Stat_t
 	if err := unix.Stat(lab.NSPath(ns), &st); err != nil {
 		t.Fatalf("stat netns %s: %v", ns, err)
 	}
-	path := filepath.Join(s.logs, strconv.FormatUint(st.Ino, 10)+".log")
-	b, err := os.ReadFile(path)
+	dir := filepath.Join(s.logs, strconv.FormatUint(st.Ino, 10))
+	entries, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
-	}
 	var calls []string
-	for _, line := range strings.SplitAfter(string(b), "\n") {
-		switch {
-		case strings.HasPrefix(line, "CALL "):
-			calls = append(calls, strings.TrimPrefix(line, "CALL "))
-		case line != "" && len(calls) > 0:
-			calls[len(calls)-1] += line
+	for _, e := range entries { // ReadDir sorts by name: by time
+		if !strings.HasSuffix(e.Name(), ".call") {
+			continue
 		}
+		path := filepath.Join(dir, e.Name())
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		calls = append(calls, strings.TrimPrefix(string(b), "CALL "))
 	}
 	return calls
 }
