@@ -77,11 +77,9 @@ func Inspect(ctx context.Context, k Kernel, node *corev1.Node) (Summary, error) 
 			s.EgressPolicies++
 		}
 	}
-	for name, n := range c.Elements {
+	s.Elements, s.Addresses = c.Inline, c.Addresses
+	for _, n := range c.Elements {
 		s.Elements += n
-		if strings.HasPrefix(name, "pods-") {
-			s.Addresses += n
-		}
 	}
 	for _, n := range c.Counters {
 		s.Dropped += n

@@ -30,14 +30,21 @@ type Census struct {
 	Table bool
 	// Rules counts the rules of each chain, base chains included.
 	Rules map[string]int
-	// Elements counts the elements of each set and map.
+	// Elements counts the elements of each named set and map (weft's table
+	// has none: its sets are inside its rules), and Maps says which of them
+	// are maps.
 	Elements map[string]int
+	Maps     map[string]bool
+	// Inline counts the elements of the sets and maps inside rules, and
+	// Addresses those of the verdict maps inside the base chains: the pod
+	// addresses a policy selects.
+	Inline, Addresses int
 	// Counters holds each named counter's packets.
 	Counters map[string]uint64
 }
 
 func newCensus() *Census {
-	return &Census{Rules: map[string]int{}, Elements: map[string]int{}, Counters: map[string]uint64{}}
+	return &Census{Rules: map[string]int{}, Elements: map[string]int{}, Maps: map[string]bool{}, Counters: map[string]uint64{}}
 }
 
 // errNoNFTables wraps the cause when the kernel or the nft binary cannot take
@@ -96,6 +103,7 @@ func parseCensus(out []byte) (*Census, error) {
 				Chain   string            `json:"chain"`
 				Elem    []json.RawMessage `json:"elem"`
 				Packets uint64            `json:"packets"`
+				Expr    any               `json:"expr"`
 			}
 			if err := json.Unmarshal(raw, &o); err != nil {
 				return nil, fmt.Errorf("parse nft's json listing: %s: %w", kind, err)
@@ -107,14 +115,45 @@ func parseCensus(out []byte) (*Census, error) {
 				c.Rules[o.Name] += 0
 			case "rule":
 				c.Rules[o.Chain]++
+				elems, vmap := inlineElements(o.Expr, false)
+				c.Inline += elems
+				if o.Chain == ingressChain || o.Chain == egressChain {
+					c.Addresses += vmap
+				}
 			case "set", "map":
 				c.Elements[o.Name] = len(o.Elem)
+				c.Maps[o.Name] = kind == "map"
 			case "counter":
 				c.Counters[o.Name] = o.Packets
 			}
 		}
 	}
 	return c, nil
+}
+
+// inlineElements counts the elements of the anonymous sets in a rule's JSON
+// expression ({"set": [...]}), and of those inside a verdict map.
+func inlineElements(v any, inVmap bool) (elems, vmap int) {
+	switch v := v.(type) {
+	case []any:
+		for _, e := range v {
+			a, b := inlineElements(e, inVmap)
+			elems, vmap = elems+a, vmap+b
+		}
+	case map[string]any:
+		for k, e := range v {
+			if set, ok := e.([]any); ok && k == "set" {
+				elems += len(set)
+				if inVmap {
+					vmap += len(set)
+				}
+				continue
+			}
+			a, b := inlineElements(e, inVmap || k == "vmap")
+			elems, vmap = elems+a, vmap+b
+		}
+	}
+	return elems, vmap
 }
 
 // FakeKernel is a Kernel in memory, over knftables' fake.
@@ -137,15 +176,44 @@ func (f *FakeKernel) Census(context.Context) (*Census, error) {
 	c.Table = true
 	for name, ch := range t.Chains {
 		c.Rules[name] = len(ch.Rules)
+		for _, r := range ch.Rules {
+			elems, vmap := textElements(r.Rule)
+			c.Inline += elems
+			if name == ingressChain || name == egressChain {
+				c.Addresses += vmap
+			}
+		}
 	}
 	for name, s := range t.Sets {
 		c.Elements[name] = len(s.Elements)
 	}
 	for name, m := range t.Maps {
 		c.Elements[name] = len(m.Elements)
+		c.Maps[name] = true
 	}
 	for name := range t.Counters {
 		c.Counters[name] = 0
 	}
 	return c, nil
+}
+
+// textElements counts the elements of the anonymous sets in a rule's text
+// ("{ a, b }"), and of those of a verdict map ("vmap { a : goto c }").
+func textElements(rule string) (elems, vmap int) {
+	for rest := rule; ; {
+		open := strings.Index(rest, "{ ")
+		if open < 0 {
+			return elems, vmap
+		}
+		end := strings.Index(rest[open:], " }")
+		if end < 0 {
+			return elems, vmap
+		}
+		n := strings.Count(rest[open:open+end], ", ") + 1
+		elems += n
+		if strings.HasSuffix(rest[:open], "vmap ") {
+			vmap += n
+		}
+		rest = rest[open+end:]
+	}
 }

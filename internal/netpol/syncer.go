@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 
 	"sigs.k8s.io/knftables"
 )
@@ -155,21 +154,13 @@ func (s *Syncer) Check(ctx context.Context) (int, error) {
 	return len(diffs), nil
 }
 
-// expectedCensus is the Census of a table holding rs.
+// expectedCensus is the Census of a table holding rs: its chains and
+// their rules, its counters, and no named set or map.
 func expectedCensus(rs *Ruleset) *Census {
 	c := newCensus()
 	c.Table = true
-	for name, n := range baseRuleCounts() {
-		c.Rules[name] = n
-	}
-	for name, ch := range rs.Chains {
-		c.Rules[name] = len(ch.Rules)
-	}
-	for name, set := range rs.Sets {
-		c.Elements[name] = set.Size()
-	}
-	for name, elems := range mapElements(rs) {
-		c.Elements[name] = len(elems)
+	for name, rules := range rendered(rs) {
+		c.Rules[name] = len(rules)
 	}
 	for name := range rs.Counters {
 		c.Counters[name] = 0
@@ -199,7 +190,7 @@ func (want *Census) differences(have *Census) []string {
 		}
 	}
 	cmp("chain", want.Rules, have.Rules)
-	cmp("set or map", want.Elements, have.Elements)
+	cmp("set or map", want.Elements, have.Elements) // weft's table has none: its sets are inside its rules
 	for _, name := range sortedKeys(want.Counters) {
 		if _, ok := have.Counters[name]; !ok {
 			out = append(out, fmt.Sprintf("counter %s is missing", name))
@@ -214,7 +205,7 @@ func (c *Census) names() map[string][]string {
 	out := map[string][]string{"chain": sortedKeys(c.Rules), "counter": sortedKeys(c.Counters)}
 	for _, name := range sortedKeys(c.Elements) {
 		kind := "set"
-		if slices.ContainsFunc(podMaps(), func(m *knftables.Map) bool { return m.Name == name }) {
+		if c.Maps[name] {
 			kind = "map"
 		}
 		out[kind] = append(out[kind], name)
