@@ -20,7 +20,7 @@ import (
 // returned, each naming its policy; the part of the policy they affect
 // matches nothing, so a bad policy never opens more than a good one.
 func Compile(c *Cluster, node string) (*Ruleset, []error) {
-	k := &compiler{c: c, node: node, rs: newRuleset(), byNS: map[string][]*Pod{}}
+	k := &compiler{c: c, node: node, rs: newRuleset(), byNS: map[string][]*Pod{}, byLabel: map[string]map[string][]*Pod{}}
 	for _, p := range ownAddresses(c.Pods) {
 		k.byNS[p.Namespace] = append(k.byNS[p.Namespace], p)
 		k.all = append(k.all, p)
@@ -43,6 +43,11 @@ type compiler struct {
 	all  []*Pod            // live pods, in key order
 	// selectedBy lists, per direction, the policies selecting each local pod.
 	selectedBy [2]map[*Pod][]string
+	// byLabel indexes the live pods of a namespace by "key=value" label,
+	// built when a peer's matchLabels first needs it; nsNames are the
+	// namespaces' names in order, made on first use.
+	byLabel map[string]map[string][]*Pod
+	nsNames []string
 }
 
 func (k *compiler) fail(p *Policy, format string, a ...any) {
@@ -317,7 +322,10 @@ func (k *compiler) peerPods(p *Policy, i int, peer networkingv1.NetworkPolicyPee
 			return nil
 		}
 		namespaces = namespaces[:0]
-		for _, name := range sortedKeys(k.c.Namespaces) {
+		if k.nsNames == nil {
+			k.nsNames = sortedKeys(k.c.Namespaces)
+		}
+		for _, name := range k.nsNames {
 			if nsSel.Matches(labels.Set(k.c.Namespaces[name].Labels)) {
 				namespaces = append(namespaces, name)
 			}
@@ -325,13 +333,42 @@ func (k *compiler) peerPods(p *Policy, i int, peer networkingv1.NetworkPolicyPee
 	}
 	var out []*Pod
 	for _, ns := range namespaces {
-		for _, pod := range k.byNS[ns] {
+		for _, pod := range k.candidates(ns, peer.PodSelector) {
 			if podSel.Matches(labels.Set(pod.Labels)) {
 				out = append(out, pod)
 			}
 		}
 	}
 	return out
+}
+
+// candidates returns, in key order, the live pods of namespace ns that may
+// match sel: with matchLabels, those carrying its rarest label (from an
+// index by label built once per namespace and compile), else all of them.
+// The caller matches each against the whole selector.
+func (k *compiler) candidates(ns string, sel *metav1.LabelSelector) []*Pod {
+	pods := k.byNS[ns]
+	if sel == nil || len(sel.MatchLabels) == 0 {
+		return pods
+	}
+	idx := k.byLabel[ns]
+	if idx == nil {
+		idx = map[string][]*Pod{}
+		for _, pod := range pods {
+			for key, v := range pod.Labels {
+				idx[key+"="+v] = append(idx[key+"="+v], pod)
+			}
+		}
+		k.byLabel[ns] = idx
+	}
+	var best []*Pod
+	first := true
+	for key, v := range sel.MatchLabels {
+		if c := idx[key+"="+v]; first || len(c) < len(best) {
+			best, first = c, false
+		}
+	}
+	return best
 }
 
 // ports splits a rule's ports into numbered ranges and named ports.
