@@ -167,7 +167,7 @@ func toCluster(w *world) *Cluster {
 	}
 	for i := range w.Pods {
 		stripped, _ := stripPod(w.Pods[i].DeepCopy())
-		pod := podOf(stripped.(*corev1.Pod))
+		pod := stripped.(*podObject).pod
 		c.Pods[pod.Key()] = pod
 	}
 	for _, np := range w.Policies {

@@ -20,8 +20,9 @@ import (
 
 // The API side: three informers (pods, namespaces, networkpolicies) over
 // REST clients of just the two API groups, each object stripped by a
-// transform to what Cluster keeps before the informer stores it. Their
-// handlers update Cluster under mu and wake the controller.
+// transform to what Cluster keeps before the informer stores it (a pod
+// becomes the Pod Cluster holds, stored once). Their handlers update
+// Cluster under mu and wake the controller.
 
 // restClient returns a REST client for one API group version, protobuf
 // where the server speaks it.
@@ -143,32 +144,26 @@ func stripMeta(o any) (any, error) {
 	return o, nil
 }
 
-// stripPod keeps of a pod only what Pod holds.
+// podObject is what the pod informer stores: the fields of its key and
+// resource version, and the Pod that Cluster holds too (the same one: a pod
+// is kept once).
+type podObject struct {
+	metav1.ObjectMeta
+	pod *Pod
+}
+
+// stripPod turns an API pod into a podObject, keeping only what Pod holds.
+// Anything else (an object already turned) is returned as it is.
 func stripPod(o any) (any, error) {
 	p, ok := o.(*corev1.Pod)
 	if !ok {
 		return o, nil
 	}
-	out := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: p.Labels,
-		ResourceVersion: p.ResourceVersion, UID: p.UID, CreationTimestamp: p.CreationTimestamp,
-		DeletionTimestamp: p.DeletionTimestamp}}
-	out.Spec.NodeName, out.Spec.HostNetwork = p.Spec.NodeName, p.Spec.HostNetwork
-	for _, c := range p.Spec.Containers {
-		var ports []corev1.ContainerPort
-		for _, port := range c.Ports {
-			if port.Name != "" {
-				ports = append(ports, corev1.ContainerPort{Name: port.Name, Protocol: port.Protocol, ContainerPort: port.ContainerPort})
-			}
-		}
-		if len(ports) > 0 {
-			out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Ports: ports})
-		}
-	}
-	out.Status.Phase, out.Status.PodIPs = p.Status.Phase, p.Status.PodIPs
-	return out, nil
+	return &podObject{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace,
+		ResourceVersion: p.ResourceVersion}, pod: podOf(p)}, nil
 }
 
-// podOf converts an API pod.
+// podOf converts an API pod, keeping of its container ports the named ones.
 func podOf(p *corev1.Pod) *Pod {
 	out := &Pod{Namespace: p.Namespace, Name: p.Name, Node: p.Spec.NodeName, Labels: p.Labels,
 		HostNetwork: p.Spec.HostNetwork,
@@ -194,9 +189,8 @@ func podOf(p *corev1.Pod) *Pod {
 }
 
 func (inf *informers) setPod(o any) {
-	if p, ok := o.(*corev1.Pod); ok {
-		pod := podOf(p)
-		inf.cluster.Pods[pod.Key()] = pod
+	if p, ok := o.(*podObject); ok {
+		inf.cluster.Pods[p.pod.Key()] = p.pod
 	}
 }
 
