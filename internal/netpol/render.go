@@ -189,8 +189,17 @@ func elementKeys(s *Set) [][]string {
 }
 
 // rendered returns the rules of every chain of rs's table as written, base
-// chains included.
+// chains included. They are made once per Ruleset, at its first write (a
+// Ruleset is not changed once written), and kept with it: the next change
+// compares with them, and each check counts them.
 func rendered(rs *Ruleset) map[string][]string {
+	if rs.rendered == nil {
+		rs.rendered = render(rs)
+	}
+	return rs.rendered
+}
+
+func render(rs *Ruleset) map[string][]string {
 	out := map[string][]string{egressChain: baseRules(rs, Egress), ingressChain: baseRules(rs, Ingress)}
 	for name, c := range rs.Chains {
 		rules := make([]string, 0, len(c.Rules))

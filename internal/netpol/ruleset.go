@@ -119,6 +119,9 @@ type Ruleset struct {
 	Policies map[string]*PolicyInfo
 	// Selected counts, per direction, this node's pods a policy selects.
 	Selected [2]int
+
+	// rendered holds each chain's rules as written (render.go).
+	rendered map[string][]string
 }
 
 func newRuleset() *Ruleset {
@@ -133,7 +136,9 @@ func newRuleset() *Ruleset {
 
 // LogDrops adds to each pod chain, before its drop, a rule that logs the
 // packet (rate-limited) with the prefix "weft-netpol <direction> denied: ".
+// Call it before the Ruleset is written.
 func (rs *Ruleset) LogDrops() {
+	rs.rendered = nil
 	for name, c := range rs.Chains {
 		if !strings.HasPrefix(name, "pods-") || len(c.Rules) == 0 {
 			continue
