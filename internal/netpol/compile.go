@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -20,18 +21,118 @@ import (
 // returned, each naming its policy; the part of the policy they affect
 // matches nothing, so a bad policy never opens more than a good one.
 func Compile(c *Cluster, node string) (*Ruleset, []error) {
-	k := &compiler{c: c, node: node, rs: newRuleset(), byNS: map[string][]*Pod{}, byLabel: map[string]map[string][]*Pod{}}
+	return NewCompiler(node).Compile(c)
+}
+
+// Compiler compiles a node's Ruleset again and again, reusing what each
+// policy compiled to while nothing it read has changed: the policy, the
+// live pods of the namespaces it read, the namespaces' labels when it
+// matched them, every pod when it read them all. The objects in the Cluster
+// must be replaced, never changed in place, between two calls (the
+// informers replace them); Compile, which starts afresh, has no such need.
+type Compiler struct {
+	node  string
+	cache map[string]*policyOut // by policy key
+	byNS  map[string][]*Pod     // the last call's live pods by namespace
+	ns    map[string]*Namespace // the last call's namespaces
+	// Reused and Compiled count the policies of the last call.
+	Reused, Compiled int
+}
+
+// NewCompiler returns a Compiler for node.
+func NewCompiler(node string) *Compiler {
+	return &Compiler{node: node, cache: map[string]*policyOut{}}
+}
+
+// Compile is the package's Compile of c, reusing what it can.
+func (cc *Compiler) Compile(c *Cluster) (*Ruleset, []error) {
+	k := &compiler{c: c, node: cc.node, rs: newRuleset(), byNS: map[string][]*Pod{}, byLabel: map[string]map[string][]*Pod{}}
 	for _, p := range ownAddresses(c.Pods) {
 		k.byNS[p.Namespace] = append(k.byNS[p.Namespace], p)
 		k.all = append(k.all, p)
 	}
+	changed := map[string]bool{} // namespaces whose live pods changed
+	for ns, pods := range k.byNS {
+		if !slices.Equal(pods, cc.byNS[ns]) {
+			changed[ns] = true
+		}
+	}
+	for ns := range cc.byNS {
+		if _, ok := k.byNS[ns]; !ok {
+			changed[ns] = true
+		}
+	}
+	nsChanged := len(c.Namespaces) != len(cc.ns)
+	for name, n := range c.Namespaces {
+		nsChanged = nsChanged || cc.ns[name] != n
+	}
 	k.selectedBy = [2]map[*Pod][]string{{}, {}}
+	cache := make(map[string]*policyOut, len(c.Policies))
+	cc.Reused, cc.Compiled = 0, 0
 	for _, key := range sortedKeys(c.Policies) {
-		k.policy(c.Policies[key])
+		p := c.Policies[key]
+		o := cc.cache[key]
+		if o == nil || !o.valid(p, changed, nsChanged) {
+			o = k.policy(p)
+			cc.Compiled++
+		} else {
+			cc.Reused++
+		}
+		k.merge(o)
+		cache[key] = o
 	}
 	k.podChains()
 	k.policedSets()
+	cc.cache, cc.byNS, cc.ns = cache, k.byNS, maps.Clone(c.Namespaces)
 	return k.rs, k.errs
+}
+
+// policyOut is what one policy compiled to, and what it read.
+type policyOut struct {
+	policy   *Policy
+	info     *PolicyInfo // nil when it selects no pod of the node
+	chains   map[string]*Chain
+	sets     map[string]*Set
+	counters map[string]string
+	// selected are, per direction, the pods it selects and its chain.
+	selected [2][]*Pod
+	chain    [2]string
+	errs     []error
+	// What it read: the live pods of namespaces, the namespaces' labels,
+	// every live pod.
+	namespaces map[string]bool
+	nsLabels   bool
+	allPods    bool
+}
+
+// valid reports whether o is still what p compiles to.
+func (o *policyOut) valid(p *Policy, changed map[string]bool, nsChanged bool) bool {
+	if o.policy != p || (o.nsLabels && nsChanged) || (o.allPods && len(changed) > 0) {
+		return false
+	}
+	for ns := range o.namespaces {
+		if changed[ns] {
+			return false
+		}
+	}
+	return true
+}
+
+// merge adds what a policy compiled to to the Ruleset.
+func (k *compiler) merge(o *policyOut) {
+	k.errs = append(k.errs, o.errs...)
+	if o.info == nil {
+		return
+	}
+	k.rs.Policies[o.info.Key] = o.info
+	maps.Copy(k.rs.Chains, o.chains)
+	maps.Copy(k.rs.Sets, o.sets)
+	maps.Copy(k.rs.Counters, o.counters)
+	for dir, pods := range o.selected {
+		for _, pod := range pods {
+			k.selectedBy[dir][pod] = append(k.selectedBy[dir][pod], o.chain[dir])
+		}
+	}
 }
 
 type compiler struct {
@@ -48,10 +149,12 @@ type compiler struct {
 	// namespaces' names in order, made on first use.
 	byLabel map[string]map[string][]*Pod
 	nsNames []string
+	// out is what the policy being compiled compiles to.
+	out *policyOut
 }
 
 func (k *compiler) fail(p *Policy, format string, a ...any) {
-	k.errs = append(k.errs, fmt.Errorf("policy %s: %s", p.Key(), fmt.Sprintf(format, a...)))
+	k.out.errs = append(k.out.errs, fmt.Errorf("policy %s: %s", p.Key(), fmt.Sprintf(format, a...)))
 }
 
 // ownAddresses returns the live pods in key order, each with only the
@@ -117,11 +220,15 @@ func directions(spec *networkingv1.NetworkPolicySpec) []Direction {
 	return out
 }
 
-func (k *compiler) policy(p *Policy) {
+// policy compiles p.
+func (k *compiler) policy(p *Policy) *policyOut {
+	k.out = &policyOut{policy: p, chains: map[string]*Chain{}, sets: map[string]*Set{}, counters: map[string]string{},
+		namespaces: map[string]bool{p.Namespace: true}}
+	out := k.out
 	sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
 	if err != nil {
 		k.fail(p, "podSelector: %v", err)
-		return
+		return out
 	}
 	var selected []*Pod
 	for _, pod := range k.byNS[p.Namespace] {
@@ -130,10 +237,10 @@ func (k *compiler) policy(p *Policy) {
 		}
 	}
 	if len(selected) == 0 {
-		return
+		return out
 	}
 	info := &PolicyInfo{Key: p.Key(), Pods: len(selected), Counters: map[Direction]string{}}
-	k.rs.Policies[p.Key()] = info
+	out.info = info
 	for _, dir := range directions(&p.Spec) {
 		name := dir.short() + "-" + hash(p.Key())
 		chain := &Chain{Comment: fmt.Sprintf("%s of %s", dir, p.Key())}
@@ -146,15 +253,14 @@ func (k *compiler) policy(p *Policy) {
 				chain.Rules = append(chain.Rules, k.rule(p, dir, fmt.Sprintf("%s-%d", name, i), r.To, r.Ports, selected)...)
 			}
 		}
-		k.rs.Chains[name] = chain
+		out.chains[name] = chain
 		counter := "drop-" + name
-		k.rs.Counters[counter] = fmt.Sprintf("packets %s denied at pods %s selects", dir, p.Key())
+		out.counters[counter] = fmt.Sprintf("packets %s denied at pods %s selects", dir, p.Key())
 		info.Directions = append(info.Directions, dir)
 		info.Counters[dir] = counter
-		for _, pod := range selected {
-			k.selectedBy[dir][pod] = append(k.selectedBy[dir][pod], name)
-		}
+		out.selected[dir], out.chain[dir] = selected, name
 	}
+	return out
 }
 
 // namedRef is a port given by name.
@@ -177,7 +283,7 @@ func (k *compiler) rule(p *Policy, dir Direction, base string, peers []networkin
 	portsSet := ""
 	if len(numbered) > 0 {
 		portsSet = base + "-ports"
-		k.rs.Sets[portsSet] = &Set{Kind: PortSet, Comment: "ports of " + base, Ports: numbered}
+		k.out.sets[portsSet] = &Set{Kind: PortSet, Comment: "ports of " + base, Ports: numbered}
 	}
 	wantNumbered := len(numbered) > 0 || len(ports) == 0
 	if anyPeer && wantNumbered {
@@ -190,7 +296,7 @@ func (k *compiler) rule(p *Policy, dir Direction, base string, peers []networkin
 				continue
 			}
 			peerSet = fmt.Sprintf("%s-peer%d", base, fam)
-			k.rs.Sets[peerSet] = &Set{Kind: PeerSet, Family: fam, Comment: "peers of " + base, Addrs: ranges[fi]}
+			k.out.sets[peerSet] = &Set{Kind: PeerSet, Family: fam, Comment: "peers of " + base, Addrs: ranges[fi]}
 			if wantNumbered {
 				out = append(out, Rule{Dir: dir, Family: fam, Peer: peerSet, Ports: portsSet, Verdict: Accept})
 			}
@@ -202,7 +308,7 @@ func (k *compiler) rule(p *Policy, dir Direction, base string, peers []networkin
 		if dir == Ingress {
 			dests = selected
 		} else {
-			dests = k.all
+			dests, k.out.allPods = k.all, true
 		}
 		// On egress the destination is the peer: only peers' ports count.
 		elems := namedElements(dests, named, fam, func(a netip.Addr) bool {
@@ -212,7 +318,7 @@ func (k *compiler) rule(p *Policy, dir Direction, base string, peers []networkin
 			continue
 		}
 		namedSet := fmt.Sprintf("%s-named%d", base, fam)
-		k.rs.Sets[namedSet] = &Set{Kind: NamedSet, Family: fam, Comment: "named ports of " + base, Named: elems}
+		k.out.sets[namedSet] = &Set{Kind: NamedSet, Family: fam, Comment: "named ports of " + base, Named: elems}
 		out = append(out, Rule{Dir: dir, Family: fam, Peer: peerSet, Named: namedSet, Verdict: Accept})
 	}
 	return out
@@ -322,6 +428,7 @@ func (k *compiler) peerPods(p *Policy, i int, peer networkingv1.NetworkPolicyPee
 			return nil
 		}
 		namespaces = namespaces[:0]
+		k.out.nsLabels = true
 		if k.nsNames == nil {
 			k.nsNames = sortedKeys(k.c.Namespaces)
 		}
@@ -333,6 +440,7 @@ func (k *compiler) peerPods(p *Policy, i int, peer networkingv1.NetworkPolicyPee
 	}
 	var out []*Pod
 	for _, ns := range namespaces {
+		k.out.namespaces[ns] = true
 		for _, pod := range k.candidates(ns, peer.PodSelector) {
 			if podSel.Matches(labels.Set(pod.Labels)) {
 				out = append(out, pod)

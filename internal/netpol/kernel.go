@@ -209,7 +209,7 @@ func textElements(rule string) (elems, vmap int) {
 		if end < 0 {
 			return elems, vmap
 		}
-		n := strings.Count(rest[open:open+end], ", ") + 1
+		n := strings.Count(rest[open:open+end], ",") + 1
 		elems += n
 		if strings.HasSuffix(rest[:open], "vmap ") {
 			vmap += n

@@ -49,10 +49,11 @@ func restClient(cfg *rest.Config, gv schema.GroupVersion, apiPath string) (*rest
 
 // informers keeps a Cluster from the API.
 type informers struct {
-	mu      sync.Mutex
-	cluster *Cluster
-	wake    func()
-	run     []cache.Controller
+	mu       sync.Mutex
+	cluster  *Cluster
+	compiler *Compiler
+	wake     func()
+	run      []cache.Controller
 	// resources are the informers' resources and clients, for probe.
 	resources []resource
 }
@@ -225,9 +226,14 @@ func (inf *informers) deletePolicy(o any) {
 	}
 }
 
-// compile compiles the cluster as it is now for node.
+// compile compiles the cluster as it is now for node, reusing what the
+// policies untouched since the last call compiled to (the handlers replace
+// objects, never change them in place, as Compiler needs).
 func (inf *informers) compile(node string) (*Ruleset, []error) {
 	inf.mu.Lock()
 	defer inf.mu.Unlock()
-	return Compile(inf.cluster, node)
+	if inf.compiler == nil || inf.compiler.node != node {
+		inf.compiler = NewCompiler(node)
+	}
+	return inf.compiler.Compile(inf.cluster)
 }

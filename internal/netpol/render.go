@@ -97,7 +97,9 @@ func vmapText(pods map[netip.Addr]string, f Family) string {
 	if len(elems) == 0 {
 		return ""
 	}
-	return "{ " + strings.Join(elems, ", ") + " }"
+	// " , ": a chain's name ends at a space (knftables' fake, which checks
+	// that each goto names a chain, reads it up to one).
+	return "{ " + strings.Join(elems, " , ") + " }"
 }
 
 func ipWord(f Family) string {
@@ -194,14 +196,23 @@ func elementKeys(s *Set) [][]string {
 // compares with them, and each check counts them.
 func rendered(rs *Ruleset) map[string][]string {
 	if rs.rendered == nil {
-		rs.rendered = render(rs)
+		rs.rendered = render(rs, nil)
 	}
 	return rs.rendered
 }
 
-func render(rs *Ruleset) map[string][]string {
+// render renders rs's chains, reusing prev's rendering of a chain rs shares
+// with it (a Compiler reuses a policy's chain and sets, unchanged, while
+// nothing the policy reads changes); prev may be nil.
+func render(rs, prev *Ruleset) map[string][]string {
 	out := map[string][]string{egressChain: baseRules(rs, Egress), ingressChain: baseRules(rs, Ingress)}
 	for name, c := range rs.Chains {
+		if prev != nil && prev.rendered != nil && prev.Chains[name] == c {
+			if r, ok := prev.rendered[name]; ok {
+				out[name] = r
+				continue
+			}
+		}
 		rules := make([]string, 0, len(c.Rules))
 		for _, r := range c.Rules {
 			if text, ok := ruleText(r, rs.Sets); ok {

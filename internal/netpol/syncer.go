@@ -60,6 +60,9 @@ func (s *Syncer) Apply(ctx context.Context, rs *Ruleset) error {
 			return err
 		}
 	} else {
+		if rs.rendered == nil {
+			rs.rendered = render(rs, prev)
+		}
 		tx := s.k.NewTransaction()
 		writeChanges(tx, prev, rs)
 		if tx.NumOperations() == 0 {
