@@ -6,7 +6,8 @@
 // Cluster holds what policy needs from the API, stripped (pods' addresses,
 // labels and named ports; namespaces' labels; the policies). Compile turns
 // it into a Ruleset: plain data naming every nftables object of weft's table
-// for this node. Syncer writes a Ruleset with knftables, only the
+// for this node. The controller's Compiler does the same on every change,
+// compiling again only the policies that read what changed. Syncer writes a Ruleset with knftables, only the
 // differences from what it wrote before, in one transaction per change, and
 // on its periodic check compares a census of the kernel's table with the
 // Ruleset and rewrites whatever someone else removed (counted as repairs).
