@@ -136,6 +136,12 @@ func ruleText(r Rule, sets map[string]*Set) (text string, ok bool) {
 		parts = append(parts, fmt.Sprintf(format, elems))
 		return true
 	}
+	// The ports first: a policy's ports are few (often one, which nft
+	// turns into a comparison), its peers many (a set lookup), and most
+	// packets a rule sees are for another port.
+	if r.Ports != "" && !match("meta l4proto . th dport %s", r.Ports) {
+		return "", false
+	}
 	if r.Peer != "" {
 		field := "saddr"
 		if r.Dir == Egress {
@@ -144,9 +150,6 @@ func ruleText(r Rule, sets map[string]*Set) (text string, ok bool) {
 		if !match(ipWord(r.Family)+" "+field+" %s", r.Peer) {
 			return "", false
 		}
-	}
-	if r.Ports != "" && !match("meta l4proto . th dport %s", r.Ports) {
-		return "", false
 	}
 	if r.Named != "" && !match(ipWord(r.Family)+" daddr . meta l4proto . th dport %s", r.Named) {
 		return "", false
