@@ -322,14 +322,3 @@ func writeChanges(tx *knftables.Transaction, old, rs *Ruleset) {
 		}
 	}
 }
-
-// podAddrs returns the addresses of rs's pods, both directions.
-func podAddrs(rs *Ruleset) map[netip.Addr]bool {
-	out := map[netip.Addr]bool{}
-	for _, pods := range rs.Pods {
-		for a := range pods {
-			out[a] = true
-		}
-	}
-	return out
-}

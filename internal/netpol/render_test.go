@@ -4,10 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/knftables"
 )
 
@@ -101,5 +103,70 @@ func TestFirstWriteReplacesNamedSets(t *testing.T) {
 				t.Errorf("check found %d differences, %v", n, err)
 			}
 		})
+	}
+}
+
+// recordingConntrack holds connections and deletes those match picks.
+type recordingConntrack struct {
+	conns []Packet
+	walks int
+}
+
+func (r *recordingConntrack) DeleteConnections(match func(Packet) bool) (int, error) {
+	r.walks++
+	n := 0
+	r.conns = slices.DeleteFunc(r.conns, func(p Packet) bool {
+		if match(p) {
+			n++
+			return true
+		}
+		return false
+	})
+	return n, nil
+}
+
+// A change cuts the connections it denies, and walks the conntrack table
+// only when it may have turned a verdict: a change to no policed pod's
+// chains walks nothing.
+func TestCutOnlyWhatAChangeMayDeny(t *testing.T) {
+	ctx := context.Background()
+	c := testCluster()
+	fromB := pkt("10.244.2.2", "10.244.1.2", 6, 80)  // x/b -> x/a
+	fromYB := pkt("10.244.2.3", "10.244.1.2", 6, 80) // y/b -> x/a
+	ct := &recordingConntrack{conns: []Packet{fromB, fromYB}}
+	s := NewSyncer(NewFakeKernel(), ct, slog.New(slog.DiscardHandler))
+	cc := NewCompiler("n1")
+	apply := func() {
+		t.Helper()
+		rs, errs := cc.Compile(c)
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		if err := s.Apply(ctx, rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// x/a takes from x/b and y/b: the first write walks the table and cuts
+	// nothing.
+	addPolicy(c, "x", "in", networkingv1.NetworkPolicySpec{PodSelector: podSel("a"),
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: ptr(podSel("b")), NamespaceSelector: &metav1.LabelSelector{}}}}}})
+	apply()
+	if ct.walks != 1 || len(ct.conns) != 2 {
+		t.Fatalf("first write: %d walks, %d connections left; want 1 and 2", ct.walks, len(ct.conns))
+	}
+	// A pod on n2 that no policy reads a label of: no verdict can turn.
+	other := &Pod{Namespace: "y", Name: "c", Node: "n2", Labels: map[string]string{"pod": "c"}, IPs: []netip.Addr{netip.MustParseAddr("10.244.2.9")}}
+	c.Pods[other.Key()] = other
+	apply()
+	if ct.walks != 1 {
+		t.Fatalf("a change no policy reads walked the conntrack table (%d walks)", ct.walks)
+	}
+	// y/b loses its label: the policy's peers change, y/b -> x/a is cut.
+	yb := *c.Pods["y/b"]
+	yb.Labels = map[string]string{"pod": "b2"}
+	c.Pods["y/b"] = &yb
+	apply()
+	if ct.walks != 2 || len(ct.conns) != 1 || ct.conns[0] != fromB {
+		t.Fatalf("after y/b's label changed: %d walks, connections left %v; want 2 and only x/b's", ct.walks, ct.conns)
 	}
 }

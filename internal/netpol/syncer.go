@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
 
 	"sigs.k8s.io/knftables"
 )
@@ -106,18 +109,15 @@ func (s *Syncer) writeAll(ctx context.Context, rs *Ruleset) error {
 	return nil
 }
 
-// cut deletes the tracked connections that touch a pod prev or rs polices
-// and that rs does not allow.
+// cut deletes the tracked connections that rs denies among those whose
+// verdict the change from prev may have turned: connections to or from a
+// pod whose policies' chains changed (or, at the first write, any pod rs
+// polices). A change that turns no verdict walks no conntrack table.
 func (s *Syncer) cut(prev, rs *Ruleset) {
 	if s.ct == nil {
 		return
 	}
-	pods := podAddrs(rs)
-	if prev != nil {
-		for a := range podAddrs(prev) {
-			pods[a] = true
-		}
-	}
+	pods := affectedPods(prev, rs)
 	if len(pods) == 0 {
 		return
 	}
@@ -130,6 +130,48 @@ func (s *Syncer) cut(prev, rs *Ruleset) {
 	} else if n > 0 {
 		s.log.Info("cut tracked connections the policies now deny", "connections", n)
 	}
+}
+
+// affectedPods returns the addresses of the pods rs polices whose verdicts
+// may differ from prev's: a pod mapped to another chain than in prev, or to
+// a chain whose rules, or those of a chain it jumps to, differ; every pod
+// rs polices when prev is nil. A pod no longer policed is left out: rs
+// allows everything its policies did.
+func affectedPods(prev, rs *Ruleset) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	if prev == nil {
+		for _, pods := range rs.Pods {
+			for a := range pods {
+				out[a] = true
+			}
+		}
+		return out
+	}
+	before, after := rendered(prev), rendered(rs)
+	differs := func(chain string) bool {
+		old, ok := before[chain]
+		return !ok || !slices.Equal(old, after[chain])
+	}
+	touched := map[string]bool{} // pod chains whose verdicts may differ
+	for name, c := range rs.Chains {
+		if !strings.HasPrefix(name, "pods-") {
+			continue
+		}
+		touched[name] = differs(name)
+		for _, r := range c.Rules {
+			if r.Jump != "" && differs(r.Jump) {
+				touched[name] = true
+			}
+		}
+	}
+	for d, pods := range rs.Pods {
+		for a, chain := range pods {
+			if prev.Pods[d][a] != chain || touched[chain] {
+				out[a] = true
+			}
+		}
+	}
+	return out
 }
 
 // Check compares the kernel's table with what the syncer wrote and
