@@ -11,7 +11,9 @@ package e2e
 //     bench measures it) and new TCP connections per second, across the two
 //     nodes (vxlan) and on one node, with 100 policies selecting the pods
 //     against the same pods with weft's table taken out of the kernel, and
-//     against pods no policy selects (also at the same time).
+//     against pods no policy selects (also at the same time); the 100
+//     policies all allowing the bench's ports (the worst case) and allowing
+//     other ports.
 //   - TestNetpolBenchEnforce (netpol_scale_test.go): policy created to
 //     rules in the kernel, p50 and p95, with 1,000 policies and 10,000 pods
 //     in the API; weftd's RSS with that set against a weftd without
@@ -76,23 +78,42 @@ type dpPath struct {
 	client, server cluster.Pod
 }
 
+// dpShape is how the 100 policies' ports relate to the bench's traffic.
+type dpShape string
+
+const (
+	// dpSharedPort: every policy allows the bench's ports, 99 of them from
+	// addresses the bench never uses. The node's lookup by port leads to
+	// all 100, which it runs in order (by name) until the last accepts:
+	// the worst case.
+	dpSharedPort dpShape = "shared-port"
+	// dpOtherPorts: the 99 allow other ports (9000-9098), so the lookup by
+	// port skips them.
+	dpOtherPorts dpShape = "other-ports"
+)
+
 // dpPolicy is policy i of the 100: each selects the pods labelled
-// bench=policed, for ingress and egress. The first 99 allow only what the
-// bench never sends (addresses of the documentation ranges, other ports);
-// the last one, last in the order the node evaluates them (by name), allows
-// the bench's ports between bench=policed pods in its second rule. So a
-// connection's first packet walks every policy's chain, on the client's
-// node (egress) and on the server's (ingress), before it is accepted.
-func dpPolicy(i int) string {
+// bench=policed, for ingress and egress, and names its ports in every rule.
+// The first 99 allow only what the bench never sends (addresses of the
+// documentation ranges; with dpOtherPorts, other ports too); the last one,
+// last in the order the node runs them (by name), allows the bench's ports
+// between bench=policed pods in its second rule. With dpSharedPort a
+// connection's first packet runs every policy's chain, on the client's node
+// (egress) and on the server's (ingress), before it is accepted.
+func dpPolicy(i int, shape dpShape) string {
 	name := fmt.Sprintf("np-%03d", i)
 	if i < dpPolicies-1 {
+		ports := fmt.Sprintf("[{port: %d}]", 9000+i)
+		if shape == dpSharedPort {
+			ports = fmt.Sprintf("[{port: %d}, {port: %d}]", bench.IperfPort, dpConnPort)
+		}
 		return fmt.Sprintf(`metadata: {name: %s, namespace: NS}
 spec:
   podSelector: {matchLabels: {bench: policed}}
   policyTypes: [Ingress, Egress]
-  ingress: [{from: [{ipBlock: {cidr: 192.0.2.%d/32}}], ports: [{port: %d}]}]
-  egress: [{to: [{ipBlock: {cidr: 198.51.100.%d/32}}], ports: [{port: %d}]}]
-`, name, i, 9000+i, i, 9000+i)
+  ingress: [{from: [{ipBlock: {cidr: 192.0.2.%d/32}}], ports: %s}]
+  egress: [{to: [{ipBlock: {cidr: 198.51.100.%d/32}}], ports: %s}]
+`, name, i, ports, i, ports)
 	}
 	return fmt.Sprintf(`metadata: {name: %s, namespace: NS}
 spec:
@@ -100,17 +121,19 @@ spec:
   policyTypes: [Ingress, Egress]
   ingress:
   - from: [{ipBlock: {cidr: 203.0.113.0/24}}]
+    ports: [{port: %[2]d}, {port: %[3]d}]
   - from: [{podSelector: {matchLabels: {bench: policed}}}]
-    ports: [{port: %d}, {port: %d}]
+    ports: [{port: %[2]d}, {port: %[3]d}]
   egress:
   - to: [{ipBlock: {cidr: 203.0.113.0/24}}]
+    ports: [{port: %[2]d}, {port: %[3]d}]
   - to: [{podSelector: {matchLabels: {bench: policed}}}]
-    ports: [{port: %d}, {port: %d}]
-`, name, bench.IperfPort, dpConnPort, bench.IperfPort, dpConnPort)
+    ports: [{port: %[2]d}, {port: %[3]d}]
+`, name, bench.IperfPort, dpConnPort)
 }
 
 // TestNetpolBenchDataPath measures what 100 policies selecting both ends
-// cost the data path: TCP throughput (1 stream, iperf3, 1 s) and new TCP
+// cost the data path, for each dpShape: TCP throughput (1 stream, iperf3, 1 s) and new TCP
 // connections per second (connect, then close with a reset; two
 // connecting goroutines, 1 s), client to server across two nodes (vxlan)
 // and on one node (the bridge, through br_netfilter). Many short runs
@@ -124,6 +147,12 @@ spec:
 // (dpSideBySide).
 func TestNetpolBenchDataPath(t *testing.T) {
 	needBenchNetpol(t)
+	for _, shape := range []dpShape{dpSharedPort, dpOtherPorts} {
+		t.Run(string(shape), func(t *testing.T) { testNetpolBenchDataPath(t, shape) })
+	}
+}
+
+func testNetpolBenchDataPath(t *testing.T, shape dpShape) {
 	c := upKube(t, cluster.Options{Lab: lab.Options{Nodes: 2},
 		WeftdArgs: []string{"--network-policy", "--ip-masq"}, Manifest: deploy.NetpolManifest})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Minute)
@@ -148,7 +177,7 @@ func TestNetpolBenchDataPath(t *testing.T) {
 	}
 	var docs []string
 	for i := range dpPolicies {
-		docs = append(docs, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"+strings.ReplaceAll(dpPolicy(i), "NS", dpNS))
+		docs = append(docs, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"+strings.ReplaceAll(dpPolicy(i, shape), "NS", dpNS))
 	}
 	kubectl(t, c, strings.Join(docs, "---\n"), "apply", "-f", "-")
 
@@ -158,7 +187,7 @@ func TestNetpolBenchDataPath(t *testing.T) {
 	dpServe(t, pod["n1p3"])
 	dpWaitEnforced(t, c, policed[0])
 	for n := 1; n <= 2; n++ {
-		dpCheckOrder(t, c, n)
+		dpCheckOrder(t, c, n, shape)
 	}
 	for _, p := range append(slices.Clone(policed), plain...) {
 		if !connects(t, p.client, v4(t, p.server), dpConnPort, 2*time.Second) {
@@ -230,14 +259,17 @@ func dpWaitEnforced(t *testing.T, c *cluster.Cluster, p dpPath) {
 
 var jumpRe = regexp.MustCompile(`jump (\S+)`)
 
-// dpCheckOrder waits until, on node n, the chains of the pods the policies
-// select jump to the 100 policies' chains, and checks that the one
-// allowing the bench's traffic (np-099's) is the last each jumps to.
-func dpCheckOrder(t *testing.T, c *cluster.Cluster, n int) {
+// dpCheckOrder waits until node n holds the 100 policies, and checks
+// their path. dpSharedPort: a chain jumps to the 100 policies' chains,
+// np-099's last. dpOtherPorts: a chain looks the port up and jumps to
+// np-099's chain for the bench's ports and to another policy's for each
+// of the 99 others.
+func dpCheckOrder(t *testing.T, c *cluster.Cluster, n int, shape dpShape) {
 	t.Helper()
 	var table string
 	found := 0
-	took := waitFor(t, 2*time.Minute, fmt.Sprintf("node n%d: a chain jumping to the %d policies", n, dpPolicies), func() bool {
+	lastName := fmt.Sprintf("of %s/np-%03d", dpNS, dpPolicies-1)
+	took := waitFor(t, 2*time.Minute, fmt.Sprintf("node n%d: a chain leading to the %d policies", n, dpPolicies), func() bool {
 		table = run(t, c.NodeNS(n), "nft", "list", "table", "inet", "weft-netpol")
 		chains := map[string]string{}
 		for _, chain := range strings.Split(table, "\tchain ")[1:] {
@@ -247,19 +279,26 @@ func dpCheckOrder(t *testing.T, c *cluster.Cluster, n int) {
 		found = 0
 		for name, body := range chains {
 			jumps := jumpRe.FindAllStringSubmatch(body, -1)
-			if len(jumps) != dpPolicies {
-				continue
+			switch {
+			case shape == dpSharedPort && len(jumps) == dpPolicies:
+				if last := jumps[len(jumps)-1][1]; !strings.Contains(chains[last], lastName) {
+					t.Fatalf("node n%d: chain %s jumps last to %s, which is not np-%03d's:\n%s", n, name, last, dpPolicies-1, table)
+				}
+				found++
+			case shape == dpOtherPorts && len(jumps) == dpPolicies+1: // the bench's two ports lead to np-099
+				for _, port := range []int{bench.IperfPort, dpConnPort} {
+					m := regexp.MustCompile(fmt.Sprintf(`tcp \. %d : jump (\S+)`, port)).FindStringSubmatch(body)
+					if m == nil || !strings.Contains(chains[m[1]], lastName) {
+						t.Fatalf("node n%d: chain %s does not send port %d to np-%03d's chain:\n%s", n, name, port, dpPolicies-1, table)
+					}
+				}
+				found++
 			}
-			last := jumps[len(jumps)-1][1]
-			if want := fmt.Sprintf("of %s/np-%03d", dpNS, dpPolicies-1); !strings.Contains(chains[last], want) {
-				t.Fatalf("node n%d: chain %s jumps last to %s, which is not np-%03d's:\n%s", n, name, last, dpPolicies-1, table)
-			}
-			found++
 		}
 		return found > 0
 	})
-	t.Logf("node n%d: %d chains of selected pods jump to the %d policies' chains, np-%03d's last (%v after the check began)",
-		n, found, dpPolicies, dpPolicies-1, took.Round(time.Millisecond))
+	t.Logf("node n%d (%s): %d chains of selected pods lead to the %d policies' chains (%v after the check began)",
+		n, shape, found, dpPolicies, took.Round(time.Millisecond))
 }
 
 // dpResult holds, per path and variant, each run's figures, in run order.

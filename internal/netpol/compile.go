@@ -523,9 +523,7 @@ func (k *compiler) podChains() {
 			name := "pods-" + d.short() + "-" + hash(strings.Join(chains, ","))
 			if _, ok := k.rs.Chains[name]; !ok {
 				c := &Chain{Comment: fmt.Sprintf("%s of pods selected by %d policies", d, len(chains))}
-				for _, pc := range chains {
-					c.Rules = append(c.Rules, Rule{Dir: d, Jump: pc})
-				}
+				c.Rules = k.policyJumps(d, chains)
 				for _, pc := range chains {
 					c.Rules = append(c.Rules, Rule{Dir: d, Counters: []string{"drop-" + pc}})
 				}

@@ -42,8 +42,12 @@ func (rs *Ruleset) run(name string, p Packet, depth int) Verdict {
 		if !rs.matches(&r, p) {
 			continue
 		}
-		if r.Jump != "" {
-			if v := rs.run(r.Jump, p, depth+1); v != Continue {
+		jump := r.Jump
+		if r.Dispatch != nil {
+			jump = find(r.Dispatch, p.Proto, p.DstPort)
+		}
+		if jump != "" {
+			if v := rs.run(jump, p, depth+1); v != Continue {
 				return v
 			}
 			continue

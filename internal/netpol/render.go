@@ -127,6 +127,9 @@ func setText(s *Set) string {
 // it; ok is false when r matches nothing (a set it matches is empty), and
 // the rule is then not written.
 func ruleText(r Rule, sets map[string]*Set) (text string, ok bool) {
+	if r.Dispatch != nil {
+		return dispatchText(r.Dispatch), true
+	}
 	var parts []string
 	match := func(format, set string) bool {
 		elems := setText(sets[set])

@@ -59,6 +59,9 @@ type Rule struct {
 	Ports  string    // interval set of protocol . destination port; "" matches any
 	Named  string    // set of destination address . protocol . port; "" matches any
 	Jump   string    // a chain to jump to (then Verdict is Continue)
+	// Dispatch, when set, is the whole rule: the packet's protocol and
+	// destination port looked up, and a jump to the chain found.
+	Dispatch []PortJump
 	// Counters are named counters the rule counts its packets on.
 	Counters []string
 	// Log, when set, logs the packet to the kernel log with this prefix,

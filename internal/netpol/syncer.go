@@ -152,16 +152,33 @@ func affectedPods(prev, rs *Ruleset) map[netip.Addr]bool {
 		old, ok := before[chain]
 		return !ok || !slices.Equal(old, after[chain])
 	}
-	touched := map[string]bool{} // pod chains whose verdicts may differ
-	for name, c := range rs.Chains {
-		if !strings.HasPrefix(name, "pods-") {
-			continue
+	// A pod chain's verdicts may differ when it or a chain it leads to
+	// (a policy's, directly or through a dispatch and a via- chain) does.
+	var leadsToChange func(chain string, depth int) bool
+	leadsToChange = func(chain string, depth int) bool {
+		if differs(chain) {
+			return true
 		}
-		touched[name] = differs(name)
+		c := rs.Chains[chain]
+		if c == nil || depth > 4 {
+			return false
+		}
 		for _, r := range c.Rules {
-			if r.Jump != "" && differs(r.Jump) {
-				touched[name] = true
+			if r.Jump != "" && leadsToChange(r.Jump, depth+1) {
+				return true
 			}
+			for _, e := range r.Dispatch {
+				if leadsToChange(e.Chain, depth+1) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	touched := map[string]bool{} // pod chains whose verdicts may differ
+	for name := range rs.Chains {
+		if strings.HasPrefix(name, "pods-") {
+			touched[name] = leadsToChange(name, 0)
 		}
 	}
 	for d, pods := range rs.Pods {
