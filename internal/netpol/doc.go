@@ -30,10 +30,12 @@
 // last rules (egress: the source; ingress: the destination; one per family)
 // holding only this node's pods that a policy selects in that direction. A
 // pod's element jumps (goto) to the chain of the set of policies selecting
-// it ("pods-in-<hash>"), shared by every pod with the same set: it jumps to
-// each policy's chain in turn, each of which accepts what one of its rules
-// allows; what none allows is counted on each of those policies' drop
-// counters and dropped. An accept in "egress" ends that base chain only, so
+// it ("pods-in-<hash>"), shared by every pod with the same set: it runs
+// the policies' chains, each of which accepts what one of its rules allows
+// (jumping in turn to those that may accept any port, and for those whose
+// rules all name ports, looking the port up once and jumping only to those
+// allowing it: dispatch.go); what none allows is counted on each of those
+// policies' drop counters and dropped. An accept in "egress" ends that base chain only, so
 // a packet between two pods of this node meets the destination's ingress
 // policies too. Pods no policy selects are not in the maps: their traffic
 // is untouched, as the API requires.
