@@ -287,7 +287,7 @@ func dpCheckOrder(t *testing.T, c *cluster.Cluster, n int, shape dpShape) {
 				found++
 			case shape == dpOtherPorts && len(jumps) == dpPolicies+1: // the bench's two ports lead to np-099
 				for _, port := range []int{bench.IperfPort, dpConnPort} {
-					m := regexp.MustCompile(fmt.Sprintf(`tcp \. %d : jump (\S+)`, port)).FindStringSubmatch(body)
+					m := regexp.MustCompile(fmt.Sprintf(`tcp \. %d : jump ([^\s,}]+)`, port)).FindStringSubmatch(body)
 					if m == nil || !strings.Contains(chains[m[1]], lastName) {
 						t.Fatalf("node n%d: chain %s does not send port %d to np-%03d's chain:\n%s", n, name, port, dpPolicies-1, table)
 					}
