@@ -40,7 +40,7 @@ func newCollector(c *Controller) *collector {
 			[]string{"direction"}, nil),
 		rules: prometheus.NewDesc("weft_netpol_rules", "Rules in weft's nftables table inet weft-netpol.", nil, nil),
 		elements: prometheus.NewDesc("weft_netpol_set_elements",
-			"Set and map elements in weft's nftables table inet weft-netpol.", nil, nil),
+			"Elements of the sets and verdict maps inside the rules of weft's nftables table inet weft-netpol.", nil, nil),
 		problems: prometheus.NewDesc("weft_netpol_policy_problems",
 			"Problems in policies (their bad parts match nothing).", nil, nil),
 		repairs: prometheus.NewDesc("weft_netpol_repairs_total",
