@@ -100,3 +100,35 @@ func TestCompilerMatchesCompile(t *testing.T) {
 	}
 	t.Logf("400 changes; %d policies reused in all", reused)
 }
+
+// An update of a pod that changes nothing policy reads (a status
+// condition, an annotation) keeps its Pod and wakes nothing; one that
+// changes a label replaces it and wakes the controller.
+func TestPodUpdateThatChangesNothing(t *testing.T) {
+	inf := &informers{cluster: NewCluster()}
+	api := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "a", Labels: map[string]string{"app": "web"}, ResourceVersion: "1"},
+		Spec:   corev1.PodSpec{NodeName: "n1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIPs: []corev1.PodIP{{IP: "10.244.1.2"}}}}
+	obj := func(p *corev1.Pod) any {
+		o, err := stripPod(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	if !inf.setPod(obj(api)) {
+		t.Fatal("a new pod did not change the cluster")
+	}
+	first := inf.cluster.Pods["x/a"]
+	api = api.DeepCopy()
+	api.ResourceVersion, api.Annotations = "2", map[string]string{"note": "x"}
+	api.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	if inf.setPod(obj(api)) || inf.cluster.Pods["x/a"] != first {
+		t.Error("an update changing nothing policy reads replaced the pod")
+	}
+	api = api.DeepCopy()
+	api.Labels = map[string]string{"app": "db"}
+	if !inf.setPod(obj(api)) || inf.cluster.Pods["x/a"] == first {
+		t.Error("a label change did not replace the pod")
+	}
+}

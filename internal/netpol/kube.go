@@ -3,7 +3,9 @@ package netpol
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
+	"reflect"
 	"sync"
 	"time"
 
@@ -73,7 +75,7 @@ func newInformers(cfg *rest.Config, wake func()) (*informers, error) {
 		return nil, err
 	}
 	inf := &informers{cluster: NewCluster(), wake: wake}
-	add := func(c *rest.RESTClient, name string, obj runtime.Object, transform cache.TransformFunc, set func(any), del func(any)) {
+	add := func(c *rest.RESTClient, name string, obj runtime.Object, transform cache.TransformFunc, set func(any) bool, del func(any) bool) {
 		inf.resources = append(inf.resources, resource{c, name})
 		lw := cache.NewListWatchFromClient(c, name, metav1.NamespaceAll, fields.Everything())
 		_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
@@ -81,13 +83,13 @@ func newInformers(cfg *rest.Config, wake func()) (*informers, error) {
 			ObjectType:    obj,
 			Transform:     transform,
 			Handler: cache.ResourceEventHandlerFuncs{
-				AddFunc:    func(o any) { inf.update(func() { set(o) }) },
-				UpdateFunc: func(_, o any) { inf.update(func() { set(o) }) },
+				AddFunc:    func(o any) { inf.update(func() bool { return set(o) }) },
+				UpdateFunc: func(_, o any) { inf.update(func() bool { return set(o) }) },
 				DeleteFunc: func(o any) {
 					if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
 						o = t.Obj
 					}
-					inf.update(func() { del(o) })
+					inf.update(func() bool { return del(o) })
 				},
 			},
 		})
@@ -129,11 +131,15 @@ func (inf *informers) synced() bool {
 	return true
 }
 
-func (inf *informers) update(f func()) {
+// update applies a change to the cluster, and wakes the controller when
+// it changed what policy reads.
+func (inf *informers) update(f func() bool) {
 	inf.mu.Lock()
-	f()
+	changed := f()
 	inf.mu.Unlock()
-	inf.wake()
+	if changed {
+		inf.wake()
+	}
 }
 
 // stripMeta drops managed fields and annotations, which policy never reads.
@@ -189,41 +195,71 @@ func podOf(p *corev1.Pod) *Pod {
 	return out
 }
 
-func (inf *informers) setPod(o any) {
-	if p, ok := o.(*podObject); ok {
-		inf.cluster.Pods[p.pod.Key()] = p.pod
+// setPod stores a pod. A pod whose update changed nothing policy reads
+// (most updates: status conditions, annotations, resource versions) keeps
+// its Pod, so that the Compiler need not compile again the policies that
+// read its namespace, and does not wake the controller.
+func (inf *informers) setPod(o any) bool {
+	p, ok := o.(*podObject)
+	if !ok {
+		return false
 	}
+	key := p.pod.Key()
+	if old := inf.cluster.Pods[key]; old != nil && reflect.DeepEqual(old, p.pod) {
+		p.pod = old
+		return false
+	}
+	inf.cluster.Pods[key] = p.pod
+	return true
 }
 
-func (inf *informers) deletePod(o any) {
-	if m, ok := o.(metav1.Object); ok {
-		delete(inf.cluster.Pods, m.GetNamespace()+"/"+m.GetName())
+func (inf *informers) deletePod(o any) bool {
+	m, ok := o.(metav1.Object)
+	if !ok {
+		return false
 	}
+	delete(inf.cluster.Pods, m.GetNamespace()+"/"+m.GetName())
+	return true
 }
 
-func (inf *informers) setNamespace(o any) {
-	if n, ok := o.(*corev1.Namespace); ok {
-		inf.cluster.Namespaces[n.Name] = &Namespace{Name: n.Name, Labels: n.Labels}
+func (inf *informers) setNamespace(o any) bool {
+	n, ok := o.(*corev1.Namespace)
+	if !ok {
+		return false
 	}
+	if old := inf.cluster.Namespaces[n.Name]; old != nil && maps.Equal(old.Labels, n.Labels) {
+		return false
+	}
+	inf.cluster.Namespaces[n.Name] = &Namespace{Name: n.Name, Labels: n.Labels}
+	return true
 }
 
-func (inf *informers) deleteNamespace(o any) {
-	if m, ok := o.(metav1.Object); ok {
-		delete(inf.cluster.Namespaces, m.GetName())
+func (inf *informers) deleteNamespace(o any) bool {
+	m, ok := o.(metav1.Object)
+	if !ok {
+		return false
 	}
+	delete(inf.cluster.Namespaces, m.GetName())
+	return true
 }
 
-func (inf *informers) setPolicy(o any) {
-	if p, ok := o.(*networkingv1.NetworkPolicy); ok {
-		pol := &Policy{Namespace: p.Namespace, Name: p.Name, Spec: p.Spec}
-		inf.cluster.Policies[pol.Key()] = pol
+func (inf *informers) setPolicy(o any) bool {
+	p, ok := o.(*networkingv1.NetworkPolicy)
+	if !ok {
+		return false
 	}
+	pol := &Policy{Namespace: p.Namespace, Name: p.Name, Spec: p.Spec}
+	inf.cluster.Policies[pol.Key()] = pol
+	return true
 }
 
-func (inf *informers) deletePolicy(o any) {
-	if m, ok := o.(metav1.Object); ok {
-		delete(inf.cluster.Policies, m.GetNamespace()+"/"+m.GetName())
+func (inf *informers) deletePolicy(o any) bool {
+	m, ok := o.(metav1.Object)
+	if !ok {
+		return false
 	}
+	delete(inf.cluster.Policies, m.GetNamespace()+"/"+m.GetName())
+	return true
 }
 
 // compile compiles the cluster as it is now for node, reusing what the
