@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 
@@ -101,7 +102,33 @@ func newDPNet(t *testing.T) *dpNet {
 	for _, p := range d.pods {
 		serveEcho(t, p, d.sctp)
 	}
+	d.waitAddresses(t)
 	return d
+}
+
+// waitAddresses waits until no namespace of the topology holds a tentative
+// IPv6 address: the links' link-local addresses go through duplicate
+// address detection (about a second), and until then neighbour discovery
+// through them fails, so a first probe could time out for reasons that are
+// not the rules'.
+func (d *dpNet) waitAddresses(t *testing.T) {
+	t.Helper()
+	var nss []string
+	for _, n := range d.nodes {
+		nss = append(nss, n.ns)
+	}
+	for _, p := range d.pods {
+		nss = append(nss, p.ns)
+	}
+	deadline := time.Now().Add(testenv.Scale(t, 15*time.Second))
+	for _, ns := range nss {
+		for strings.TrimSpace(testenv.IP(t, "-n", ns, "-6", "addr", "show", "tentative")) != "" {
+			if time.Now().After(deadline) {
+				t.Fatalf("namespace %s still has tentative IPv6 addresses:\n%s", ns, testenv.IP(t, "-n", ns, "-6", "addr", "show", "tentative"))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 func newDPNode(t *testing.T, idx int) *dpNode {
