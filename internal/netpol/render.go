@@ -83,8 +83,6 @@ func baseRules(rs *Ruleset, d Direction) []string {
 	return rules
 }
 
-func baseChainNames() []string { return []string{egressChain, ingressChain} }
-
 // vmapText renders the verdict map of the pods of family f: each address to
 // (goto) its policies' chain; "" when there are none.
 func vmapText(pods map[netip.Addr]string, f Family) string {
