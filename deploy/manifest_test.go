@@ -387,7 +387,7 @@ func TestDaemonSetRunsWeftd(t *testing.T) {
 			v = "from-" + strings.TrimPrefix(v, "fieldRef:")
 		}
 		return v, ok
-	})
+	}, nil)
 	if err != nil {
 		t.Fatalf("weftd rejects the manifest's command line: %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/metrics"
 )
@@ -28,6 +29,7 @@ func TestFlagsDocumented(t *testing.T) {
 		t.Fatal("docs/configuration.md has no table under its \"Flags\" heading")
 	}
 	o := config.Defaults()
+	o.Backends = registry.Default().Settings() // the backend types' own flags
 	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
 	o.AddFlags(fs)
 	fs.VisitAll(func(f *flag.Flag) {
@@ -42,14 +44,14 @@ func TestFlagsDocumented(t *testing.T) {
 				}
 			}
 		}
-		t.Errorf("weftd flag --%s (config.Options.AddFlags) has no row in the Flags table of docs/configuration.md", f.Name)
+		t.Errorf("weftd flag --%s (config.Options.AddFlags, or a backend type's Settings) has no row in the Flags table of docs/configuration.md", f.Name)
 	})
 }
 
 // Every environment variable weftd reads appears in the Environment
 // variables section of configuration.md: those config.ParseOptions asks for
 // (FLANNELD_* aside, the flags' forms) and those read by name in the
-// packages weftd links (backends' WEFT_* switches, GOGC).
+// packages weftd links (GOGC).
 func TestEnvironmentDocumented(t *testing.T) {
 	root := repoRoot(t)
 	text := strings.Join(readPage(t, root, "docs/configuration.md").section("Environment variables"), "\n")
@@ -60,13 +62,18 @@ func TestEnvironmentDocumented(t *testing.T) {
 	_, _ = config.ParseOptions(nil, func(k string) (string, bool) {
 		want[k] = "internal/config (ParseOptions)"
 		return "", false
-	})
+	}, registry.Default().Settings())
 	if !strings.Contains(text, "`FLANNELD_<NAME>`") {
 		t.Error("docs/configuration.md's Environment variables section does not state the FLANNELD_<NAME> rule")
 	}
 	for name, where := range want {
 		if strings.HasPrefix(name, "FLANNELD_") {
 			continue
+		}
+		if strings.HasPrefix(name, "WEFT_") {
+			// What an operator may set is a flag (with its FLANNELD_
+			// form) or a net-conf.json option; a lab passes one of those.
+			t.Errorf("weftd reads the environment variable %s (in %s): make it a flag", name, where)
 		}
 		if !strings.Contains(text, "`"+name+"`") {
 			t.Errorf("environment variable %s (read in %s) is not in docs/configuration.md's Environment variables section", name, where)

@@ -97,7 +97,7 @@ func status(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	rep, err := daemon.Status(sctx, opts, daemon.StatusDeps{Store: st, Backends: backends,
-		CheckRules: node.CheckRules(quiet, &opts), LookupEnv: lookupEnv})
+		CheckRules: node.CheckRules(quiet, &opts)})
 	if err != nil {
 		if sctx.Err() != nil && ctx.Err() == nil {
 			err = fmt.Errorf("%s did not answer within %v (options from %s): %w", storeWhere(opts), storeTimeout, from, err)
@@ -141,11 +141,11 @@ func statusOptions(ctx context.Context, args []string, lookupEnv func(string) (s
 	defer cancel()
 	info, askErr := control.Ask(actx, control.Name)
 	if askErr != nil {
-		opts, err := config.ParseOptions(args, lookupEnv)
+		opts, err := config.ParseOptions(args, lookupEnv, registry.Default().Settings())
 		from := "this command's flags and environment (" + askErr.Error() + ")"
 		return opts, from, err
 	}
-	all, err := config.Overlay(info.Args, args)
+	all, err := config.Overlay(info.Args, args, registry.Default().Settings())
 	if err != nil {
 		return config.Options{}, "", err
 	}
@@ -155,7 +155,7 @@ func statusOptions(ctx context.Context, args []string, lookupEnv func(string) (s
 		}
 		return lookupEnv(k)
 	}
-	opts, err := config.ParseOptions(all, lookup)
+	opts, err := config.ParseOptions(all, lookup, registry.Default().Settings())
 	from := fmt.Sprintf("weftd (pid %d, %s): its command line and environment", info.PID, info.Version)
 	if len(args) > 0 {
 		from += ", with " + strings.Join(args, " ") + " from this command line"

@@ -47,13 +47,14 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
-	opts, err := config.ParseOptions(args, lookupEnv)
+	backends := registry.Default()
+	opts, err := config.ParseOptions(args, lookupEnv, backends.Settings())
 	if err != nil {
 		return err
 	}
 	switch {
 	case opts.Help:
-		config.Usage(stdout)
+		config.Usage(stdout, backends.Settings())
 		return nil
 	case opts.Version:
 		fmt.Fprintln(stdout, "weftd", version.String())
@@ -61,7 +62,6 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	log := newLogger(stderr, opts.Verbosity)
 	log.Info("starting weftd", "version", version.String(), "options", &opts)
-	backends := registry.Default()
 	st, err := node.NewStore(log, &opts, backends, "weftd/"+version.String())
 	if err != nil {
 		return err
@@ -84,13 +84,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		log.Warn("could not remove the NetworkPolicy table of an earlier run with --network-policy", "err", err)
 	}
 	return daemon.Run(ctx, opts, daemon.Deps{
-		Logger:    log,
-		Store:     st,
-		Backends:  backends,
-		NewRules:  node.NewRules(log, &opts),
-		LookupEnv: lookupEnv,
-		Ready:     markUp(ctx, &bg, log, st),
-		Metrics:   m,
+		Logger:   log,
+		Store:    st,
+		Backends: backends,
+		NewRules: node.NewRules(log, &opts),
+		Ready:    markUp(ctx, &bg, log, st),
+		Metrics:  m,
 	})
 }
 
@@ -117,7 +116,7 @@ func startNetworkPolicy(ctx context.Context, bg *sync.WaitGroup, log *slog.Logge
 // ends; without it, weft status needs weftd's flags repeated, so a failure
 // is a warning, not fatal.
 func serveControl(ctx context.Context, bg *sync.WaitGroup, log *slog.Logger, args []string, lookupEnv func(string) (string, bool)) {
-	names := append(config.EnvNames(), "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+	names := append(config.EnvNames(registry.Default().Settings()), "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
 	info := control.Info{Version: version.String(), PID: os.Getpid(), Args: args, Env: control.EnvOf(names, lookupEnv)}
 	bg.Add(1)
 	go func() {

@@ -256,7 +256,7 @@ func checkArgs(t *testing.T, objs objects) {
 		}
 		return "", false
 	}
-	o, err := config.ParseOptions(args, env)
+	o, err := config.ParseOptions(args, env, nil)
 	if err != nil {
 		t.Errorf("weftd rejects its arguments %q: %v", args, err)
 		return

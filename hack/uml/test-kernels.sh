@@ -8,14 +8,14 @@
 #
 #   debian   Debian's UML kernel (package user-mode-linux, 6.1, modules
 #            loaded on demand; no WireGuard, no nftables nat chain type, so
-#            iptables is legacy): ipip's kernel path (WEFT_IPIP_PATH=kernel)
+#            iptables is legacy): ipip's kernel path (FLANNELD_IPIP_PATH=kernel)
 #            with and without DirectRouting, kill -9 and restarts under a
 #            100 Hz ping, flannel.ipip and its route deleted, beside
 #            flanneld v0.28.9 in both orders; vxlan and host-gw's ping
 #            matrix, restarts and repairs; masquerade with iptables
 #   wg       the kernel hack/uml-kernel.sh builds (6.1, everything built
 #            in, WireGuard too): WireGuard's kernel path
-#            (WEFT_WIREGUARD_PATH=kernel): kill -9 under a 100 Hz ping,
+#            (FLANNELD_WIREGUARD_PATH=kernel): kill -9 under a 100 Hz ping,
 #            peers removed and added by hand, a key changed, PSK, Modes
 #            separate and auto dual-stack, beside flanneld v0.28.9's
 #            wireguard backend in both orders; masquerade with nftables
@@ -62,7 +62,7 @@ die() { echo "test-kernels: $*" >&2; exit 1; }
 # name, kernel ("debian" or "built"), environment, -test.run
 lines=(debian wg netpol)
 declare -A kernel_of=([debian]=debian [wg]=built [netpol]=built)
-declare -A env_of=([debian]=WEFT_IPIP_PATH=kernel [wg]=WEFT_WIREGUARD_PATH=kernel [netpol]=WEFT_TEST_TIERS=privileged)
+declare -A env_of=([debian]=FLANNELD_IPIP_PATH=kernel [wg]=FLANNELD_WIREGUARD_PATH=kernel [netpol]=WEFT_TEST_TIERS=privileged)
 # Each line's test binary (go test -c of internal/<package>), and the
 # lines whose time limit is below WEFT_UML_TIMEOUT (netpol takes about 4
 # minutes; once, its UML kernel spun for 18 minutes and never finished).

@@ -130,21 +130,48 @@ type Deps struct {
 	// Kernel is the kernel the backend reads and creates its devices in.
 	Kernel kernel.Kernel
 	Logger *slog.Logger
-	// LookupEnv reads the process environment (os.LookupEnv in weftd); nil
-	// means an empty environment.
-	LookupEnv func(string) (string, bool)
+	// Options are weftd's options; nil means the defaults. Registry.New
+	// hands the type its node settings from Options.Backends as Settings.
+	Options *config.Options
+	// Settings are the type's node settings as weftd parsed them (the value
+	// Type.Settings made); nil means their defaults (see SettingsOf).
+	Settings config.FlagAdder
 	// ReadOnly forbids the backend to change the kernel when it is built
 	// (weft status builds one to compute what the daemon would want).
 	ReadOnly bool
 }
 
-// Getenv returns the value of an environment variable, "" when unset.
-func (d Deps) Getenv(key string) string {
-	if d.LookupEnv == nil {
-		return ""
+// SettingsOf returns d.Settings as the type's settings, or def() when
+// weftd gave none (a test's Deps).
+func SettingsOf[S config.FlagAdder](d Deps, def func() S) S {
+	if s, ok := d.Settings.(S); ok {
+		return s
 	}
-	v, _ := d.LookupEnv(key)
-	return v
+	return def()
+}
+
+// Path is a node's choice between a type's kernel and userspace data paths
+// (ipip, wireguard): a flag value.
+type Path string
+
+// The data-path choices: auto keeps the kind of an existing device, else
+// asks the kernel and falls back to userspace, saying so.
+const (
+	PathAuto      Path = "auto"
+	PathKernel    Path = "kernel"
+	PathUserspace Path = "userspace"
+)
+
+func (p *Path) String() string { return string(*p) }
+
+// Set implements flag.Value.
+func (p *Path) Set(s string) error {
+	switch v := Path(s); v {
+	case PathAuto, PathKernel, PathUserspace:
+		*p = v
+		return nil
+	}
+	return fmt.Errorf("%q: want %s, %s or %s", s, PathAuto, PathKernel, PathUserspace)
 }
 
 // Factory builds a backend.
@@ -161,48 +188,11 @@ type Type struct {
 	Validate func(c *config.NetConf) ([]string, error)
 	// New builds the backend.
 	New Factory
-	// Devices are the names of the devices the type may create, for
-	// clean-up by the lab and its bench.
-	Devices []string
-	// BenchVariants are option sets weft lab bench measures beside the
-	// defaults, each as the JSON members added to the Backend section
-	// (`"DirectRouting":true`).
-	BenchVariants []string
-	// Lab, when set, is what a node of weft lab needs of this type because
-	// the lab's nodes share one host's file system.
-	Lab *LabNode
-}
-
-// LabNode is what a backend type needs of a lab node whose files live in
-// nodeDir, where a real node would use host-wide paths.
-type LabNode struct {
-	// Env is the environment weftd runs with in the node.
-	Env func(nodeDir string) []string
-	// Exec wraps a command run in the node (weft lab exec) so that it finds
-	// the node's files where the tools look; it returns argv unchanged
-	// when the node has none.
-	Exec func(nodeDir string, argv []string) []string
-}
-
-// LabEnv is every type's environment for a lab node.
-func (r Registry) LabEnv(nodeDir string) []string {
-	var env []string
-	for _, t := range r {
-		if t.Lab != nil && t.Lab.Env != nil {
-			env = append(env, t.Lab.Env(nodeDir)...)
-		}
-	}
-	return env
-}
-
-// LabExec wraps argv for a lab node with every type's LabNode.Exec.
-func (r Registry) LabExec(nodeDir string, argv []string) []string {
-	for _, t := range r {
-		if t.Lab != nil && t.Lab.Exec != nil {
-			argv = t.Lab.Exec(nodeDir, argv)
-		}
-	}
-	return argv
+	// Settings, when set, returns the type's node settings at their
+	// defaults: what may differ between nodes (the data path a node's
+	// kernel allows), as weftd flags of the type's own, where net-conf.json's
+	// Backend options are the network's.
+	Settings func() config.FlagAdder
 }
 
 // Validator makes a Type's Validate from a package's option parser.
@@ -251,11 +241,14 @@ func (r Registry) Validate(c *config.NetConf) ([]string, bool, error) {
 	return w, true, err
 }
 
-// Devices lists every type's devices.
-func (r Registry) Devices() []string {
-	var out []string
+// Settings returns every type's node settings at their defaults, by type
+// name, for config.ParseOptions.
+func (r Registry) Settings() map[string]config.FlagAdder {
+	out := map[string]config.FlagAdder{}
 	for _, t := range r {
-		out = append(out, t.Devices...)
+		if t.Settings != nil {
+			out[t.Name] = t.Settings()
+		}
 	}
 	return out
 }
@@ -267,6 +260,9 @@ func (r Registry) New(d Deps) (Backend, error) {
 		return nil, err
 	}
 	t, _ := r.Lookup(d.Net.Backend.Type)
+	if d.Options != nil && d.Settings == nil {
+		d.Settings = d.Options.Backends[t.Name]
+	}
 	b, err := t.New(d)
 	if err != nil {
 		return nil, fmt.Errorf("start %s backend: %w", t.Name, err)

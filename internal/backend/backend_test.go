@@ -5,6 +5,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"flag"
 	"net/netip"
 	"slices"
 	"strings"
@@ -95,7 +96,7 @@ func TestDirectlyConnected(t *testing.T) {
 }
 
 // stub is a Backend that does nothing, for the registry's factories.
-type stub struct{}
+type stub struct{ path Path }
 
 func (stub) Attrs(context.Context) (lease.Attrs, error) { return lease.Attrs{}, nil }
 func (stub) Ensure(context.Context, lease.Lease) error  { return nil }
@@ -106,12 +107,12 @@ func (stub) Links() []int             { return nil }
 func (stub) Devices() []kernel.Device { return nil }
 func (stub) MTU() int                 { return 1500 }
 
-// testRegistry has three small types: one with options, one without, one
-// whose factory fails; two with lab needs.
+// testRegistry has three small types: one with options and node settings,
+// one without either, one whose factory fails.
 func testRegistry(validated *[]string) Registry {
 	var speed int
 	return Registry{
-		{Name: "fast", Devices: []string{"fast0", "fast1"},
+		{Name: "fast",
 			Validate: func(c *config.NetConf) ([]string, error) {
 				*validated = append(*validated, c.Backend.Type)
 				w, err := c.Backend.ReadOptions([]config.Option{config.IntOption("Speed", &speed, 1, 10)})
@@ -120,17 +121,19 @@ func testRegistry(validated *[]string) Registry {
 				}
 				return append(w, "fast is experimental"), nil
 			},
-			New: func(Deps) (Backend, error) { return stub{}, nil },
-			Lab: &LabNode{
-				Env:  func(dir string) []string { return []string{"FAST_DIR=" + dir} },
-				Exec: func(dir string, argv []string) []string { return append([]string{"fastwrap", dir}, argv...) },
-			}},
-		{Name: "plain", Devices: []string{"plain0"}, New: func(Deps) (Backend, error) { return stub{}, nil },
-			Lab: &LabNode{Env: func(dir string) []string { return []string{"PLAIN=1", "PLAIN_DIR=" + dir} }}},
-		{Name: "broken", New: func(Deps) (Backend, error) { return nil, errors.New("no hardware") },
-			Lab: &LabNode{Exec: func(dir string, argv []string) []string { return append([]string{"brokenwrap"}, argv...) }}},
+			New: func(d Deps) (Backend, error) {
+				return stub{path: SettingsOf(d, func() *fastSettings { return &fastSettings{Path: PathAuto} }).Path}, nil
+			},
+			Settings: func() config.FlagAdder { return &fastSettings{Path: PathAuto} }},
+		{Name: "plain", New: func(Deps) (Backend, error) { return stub{}, nil }},
+		{Name: "broken", New: func(Deps) (Backend, error) { return nil, errors.New("no hardware") }},
 	}
 }
+
+// fastSettings are the fast type's node settings.
+type fastSettings struct{ Path Path }
+
+func (s *fastSettings) AddFlags(fs *flag.FlagSet) { fs.Var(&s.Path, "fast-path", "data path") }
 
 func netConf(t *testing.T, backend string) *config.NetConf {
 	t.Helper()
@@ -141,23 +144,20 @@ func netConf(t *testing.T, backend string) *config.NetConf {
 	return c
 }
 
-func TestRegistryNamesLookupDevices(t *testing.T) {
+func TestRegistryNamesLookup(t *testing.T) {
 	var validated []string
 	r := testRegistry(&validated)
 	if got := r.Names(); !slices.Equal(got, []string{"fast", "plain", "broken"}) {
 		t.Errorf("Names() = %v", got)
 	}
-	if ty, ok := r.Lookup("plain"); !ok || ty.Name != "plain" || !slices.Equal(ty.Devices, []string{"plain0"}) {
+	if ty, ok := r.Lookup("plain"); !ok || ty.Name != "plain" {
 		t.Errorf("Lookup(plain) = %+v, %v", ty, ok)
 	}
 	if ty, ok := r.Lookup("Plain"); ok || ty.Name != "" {
 		t.Errorf("Lookup(Plain) = %+v, %v; want nothing (names are exact)", ty, ok)
 	}
-	if got := r.Devices(); !slices.Equal(got, []string{"fast0", "fast1", "plain0"}) {
-		t.Errorf("Devices() = %v", got)
-	}
-	if len(Registry(nil).Names()) != 0 || len(Registry(nil).Devices()) != 0 {
-		t.Error("an empty registry has names or devices")
+	if len(Registry(nil).Names()) != 0 || len(Registry(nil).Settings()) != 0 {
+		t.Error("an empty registry has names or settings")
 	}
 }
 
@@ -220,23 +220,37 @@ func TestRegistryNew(t *testing.T) {
 	}
 }
 
-// A lab node gets every type's environment, in registry order, and a
-// command wrapped by every type's Exec, in registry order.
-func TestRegistryLab(t *testing.T) {
+// Settings gives each type with node settings their defaults; New hands a
+// type the settings weftd parsed (Options.Backends), or lets it fall back
+// to its defaults.
+func TestRegistrySettings(t *testing.T) {
 	var validated []string
 	r := testRegistry(&validated)
-	if got := r.LabEnv("/lab/n1"); !slices.Equal(got, []string{"FAST_DIR=/lab/n1", "PLAIN=1", "PLAIN_DIR=/lab/n1"}) {
-		t.Errorf("LabEnv = %v", got)
+	set := r.Settings()
+	if len(set) != 1 || set["fast"] == nil {
+		t.Fatalf("Settings() = %v, want fast's alone", set)
 	}
-	if got := r.LabExec("/lab/n1", []string{"wg", "show"}); !slices.Equal(got, []string{"brokenwrap", "fastwrap", "/lab/n1", "wg", "show"}) {
-		t.Errorf("LabExec = %v", got)
+	o, err := config.ParseOptions([]string{"--fast-path=userspace"}, func(string) (string, bool) { return "", false }, set)
+	if err != nil {
+		t.Fatal(err)
 	}
-	plain, _ := r.Lookup("plain")
-	only := Registry{plain, {Name: "nolab"}}
-	if got := only.LabExec("/lab/n1", []string{"ip", "link"}); !slices.Equal(got, []string{"ip", "link"}) {
-		t.Errorf("LabExec without an Exec = %v, want argv unchanged", got)
+	nc := netConf(t, `{"Type":"fast"}`)
+	for _, tc := range []struct {
+		name string
+		d    Deps
+		want Path
+	}{
+		{"parsed", Deps{Net: nc, Options: &o}, PathUserspace},
+		{"no options", Deps{Net: nc}, PathAuto},
+		{"options without the type's", Deps{Net: nc, Options: &config.Options{}}, PathAuto},
+	} {
+		b, err := r.New(tc.d)
+		if err != nil || b.(stub).path != tc.want {
+			t.Errorf("%s: New = %+v, %v; want path %s", tc.name, b, err, tc.want)
+		}
 	}
-	if got := (Registry{{Name: "nolab"}}).LabEnv("/lab/n1"); len(got) != 0 {
-		t.Errorf("LabEnv without a Lab = %v", got)
+	if _, err := config.ParseOptions([]string{"--fast-path=fastest"}, func(string) (string, bool) { return "", false }, r.Settings()); err == nil ||
+		!strings.Contains(err.Error(), `--fast-path: "fastest": want auto, kernel or userspace`) {
+		t.Errorf("a bad path = %v", err)
 	}
 }

@@ -6,9 +6,19 @@ package config
 import (
 	"flag"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
 )
+
+// FlagAdder is a part of weftd that owns flags beside the Options: a backend
+// type's node settings (backend.Type.Settings). AddFlags registers them on
+// fs with the value's current contents as defaults; like every weftd flag,
+// each also reads FLANNELD_<NAME>.
+type FlagAdder interface {
+	AddFlags(fs *flag.FlagSet)
+}
 
 // Options are weftd's settings. Field comments give the flag; every flag also
 // reads FLANNELD_<NAME> (see EnvName) and the command line wins.
@@ -52,6 +62,10 @@ type Options struct {
 	Verbosity                 int  // --v: 0 info, 1+ debug
 	Version                   bool // --version
 	Help                      bool // --help, -h
+
+	// Backends are the backend types' node settings by type name, parsed
+	// with the options (their flags are the types' own).
+	Backends map[string]FlagAdder
 
 	// From the environment, not flags.
 	NodeName         string // NODE_NAME
@@ -128,6 +142,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Var(boolValue{&o.Version}, "version", "print the version and exit")
 	fs.Var(boolValue{&o.Help}, "help", "print this help and exit")
 	fs.Var(boolValue{&o.Help}, "h", "print this help and exit")
+	for _, name := range slices.Sorted(maps.Keys(o.Backends)) {
+		o.Backends[name].AddFlags(fs)
+	}
 }
 
 // LogValue describes the options for logs, leaving out secrets.
@@ -152,7 +169,19 @@ func (o *Options) LogValue() slog.Value {
 		slog.String("iptables-mode", o.IPTablesMode),
 		slog.Bool("network-policy", o.NetworkPolicy),
 		slog.Int("healthz-port", o.HealthzPort),
+		slog.Any("backend-settings", o.backendSettings()),
 	)
+}
+
+// backendSettings are the backend types' flags with their values, for logs.
+func (o *Options) backendSettings() map[string]string {
+	fs := flag.NewFlagSet("backends", flag.ContinueOnError)
+	for _, b := range o.Backends {
+		b.AddFlags(fs)
+	}
+	out := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) { out[f.Name] = f.Value.String() })
+	return out
 }
 
 func addrString(a netip.Addr) string {

@@ -20,7 +20,7 @@ func env(kv ...string) func(string) (string, bool) {
 }
 
 func TestOptionDefaults(t *testing.T) {
-	o, err := ParseOptions(nil, env())
+	o, err := ParseOptions(nil, env(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestOptionsFromFlagsAndEnv(t *testing.T) {
 		"FLANNELD_IP_BLACKHOLE_ROUTE", "true",
 		"NODE_NAME", "node-a",
 		"WIREGUARD_KEY_FILE", "/tmp/wg",
-	))
+	), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestOptionErrors(t *testing.T) {
 		{[]string{"--kube-annotation-prefix=Not_Valid"}, nil, `--kube-annotation-prefix: "Not_Valid" is not a DNS subdomain`},
 	}
 	for _, tc := range tests {
-		_, err := ParseOptions(tc.args, env(tc.env...))
+		_, err := ParseOptions(tc.args, env(tc.env...), nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseOptions(%q, %q) = %v, want %q", tc.args, tc.env, err, tc.want)
 			continue
@@ -153,26 +153,26 @@ func TestIPTablesMode(t *testing.T) {
 		{nil, []string{"FLANNELD_IPTABLES_MODE", "legacy"}, "legacy"},
 		{[]string{"--iptables-mode=auto"}, []string{"FLANNELD_IPTABLES_MODE", "legacy"}, "auto"}, // command line wins
 	} {
-		o, err := ParseOptions(tc.args, env(tc.env...))
+		o, err := ParseOptions(tc.args, env(tc.env...), nil)
 		if err != nil || o.IPTablesMode != tc.want {
 			t.Errorf("ParseOptions(%q, %q): IPTablesMode %q, %v; want %q", tc.args, tc.env, o.IPTablesMode, err, tc.want)
 		}
 	}
 	var buf bytes.Buffer
-	o, _ := ParseOptions([]string{"--iptables-mode=nft"}, env())
+	o, _ := ParseOptions([]string{"--iptables-mode=nft"}, env(), nil)
 	slog.New(slog.NewTextHandler(&buf, nil)).Info("options", "options", &o)
 	if !strings.Contains(buf.String(), "options.iptables-mode=nft") {
 		t.Errorf("the options' log line does not name the iptables mode: %s", buf.String())
 	}
 	buf.Reset()
-	Usage(&buf)
+	Usage(&buf, nil)
 	if !strings.Contains(buf.String(), "legacy or nft") || !strings.Contains(buf.String(), "(default auto) [FLANNELD_IPTABLES_MODE]") {
 		t.Errorf("--help does not describe --iptables-mode:\n%s", buf.String())
 	}
 }
 
 func TestKubeModeFromPodEnv(t *testing.T) {
-	o, err := ParseOptions([]string{"--kube-subnet-mgr", "--ip-masq"}, env("POD_NAME", "kube-flannel-ds-x", "POD_NAMESPACE", "kube-flannel"))
+	o, err := ParseOptions([]string{"--kube-subnet-mgr", "--ip-masq"}, env("POD_NAME", "kube-flannel-ds-x", "POD_NAMESPACE", "kube-flannel"), nil)
 	if err != nil || !o.KubeSubnetMgr || o.PodName != "kube-flannel-ds-x" {
 		t.Fatalf("ParseOptions = %+v, %v", o, err)
 	}
@@ -180,7 +180,7 @@ func TestKubeModeFromPodEnv(t *testing.T) {
 
 func TestPasswordNeverShown(t *testing.T) {
 	const secret = "hunter2-very-secret"
-	o, err := ParseOptions([]string{"--etcd-username=u", "--etcd-password", secret}, env())
+	o, err := ParseOptions([]string{"--etcd-username=u", "--etcd-password", secret}, env(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,16 +190,16 @@ func TestPasswordNeverShown(t *testing.T) {
 	if strings.Contains(buf.String(), secret) || !strings.Contains(buf.String(), "etcd-password=set") {
 		t.Errorf("log output leaks or hides the password state: %s", buf.String())
 	}
-	_, err = ParseOptions([]string{"--etcd-password", secret, "--bogus"}, env())
+	_, err = ParseOptions([]string{"--etcd-password", secret, "--bogus"}, env(), nil)
 	if err == nil || strings.Contains(err.Error(), secret) {
 		t.Errorf("error %v leaks the password", err)
 	}
-	_, err = ParseOptions([]string{"--etcd-password=" + secret}, env())
+	_, err = ParseOptions([]string{"--etcd-password=" + secret}, env(), nil)
 	if err == nil || strings.Contains(err.Error(), secret) {
 		t.Errorf("error %v leaks the password", err)
 	}
 	var help bytes.Buffer
-	Usage(&help)
+	Usage(&help, nil)
 	if strings.Contains(help.String(), secret) {
 		t.Error("help leaks the password")
 	}
@@ -208,7 +208,7 @@ func TestPasswordNeverShown(t *testing.T) {
 // Every flag of SPEC.md's table appears in --help with its environment form.
 func TestUsageListsEveryFlag(t *testing.T) {
 	var buf bytes.Buffer
-	Usage(&buf)
+	Usage(&buf, nil)
 	for _, f := range []string{"etcd-endpoints", "etcd-prefix", "etcd-keyfile", "etcd-certfile", "etcd-cafile", "etcd-username",
 		"etcd-password", "kube-subnet-mgr", "kube-api-url", "kubeconfig-file", "kube-annotation-prefix", "net-config-path", "iface",
 		"iface-regex", "iface-can-reach", "public-ip", "public-ipv6", "subnet-file", "subnet-lease-renew-margin", "ip-masq",
@@ -225,7 +225,7 @@ func TestUsageListsEveryFlag(t *testing.T) {
 
 func TestHelpAndVersionSkipValidation(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"--version"}, {"-version", "--kube-subnet-mgr"}} {
-		o, err := ParseOptions(args, env())
+		o, err := ParseOptions(args, env(), nil)
 		if err != nil || !(o.Help || o.Version) {
 			t.Errorf("ParseOptions(%q) = %v", args, err)
 		}

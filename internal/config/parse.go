@@ -37,11 +37,12 @@ func EnvName(flagName string) string {
 	return "FLANNELD_" + strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(flagName))
 }
 
-// EnvNames lists every environment variable ParseOptions reads: a
-// FLANNELD_ variable per flag, NODE_NAME, POD_NAME, POD_NAMESPACE and
-// WIREGUARD_KEY_FILE.
-func EnvNames() []string {
+// EnvNames lists every environment variable ParseOptions reads with the
+// backend types' settings: a FLANNELD_ variable per flag, NODE_NAME,
+// POD_NAME, POD_NAMESPACE and WIREGUARD_KEY_FILE.
+func EnvNames(backends map[string]FlagAdder) []string {
 	o := Defaults()
+	o.Backends = backends
 	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
 	o.AddFlags(fs)
 	var names []string
@@ -57,9 +58,13 @@ func EnvNames() []string {
 // environment. Flags take one or two leading dashes, "--name=value" or
 // "--name value"; booleans take "--name" or "--name=false". For each flag
 // not on the command line, FLANNELD_<NAME> is used when set and non-empty.
-// The result is validated (see Options.Validate).
-func ParseOptions(args []string, lookupEnv func(string) (string, bool)) (Options, error) {
+// The result is validated (see Options.Validate). backends are the
+// backend types' node settings at their defaults (backend.Registry's
+// Settings), parsed in place and kept in Options.Backends; nil parses
+// without them.
+func ParseOptions(args []string, lookupEnv func(string) (string, bool), backends map[string]FlagAdder) (Options, error) {
 	o := Defaults()
+	o.Backends = backends
 	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
 	o.AddFlags(fs)
 	if err := parseArgs(fs, args); err != nil {
@@ -159,8 +164,10 @@ func splitArgs(fs *flag.FlagSet, args []string) ([]flagArg, error) {
 // taken out, followed by over: over's flags win, also the repeatable ones
 // (--iface in over replaces every --iface of base). weft status uses it to
 // judge the node by the local weftd's command line, its own flags first.
-func Overlay(base, over []string) ([]string, error) {
+// backends are the backend types' settings, whose flags the lines may hold.
+func Overlay(base, over []string, backends map[string]FlagAdder) ([]string, error) {
 	o := Defaults()
+	o.Backends = backends
 	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
 	o.AddFlags(fs)
 	b, err := splitArgs(fs, base)
@@ -266,10 +273,11 @@ func validAnnotationPrefix(s string) bool {
 	return true
 }
 
-// Usage writes weftd's help: every flag with its default and environment
-// variable, sorted by name.
-func Usage(w io.Writer) {
+// Usage writes weftd's help: every flag (the backend types' too) with its
+// default and environment variable, sorted by name.
+func Usage(w io.Writer, backends map[string]FlagAdder) {
 	o := Defaults()
+	o.Backends = backends
 	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
 	o.AddFlags(fs)
 	var flags []*flag.Flag

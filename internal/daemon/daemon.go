@@ -73,8 +73,6 @@ type Deps struct {
 	// kerneltest's fake); otherwise the daemon opens a netlink handle in
 	// its own namespace.
 	Kernel kernel.Kernel
-	// LookupEnv is handed to the backends (os.LookupEnv in weftd).
-	LookupEnv func(string) (string, bool)
 	// Metrics are served at /metrics on the health server; nil means the
 	// daemon makes its own.
 	Metrics *metrics.Metrics
@@ -242,7 +240,7 @@ func (dm *Daemon) setupBackend(ctx context.Context, warm bool) (bool, error) {
 	ext := dm.ext
 	if dm.be == nil {
 		if dm.be, err = dm.d.Backends.New(backend.Deps{Net: dm.nc, External: ext, Kernel: dm.nl,
-			Logger: dm.log.With("backend", dm.nc.Backend.Type), LookupEnv: dm.d.LookupEnv}); err != nil {
+			Logger: dm.log.With("backend", dm.nc.Backend.Type), Options: &dm.o}); err != nil {
 			return false, err
 		}
 		dm.publishBackend()

@@ -76,7 +76,7 @@ func (n *fakeNode) start(t *testing.T, kern kernel.Kernel, args ...string) *runn
 		kern = n.k
 	}
 	o, err := config.ParseOptions(append([]string{"--subnet-file", n.file}, args...),
-		func(string) (string, bool) { return "", false })
+		func(string) (string, bool) { return "", false }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,7 +544,7 @@ func TestFakeStatusNamesDeviceDifferences(t *testing.T) {
 	d := n.start(t, nil)
 	d.stop(t)
 	o, err := config.ParseOptions([]string{"--subnet-file", n.file, "--healthz-port", "0"},
-		func(string) (string, bool) { return "", false })
+		func(string) (string, bool) { return "", false }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func sh(t testing.TB, args ...string) string {
 func (c *cluster) daemonInputs(t testing.TB, log *slog.Logger, args ...string) (config.Options, *etcd.Store) {
 	t.Helper()
 	o, err := config.ParseOptions(append([]string{"--etcd-endpoints", strings.Join(c.endpoints, ",")}, args...),
-		func(string) (string, bool) { return "", false })
+		func(string) (string, bool) { return "", false }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,7 +168,7 @@ func TestChooseExternalPublicAddrs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			o, err := config.ParseOptions(tc.args, func(string) (string, bool) { return "", false })
+			o, err := config.ParseOptions(tc.args, func(string) (string, bool) { return "", false }, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -215,7 +215,7 @@ func newFakeAddrNode(t *testing.T, netconf string) *fakeAddrNode {
 func (n *fakeAddrNode) start(t *testing.T, reg backend.Registry, readyIn time.Duration, args ...string) *running {
 	t.Helper()
 	o, err := config.ParseOptions(append([]string{"--subnet-file", n.file}, args...),
-		func(string) (string, bool) { return "", false })
+		func(string) (string, bool) { return "", false }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +344,7 @@ func TestFakeStatusGivenPublicAddr(t *testing.T) {
 	d := n.start(t, backends(), 10*time.Second)
 	d.stop(t)
 	o, err := config.ParseOptions([]string{"--subnet-file", n.file, "--healthz-port", "0"},
-		func(string) (string, bool) { return "", false })
+		func(string) (string, bool) { return "", false }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

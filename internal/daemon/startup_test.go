@@ -104,7 +104,7 @@ func TestChooseExternal(t *testing.T) {
 		{[]string{"--public-ip", "203.0.113.7"}, "eth0", "203.0.113.7"}, // on no interface: the default route's
 		{[]string{"--public-ip", "10.9.0.5"}, "ens5", "10.9.0.5"},       // the interface that holds it
 	} {
-		o, err := config.ParseOptions(tc.args, func(string) (string, bool) { return "", false })
+		o, err := config.ParseOptions(tc.args, func(string) (string, bool) { return "", false }, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +113,7 @@ func TestChooseExternal(t *testing.T) {
 			t.Errorf("%q: got %s %s (%v), want %s %s", tc.args, ext.Name, ext.PublicIP, err, tc.name, tc.addr)
 		}
 	}
-	o, _ := config.ParseOptions([]string{"--iface", "nope0"}, func(string) (string, bool) { return "", false })
+	o, _ := config.ParseOptions([]string{"--iface", "nope0"}, func(string) (string, bool) { return "", false }, nil)
 	if _, _, err := chooseExternal(n.nl, &o, nc, givenAddrs{}); err == nil || !strings.Contains(err.Error(), `no interface matches --iface ["nope0"]`) {
 		t.Errorf("unknown --iface: %v", err)
 	}

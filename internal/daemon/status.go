@@ -42,8 +42,7 @@ type StatusDeps struct {
 	// differ from cfg (node.CheckRules); nil skips the rules.
 	CheckRules func(ctx context.Context, nc *config.NetConf, cfg netfilter.Config) ([]string, error)
 	// Kernel, when set, is the kernel to read (a test's namespace).
-	Kernel    kernel.Kernel
-	LookupEnv func(string) (string, bool)
+	Kernel kernel.Kernel
 	// HTTP asks the local weftd's health server; nil means
 	// http.DefaultClient.
 	HTTP *http.Client
@@ -135,7 +134,7 @@ func Status(ctx context.Context, o config.Options, d StatusDeps) (Report, error)
 		return rep, fmt.Errorf("%w: choose the external interface: %w", ErrCannotTell, err)
 	}
 	quiet := slog.New(slog.DiscardHandler)
-	be, err := d.Backends.New(backend.Deps{Net: nc, External: ext, Kernel: nl, Logger: quiet, LookupEnv: d.LookupEnv, ReadOnly: true})
+	be, err := d.Backends.New(backend.Deps{Net: nc, External: ext, Kernel: nl, Logger: quiet, Options: &o, ReadOnly: true})
 	if err != nil {
 		return rep, fmt.Errorf("%w: %w", ErrCannotTell, err)
 	}

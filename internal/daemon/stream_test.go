@@ -46,7 +46,7 @@ func TestFakeStreamedListStartsEarly(t *testing.T) {
 	n := newFakeNode(t, testNetConf("vxlan"))
 	n.lease("10.244.5.0/24", "192.168.100.15", "0a:00:00:00:00:05", "vxlan")
 	n.lease("10.244.6.0/24", "192.168.100.16", "0a:00:00:00:00:06", "vxlan")
-	o, err := config.ParseOptions([]string{"--subnet-file", n.file}, func(string) (string, bool) { return "", false })
+	o, err := config.ParseOptions([]string{"--subnet-file", n.file}, func(string) (string, bool) { return "", false }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func (dm *Daemon) warmStart(ctx context.Context) bool {
 		return false
 	}
 	be, err := dm.d.Backends.New(backend.Deps{Net: sn.nc, External: ext, Kernel: dm.nl,
-		Logger: dm.log.With("backend", sn.nc.Backend.Type), LookupEnv: dm.d.LookupEnv})
+		Logger: dm.log.With("backend", sn.nc.Backend.Type), Options: &dm.o})
 	if err != nil {
 		dm.log.Info("ignoring the peer snapshot", "file", path, "reason", err.Error())
 		return false

@@ -19,7 +19,7 @@ import (
 // deleted: pods ping again within 1 s (as vxlan's, TestRepairRestoresTraffic).
 func TestIPIPKernelRepair(t *testing.T) {
 	needIPIPModule(t)
-	c := up(t, cluster.Options{Lab: lab.Options{Nodes: 2}, Backend: "ipip", Pods: 1, WeftdEnv: []string{"WEFT_IPIP_PATH=kernel"}})
+	c := up(t, cluster.Options{Lab: lab.Options{Nodes: 2}, Backend: "ipip", Pods: 1, WeftdArgs: []string{"--ipip-path=kernel"}})
 	pods := c.Pods()
 	envBefore, _ := c.SubnetEnv(1)
 	idx := run(t, c.NodeNS(1), "cat", "/sys/class/net/flannel.ipip/ifindex")

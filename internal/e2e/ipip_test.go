@@ -220,7 +220,7 @@ func TestIPIPKernelPath(t *testing.T) {
 	for _, dr := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain", true: "directrouting"}[dr], func(t *testing.T) {
 			c := up(t, cluster.Options{Lab: lab.Options{Nodes: 3, Far: []int{3}}, Backend: "ipip", DirectRouting: dr, Pods: 1,
-				WeftdEnv: []string{"WEFT_IPIP_PATH=kernel"}})
+				WeftdArgs: []string{"--ipip-path=kernel"}})
 			node1, _ := c.Lab().Node(1)
 			link := run(t, c.NodeNS(1), "ip", "-d", "link", "show", "flannel.ipip")
 			if !strings.Contains(link, "ipip ") || !strings.Contains(link, "local "+node1.Addrs()[0].String()) ||

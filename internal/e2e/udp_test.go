@@ -461,8 +461,8 @@ func TestUDPThroughput(t *testing.T) {
 		steps = keep
 	}
 	for _, st := range steps {
-		t.Setenv("WEFT_UDP_DATAPATH", st.opts)
-		c := up(t, cluster.Options{Lab: lab.Options{Nodes: 2}, Backend: st.backend, Pods: 1})
+		c := up(t, cluster.Options{Lab: lab.Options{Nodes: 2}, Backend: st.backend, Pods: 1,
+			WeftdArgs: []string{"--udp-tuning=" + st.opts}})
 		pods := c.Pods()
 		gbps, cpuPerGB := iperf(t, pods[0].NS, pods[1].NS, pods[1].Addrs[0], secs)
 		t.Logf("RESULT %-50s %6.2f Gbit/s  %6.2f CPU-s/GB", st.name, gbps, cpuPerGB)

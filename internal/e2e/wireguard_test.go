@@ -22,7 +22,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/weft-net/weft/internal/backend/wireguard"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 	"github.com/weft-net/weft/internal/testenv"
@@ -53,7 +52,7 @@ func wgKey(t *testing.T, c *cluster.Cluster, node int) string {
 // wg runs wg(8) with args in node, against its weftd's devices.
 func wg(t *testing.T, c *cluster.Cluster, node int, args ...string) string {
 	t.Helper()
-	out, err := lab.Exec(tctx(t), c.NodeNS(node), wireguard.LabExec(c.NodeDir(node), append([]string{"wg"}, args...))...)
+	out, err := lab.Exec(tctx(t), c.NodeNS(node), lab.WireGuardExec(c.NodeDir(node), append([]string{"wg"}, args...))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +441,7 @@ func TestWireGuardKernelPath(t *testing.T) {
 			"path's tests run, and the kernel path's netlink and wgctrl calls are tested on fakes (internal/backend/wireguard)", err)
 	}
 	c := up(t, cluster.Options{Lab: lab.Options{Nodes: 3, Far: []int{3}}, Backend: "wireguard", Pods: 1,
-		WeftdEnv: []string{"WEFT_WIREGUARD_PATH=kernel"}})
+		WeftdArgs: []string{"--wireguard-path=kernel"}})
 	if link := run(t, c.NodeNS(1), "ip", "-d", "link", "show", "flannel-wg"); !strings.Contains(link, "wireguard") ||
 		!strings.Contains(link, "mtu 1420") {
 		t.Errorf("flannel-wg: %s", link)

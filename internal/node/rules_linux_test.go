@@ -255,7 +255,7 @@ func saves(t *testing.T, ns string) string {
 // parsing, not when weftd first writes rules.
 func TestIPTablesModesAgree(t *testing.T) {
 	for _, m := range []iptables.Mode{iptables.ModeAuto, iptables.ModeLegacy, iptables.ModeNFT} {
-		o, err := config.ParseOptions([]string{"--iptables-mode=" + string(m)}, func(string) (string, bool) { return "", false })
+		o, err := config.ParseOptions([]string{"--iptables-mode=" + string(m)}, func(string) (string, bool) { return "", false }, nil)
 		if err != nil || o.IPTablesMode != string(m) {
 			t.Errorf("--iptables-mode=%s: %q, %v", m, o.IPTablesMode, err)
 		}
@@ -270,7 +270,7 @@ func TestIPTablesModesAgree(t *testing.T) {
 		t.Errorf("options without a mode: %q, want auto", m)
 	}
 	for _, bad := range []string{"nftables", "iptables-legacy", ""} {
-		if _, err := config.ParseOptions([]string{"--iptables-mode=" + bad}, func(string) (string, bool) { return "", false }); err == nil {
+		if _, err := config.ParseOptions([]string{"--iptables-mode=" + bad}, func(string) (string, bool) { return "", false }, nil); err == nil {
 			t.Errorf("--iptables-mode=%q accepted", bad)
 		}
 	}

@@ -18,7 +18,7 @@
 //     from non-peers and inner sources outside the sending peer's subnet are
 //     dropped and counted, as with udp.
 //
-// The path is chosen when the backend is built: WEFT_IPIP_PATH=kernel or
+// The path is chosen when the backend is built: --ipip-path=kernel or
 // userspace forces one; auto (the default) keeps an existing kernel ipip
 // device or TUN, and otherwise creates the kernel device, falling back to
 // userspace when the kernel cannot make one. The routes are peer objects of
@@ -34,7 +34,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-net/weft/internal/backend"
-	"github.com/weft-net/weft/internal/backend/tunnel"
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/lease"
@@ -50,11 +49,11 @@ const DeviceName = "flannel.ipip"
 // Overhead is the outer IPv4 header.
 const Overhead = 20
 
-// The data paths (WEFT_IPIP_PATH).
+// The data paths (--ipip-path).
 const (
-	PathAuto      = "auto"
-	PathKernel    = "kernel"
-	PathUserspace = "userspace"
+	PathAuto      = backend.PathAuto
+	PathKernel    = backend.PathKernel
+	PathUserspace = backend.PathUserspace
 )
 
 // Options are the ipip backend's net-conf.json options.
@@ -76,11 +75,10 @@ func ParseOptions(c *config.NetConf) (Options, []string, error) {
 // Type is the ipip backend type for the registry.
 func Type() backend.Type {
 	return backend.Type{
-		Name:          Name,
-		Validate:      backend.Validator(ParseOptions),
-		New:           New,
-		Devices:       []string{DeviceName},
-		BenchVariants: []string{`"DirectRouting":true`},
+		Name:     Name,
+		Validate: backend.Validator(ParseOptions),
+		New:      New,
+		Settings: newSettings,
 	}
 }
 
@@ -95,10 +93,7 @@ func New(d backend.Deps) (backend.Backend, error) {
 	if !d.External.PublicIP.Is4() {
 		return nil, fmt.Errorf("ipip needs a public IPv4 address on %s (or --public-ip)", d.External.Name)
 	}
-	path := d.Getenv("WEFT_IPIP_PATH")
-	if path == "" {
-		path = PathAuto
-	}
+	path := backend.SettingsOf(d, NewSettings).Path
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -106,14 +101,14 @@ func New(d backend.Deps) (backend.Backend, error) {
 	log := d.Logger
 	switch path {
 	case PathKernel:
-		log.Info("ipip data path", "path", PathKernel, "reason", "WEFT_IPIP_PATH=kernel")
+		log.Info("ipip data path", "path", PathKernel, "reason", "--ipip-path=kernel")
 		return &Kernel{base: b}, nil
 	case PathUserspace:
-		log.Info("ipip data path", "path", PathUserspace, "reason", "WEFT_IPIP_PATH=userspace")
-		return newUserspace(b)
-	case PathAuto:
+		log.Info("ipip data path", "path", PathUserspace, "reason", "--ipip-path=userspace")
+		return newUserspace(b), nil
+	case PathAuto, "":
 	default:
-		return nil, fmt.Errorf("WEFT_IPIP_PATH %q: want %s, %s or %s", path, PathAuto, PathKernel, PathUserspace)
+		return nil, fmt.Errorf("--ipip-path %q: want %s, %s or %s", path, PathAuto, PathKernel, PathUserspace)
 	}
 	kern := &Kernel{base: b}
 	switch l, err := k.LinkByName(DeviceName); {
@@ -122,8 +117,8 @@ func New(d backend.Deps) (backend.Backend, error) {
 		return kern, nil
 	case err == nil && l.Kind == kernel.KindTUN:
 		log.Info("ipip data path", "path", PathUserspace, "reason", "the userspace path's TUN "+DeviceName+
-			" exists (delete it, or set WEFT_IPIP_PATH=kernel, to switch)")
-		return newUserspace(b)
+			" exists (delete it, or set --ipip-path=kernel, to switch)")
+		return newUserspace(b), nil
 	}
 	if d.ReadOnly { // weft status: no device yet, and nothing may be made
 		return kern, nil
@@ -137,7 +132,7 @@ func New(d backend.Deps) (backend.Backend, error) {
 		return nil, err
 	}
 	log.Info("ipip data path", "path", PathUserspace, "reason", "the kernel has no ipip support (no ipip module)", "err", err)
-	return newUserspace(b)
+	return newUserspace(b), nil
 }
 
 // noModule reports whether creating an ipip device failed because the
@@ -200,13 +195,4 @@ func ownAddr(own lease.Lease) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("the own lease %s has no IPv4 subnet", own.Key())
 	}
 	return netip.PrefixFrom(own.Subnet.Masked().Addr(), 32), nil
-}
-
-// tunnelOptions reads WEFT_IPIP_DATAPATH (tunnel.ParseOptions).
-func tunnelOptions(d backend.Deps) (tunnel.Options, error) {
-	o, err := tunnel.ParseOptions(d.Getenv("WEFT_IPIP_DATAPATH"))
-	if err != nil {
-		return o, fmt.Errorf("WEFT_IPIP_DATAPATH: %w", err)
-	}
-	return o, nil
 }

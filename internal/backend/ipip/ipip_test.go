@@ -24,8 +24,9 @@ import (
 var public = netip.MustParseAddr("192.168.100.11")
 
 // deps builds the backend's dependencies over f, whose external interface
-// eth0 (192.168.100.11/24, MTU 1500) it adds.
-func deps(t *testing.T, f *kerneltest.Fake, netconf string, env map[string]string) backend.Deps {
+// eth0 (192.168.100.11/24, MTU 1500) it adds, with --ipip-path=path ("":
+// the default).
+func deps(t *testing.T, f *kerneltest.Fake, netconf string, path backend.Path) backend.Deps {
 	t.Helper()
 	nc, _, err := config.ParseNetConf([]byte(netconf))
 	if err != nil {
@@ -35,13 +36,13 @@ func deps(t *testing.T, f *kerneltest.Fake, netconf string, env map[string]strin
 	ext := f.AddExternal("eth0", 1500, true, addrs...)
 	f.Calls()
 	return backend.Deps{Net: nc, Kernel: f, Logger: slog.New(slog.DiscardHandler),
-		External:  backend.External{Name: "eth0", Index: ext, MTU: 1500, PublicIP: public, Addrs: addrs},
-		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
+		External: backend.External{Name: "eth0", Index: ext, MTU: 1500, PublicIP: public, Addrs: addrs},
+		Settings: &Settings{Path: path}}
 }
 
 const netconf = `{"Network":"10.244.0.0/16","Backend":{"Type":"ipip"}}`
 
-var forceKernel = map[string]string{"WEFT_IPIP_PATH": "kernel"}
+const forceKernel = backend.PathKernel
 
 func mustLease(t *testing.T, key, value string) lease.Lease {
 	t.Helper()
@@ -58,7 +59,7 @@ func mustLease(t *testing.T, key, value string) lease.Lease {
 // going; Ensure itself writes none of them.
 func TestKernelEnsure(t *testing.T) {
 	f := kerneltest.New()
-	b, err := New(deps(t, f, netconf, nil))
+	b, err := New(deps(t, f, netconf, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,15 +201,11 @@ func TestPathChoice(t *testing.T) {
 		{"auto keeps the userspace TUN", "", addTUN, nil, "userspace"},
 		{"forced kernel", "kernel", nil, unix.EOPNOTSUPP, "kernel"},
 		{"forced userspace", "userspace", addIPIP, nil, "userspace"},
-		{"bad value", "fast", nil, nil, `WEFT_IPIP_PATH "fast": want auto, kernel or userspace`},
+		{"bad value", "fast", nil, nil, `--ipip-path "fast": want auto, kernel or userspace`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := kerneltest.New()
-			env := map[string]string{}
-			if tc.path != "" {
-				env["WEFT_IPIP_PATH"] = tc.path
-			}
-			d := deps(t, f, netconf, env)
+			d := deps(t, f, netconf, backend.Path(tc.path))
 			oldIndex := 0
 			if tc.existing != nil {
 				if err := tc.existing(f); err != nil {
@@ -249,7 +246,7 @@ func TestPathChoice(t *testing.T) {
 // the kernel path and makes nothing; Observe reports the device missing.
 func TestReadOnly(t *testing.T) {
 	f := kerneltest.New()
-	d := deps(t, f, netconf, nil)
+	d := deps(t, f, netconf, "")
 	d.ReadOnly = true
 	b, err := New(d)
 	if err != nil {
@@ -361,12 +358,12 @@ func TestAttrsAndRefusals(t *testing.T) {
 	if v, _ := a.MarshalJSON(); string(v) != `{"PublicIP":"192.168.100.11","PublicIPv6":null,"BackendType":"ipip"}` {
 		t.Errorf("lease value %s", v)
 	}
-	d := deps(t, kerneltest.New(), `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"ipip"}}`, nil)
+	d := deps(t, kerneltest.New(), `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"ipip"}}`, "")
 	if _, err := New(d); !errors.Is(err, config.ErrNetConf) || !strings.Contains(err.Error(), "IPv4 only") {
 		t.Errorf("IPv6 network: %v", err)
 	}
 	f := kerneltest.New()
-	d = deps(t, f, netconf, nil)
+	d = deps(t, f, netconf, "")
 	d.External.PublicIP = netip.Addr{}
 	if _, err := New(d); err == nil || !strings.Contains(err.Error(), "public IPv4 address") {
 		t.Errorf("no public IPv4: %v", err)

@@ -25,13 +25,10 @@ var (
 	_ io.Closer             = (*Userspace)(nil)
 )
 
-func newUserspace(b base) (*Userspace, error) {
-	o, err := tunnelOptions(b.d)
-	if err != nil {
-		return nil, err
-	}
+func newUserspace(b base) *Userspace {
+	o := backend.SettingsOf(b.d, NewSettings).Tuning
 	return &Userspace{base: b, eng: tunnel.New(tunnel.Config{Device: DeviceName, Encap: tunnel.IPIP(), Options: o,
-		Local: b.d.External.PublicIP, Network: b.d.Net.IPv4.Network, MTU: b.MTU(), Kernel: b.d.Kernel, Logger: b.d.Logger})}, nil
+		Local: b.d.External.PublicIP, Network: b.d.Net.IPv4.Network, MTU: b.MTU(), Kernel: b.d.Kernel, Logger: b.d.Logger})}
 }
 
 // Attrs publishes the type and no data.

@@ -4,6 +4,7 @@ package registry_test
 
 import (
 	"errors"
+	"flag"
 	"slices"
 	"strings"
 	"testing"
@@ -32,12 +33,26 @@ func TestNames(t *testing.T) {
 	if got := strings.Join(registry.Default().Names(), " "); got != "vxlan host-gw udp ipip wireguard" {
 		t.Errorf("Names() = %s", got)
 	}
-	devs := registry.Default().Devices()
-	for _, d := range []string{"flannel.1", "flannel-v6.1", "flannel0", "flannel.ipip", "flannel-wg", "flannel-wg-v6"} {
-		if !slices.Contains(devs, d) {
-			t.Errorf("Devices() = %v, missing %s", devs, d)
-		}
+	// Each type's node settings are flags named after it, beside weftd's
+	// own (AddFlags panics when a name is registered twice).
+	var flags []string
+	for name, s := range registry.Default().Settings() {
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		s.AddFlags(fs)
+		fs.VisitAll(func(f *flag.Flag) {
+			if !strings.HasPrefix(f.Name, name+"-") {
+				t.Errorf("type %s has flag --%s, not named after it", name, f.Name)
+			}
+			flags = append(flags, f.Name)
+		})
 	}
+	slices.Sort(flags)
+	if got := strings.Join(flags, " "); got != "ipip-path ipip-tuning udp-tuning wireguard-path wireguard-socket-dir" {
+		t.Errorf("the types' flags = %s", got)
+	}
+	o := config.Defaults()
+	o.Backends = registry.Default().Settings()
+	o.AddFlags(flag.NewFlagSet("weftd", flag.ContinueOnError))
 }
 
 // Every error keeps net-conf.json's wording: the option, the rule, the

@@ -89,9 +89,42 @@ type Options struct {
 	NoMerge bool // write received packets to the TUN one by one
 }
 
+// Set implements flag.Value (weftd's --udp-tuning and --ipip-tuning): it
+// replaces o with ParseOptions(s).
+func (o *Options) Set(s string) error {
+	v, err := ParseOptions(s)
+	if err != nil {
+		return err
+	}
+	*o = v
+	return nil
+}
+
+// String is the comma-separated list Set reads.
+func (o *Options) String() string {
+	if o == nil {
+		return ""
+	}
+	var fs []string
+	if o.Queues != 0 {
+		fs = append(fs, "queues="+strconv.Itoa(o.Queues))
+	}
+	if o.Batch != 0 {
+		fs = append(fs, "batch="+strconv.Itoa(o.Batch))
+	}
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{o.NoVnet, "novnet"}, {o.NoGSO, "nogso"}, {o.NoGRO, "nogro"}, {o.NoMerge, "nomerge"}} {
+		if f.on {
+			fs = append(fs, f.name)
+		}
+	}
+	return strings.Join(fs, ",")
+}
+
 // ParseOptions reads a comma-separated list: queues=N, batch=N, novnet,
-// nogso, nogro, nomerge (the WEFT_UDP_DATAPATH and WEFT_IPIP_DATAPATH
-// environment variables).
+// nogso, nogro, nomerge.
 func ParseOptions(s string) (Options, error) {
 	var o Options
 	for _, f := range strings.Split(s, ",") {

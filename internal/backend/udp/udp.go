@@ -11,6 +11,7 @@ package udp
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 
@@ -31,8 +32,21 @@ func Type() backend.Type {
 		Name:     Name,
 		Validate: backend.Validator(ParseNetConfOptions),
 		New:      New,
-		Devices:  []string{DeviceName},
+		Settings: func() config.FlagAdder { return &Settings{} },
 	}
+}
+
+// Settings are the udp type's node settings, weftd flags (Type.Settings).
+type Settings struct {
+	// Tuning turns steps of the data path off, for measurements
+	// (--udp-tuning, tunnel.Options.Set); weftd runs with all of them.
+	Tuning tunnel.Options
+}
+
+// AddFlags implements config.FlagAdder.
+func (s *Settings) AddFlags(fs *flag.FlagSet) {
+	fs.Var(&s.Tuning, "udp-tuning",
+		"turn steps of the udp data path off, for measurements only: queues=N,batch=N,novnet,nogso,nogro,nomerge")
 }
 
 // NetConfOptions are the udp backend's net-conf.json options.
@@ -67,14 +81,10 @@ var (
 	_ io.Closer             = (*UDP)(nil)
 )
 
-// New is the backend.Factory. WEFT_UDP_DATAPATH (see tunnel.ParseOptions)
-// turns data-path steps off for measurements; weftd runs with all of them.
+// New is the backend.Factory. --udp-tuning (Settings) turns data-path
+// steps off for measurements; weftd runs with all of them.
 func New(d backend.Deps) (backend.Backend, error) {
-	o, err := tunnel.ParseOptions(d.Getenv("WEFT_UDP_DATAPATH"))
-	if err != nil {
-		return nil, fmt.Errorf("WEFT_UDP_DATAPATH: %w", err)
-	}
-	return NewWithOptions(d, o)
+	return NewWithOptions(d, backend.SettingsOf(d, func() *Settings { return &Settings{} }).Tuning)
 }
 
 // NewWithOptions builds the backend with data-path options.

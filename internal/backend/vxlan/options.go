@@ -36,10 +36,8 @@ func ParseOptions(c *config.NetConf) (Options, []string, error) {
 // Type is the vxlan backend type for the registry.
 func Type() backend.Type {
 	return backend.Type{
-		Name:          Name,
-		Validate:      backend.Validator(ParseOptions),
-		New:           New,
-		Devices:       []string{"flannel.1", "flannel-v6.1"},
-		BenchVariants: []string{`"DirectRouting":true`},
+		Name:     Name,
+		Validate: backend.Validator(ParseOptions),
+		New:      New,
 	}
 }

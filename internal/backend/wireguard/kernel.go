@@ -38,7 +38,7 @@ func (kp *kernelPath) ensure(name string, mtu int) error {
 	l, err := kp.k.LinkByName(name)
 	if err == nil {
 		if l.Kind != kernel.KindWireGuard {
-			return fmt.Errorf("%s exists as a %s device, not a wireguard one; delete it (ip link del %s) or set WEFT_WIREGUARD_PATH=userspace", name, l.Kind, name)
+			return fmt.Errorf("%s exists as a %s device, not a wireguard one; delete it (ip link del %s) or set --wireguard-path=userspace", name, l.Kind, name)
 		}
 		return nil
 	}

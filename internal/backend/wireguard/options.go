@@ -99,7 +99,6 @@ func Type() backend.Type {
 		Name:     Name,
 		Validate: backend.Validator(ParseOptions),
 		New:      New,
-		Devices:  []string{DeviceName, DeviceNameV6},
-		Lab:      &backend.LabNode{Env: labEnv, Exec: LabExec},
+		Settings: newSettings,
 	}
 }

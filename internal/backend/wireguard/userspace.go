@@ -164,7 +164,7 @@ func (u *userspace) listen(name string) (*net.UnixListener, error) {
 	if _, err := os.Lstat(path); err == nil {
 		if c, err := net.Dial("unix", path); err == nil {
 			_ = c.Close()
-			return nil, fmt.Errorf("wireguard control socket %s is in use by another process (another node on this host, as in a lab?); set WEFT_WIREGUARD_SOCKET_DIR to a directory of this node's own", path)
+			return nil, fmt.Errorf("wireguard control socket %s is in use by another process (another node on this host, as in a lab?); set --wireguard-socket-dir to a directory of this node's own", path)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("remove stale wireguard control socket: %w", err)

@@ -10,7 +10,8 @@
 // is a WireGuard peer with endpoint PublicIP:Port and AllowedIPs the peer's
 // subnet(s). The lease's BackendData is {"PublicKey":"<base64>","Port":N}
 // (BackendV6Data for IPv6). The private key lives in WIREGUARD_KEY_FILE,
-// default /run/flannel/wgkey, mode 0400, created when missing.
+// default /run/flannel/wgkey (config.Options.WireGuardKeyFile), mode 0400,
+// created when missing.
 //
 // Two data paths, with the same kernel state and the same wire format (so
 // that a node on either path and flannel's nodes form one mesh):
@@ -18,9 +19,9 @@
 //     over generic netlink, where the kernel has WireGuard;
 //   - userspace: wireguard-go in process on a persistent TUN of the same
 //     name (TSO/GRO and UDP GSO/GRO on), where it has not. wg(8) reaches it
-//     on <WEFT_WIREGUARD_SOCKET_DIR or /var/run/wireguard>/<dev>.sock.
+//     on <--wireguard-socket-dir, default /var/run/wireguard>/<dev>.sock.
 //
-// The path is chosen when the backend is built, as ipip's: WEFT_WIREGUARD_PATH
+// The path is chosen when the backend is built, as ipip's: --wireguard-path
 // =kernel or userspace forces one; auto (the default) keeps the kind of an
 // existing device, and otherwise creates a kernel device, falling back to
 // userspace when the kernel cannot make one.
@@ -52,12 +53,14 @@ import (
 	"github.com/weft-net/weft/internal/reconcile"
 )
 
-// The data paths (WEFT_WIREGUARD_PATH).
+// The data paths (--wireguard-path).
 const (
-	PathAuto      = "auto"
-	PathKernel    = "kernel"
-	PathUserspace = "userspace"
+	PathAuto      = backend.PathAuto
+	PathKernel    = backend.PathKernel
+	PathUserspace = backend.PathUserspace
 )
+
+var errEmptyDir = errors.New("want a directory, not an empty path")
 
 // syncInterval is how often the peers are compared with kernel devices (a
 // peer removed by hand with wg is back within it: the kernel sends no
@@ -137,9 +140,9 @@ func newWith(d backend.Deps, path datapath) (*WireGuard, error) {
 		return nil, err
 	}
 	b := &WireGuard{d: d, o: o, k: d.Kernel, devs: devs, indices: map[string]int{}}
-	keyFile := d.Getenv("WIREGUARD_KEY_FILE")
-	if keyFile == "" {
-		keyFile = DefaultKeyFile
+	keyFile := DefaultKeyFile
+	if d.Options != nil && d.Options.WireGuardKeyFile != "" {
+		keyFile = d.Options.WireGuardKeyFile
 	}
 	if d.ReadOnly {
 		b.priv, _ = readKeyOnly(keyFile)
@@ -210,14 +213,8 @@ func devices(d backend.Deps, o Options) ([]dev, error) {
 // choosePath picks the data path (see the package documentation).
 func (b *WireGuard) choosePath() (datapath, error) {
 	log := b.d.Logger
-	sockDir := b.d.Getenv("WEFT_WIREGUARD_SOCKET_DIR")
-	if sockDir == "" {
-		sockDir = DefaultSocketDir
-	}
-	choice := b.d.Getenv("WEFT_WIREGUARD_PATH")
-	if choice == "" {
-		choice = PathAuto
-	}
+	set := backend.SettingsOf(b.d, NewSettings)
+	sockDir, choice := set.SocketDir, set.Path
 	user := func(reason string, attrs ...any) (datapath, error) {
 		log.Info("wireguard data path", append([]any{"path", PathUserspace, "reason", reason}, attrs...)...)
 		return newUserspace(log, sockDir), nil
@@ -228,19 +225,19 @@ func (b *WireGuard) choosePath() (datapath, error) {
 	}
 	switch choice {
 	case PathKernel:
-		return kern("WEFT_WIREGUARD_PATH=kernel")
+		return kern("--wireguard-path=kernel")
 	case PathUserspace:
-		return user("WEFT_WIREGUARD_PATH=userspace")
-	case PathAuto:
+		return user("--wireguard-path=userspace")
+	case PathAuto, "":
 	default:
-		return nil, fmt.Errorf("WEFT_WIREGUARD_PATH %q: want %s, %s or %s", choice, PathAuto, PathKernel, PathUserspace)
+		return nil, fmt.Errorf("--wireguard-path %q: want %s, %s or %s", choice, PathAuto, PathKernel, PathUserspace)
 	}
 	name := b.devs[0].name
 	switch l, err := b.k.LinkByName(name); {
 	case err == nil && l.Kind == kernel.KindWireGuard:
 		return kern("a kernel wireguard device " + name + " exists")
 	case err == nil && l.Kind == kernel.KindTUN:
-		return user("the userspace path's TUN " + name + " exists (delete it, or set WEFT_WIREGUARD_PATH=kernel, to switch)")
+		return user("the userspace path's TUN " + name + " exists (delete it, or set --wireguard-path=kernel, to switch)")
 	}
 	if b.d.ReadOnly { // weft status: no device yet, and nothing may be made
 		return kern("no device yet")

@@ -59,8 +59,8 @@ func netConf(t *testing.T, js string) *config.NetConf {
 
 // deps builds the backend's dependencies over k, whose external interface
 // eth0 (192.168.1.1/24, fd00::1/64, MTU 1500) it adds; the key file is in a
-// temporary directory.
-func deps(t *testing.T, k *kerneltest.Fake, js string, env map[string]string) backend.Deps {
+// temporary directory; path is --wireguard-path ("": the default).
+func deps(t *testing.T, k *kerneltest.Fake, js string, path backend.Path) backend.Deps {
 	key := filepath.Join(t.TempDir(), "wgkey")
 	addrs := []netip.Prefix{netip.MustParsePrefix("192.168.1.1/24"), netip.MustParsePrefix("fd00::1/64")}
 	ext := k.AddExternal("eth0", 1500, true, addrs...)
@@ -68,13 +68,7 @@ func deps(t *testing.T, k *kerneltest.Fake, js string, env map[string]string) ba
 	return backend.Deps{Net: netConf(t, js), Kernel: k, Logger: slog.New(slog.DiscardHandler),
 		External: backend.External{Name: "eth0", Index: ext, MTU: 1500, Addrs: addrs,
 			PublicIP: netip.MustParseAddr("192.168.1.1"), PublicIPv6: netip.MustParseAddr("fd00::1")},
-		LookupEnv: func(k string) (string, bool) {
-			if k == "WIREGUARD_KEY_FILE" {
-				return key, true
-			}
-			v, ok := env[k]
-			return v, ok
-		}}
+		Options: &config.Options{WireGuardKeyFile: key}, Settings: &Settings{Path: path, SocketDir: DefaultSocketDir}}
 }
 
 // index returns the index of the link name in k.
@@ -146,7 +140,7 @@ func TestModes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			k := kerneltest.New()
 			p := fakePath{newFakeControl(), k}
-			b, err := newWith(deps(t, k, strings.ReplaceAll(dual, "%s", tc.opts), nil), p)
+			b, err := newWith(deps(t, k, strings.ReplaceAll(dual, "%s", tc.opts), ""), p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -252,7 +246,7 @@ func TestModes(t *testing.T) {
 // finds the devices as they are, creating nothing, and names the missing.
 func TestObserve(t *testing.T) {
 	k := kerneltest.New()
-	b, err := newWith(deps(t, k, strings.ReplaceAll(dual, "%s", ""), nil), fakePath{newFakeControl(), k})
+	b, err := newWith(deps(t, k, strings.ReplaceAll(dual, "%s", ""), ""), fakePath{newFakeControl(), k})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +279,7 @@ func TestObserve(t *testing.T) {
 // lease another node wrote wrong is refused with the reason.
 func TestPeerLeases(t *testing.T) {
 	k := kerneltest.New()
-	b, err := newWith(deps(t, k, `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard","ListenPort":7000,"MTU":1400}}`, nil), fakePath{newFakeControl(), k})
+	b, err := newWith(deps(t, k, `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard","ListenPort":7000,"MTU":1400}}`, ""), fakePath{newFakeControl(), k})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +316,7 @@ func TestPeerLeases(t *testing.T) {
 }
 
 // The data path is chosen as ipip's: a kernel device where the kernel makes
-// one, userspace where it cannot, what WEFT_WIREGUARD_PATH forces.
+// one, userspace where it cannot, what --wireguard-path forces.
 func TestChoosePath(t *testing.T) {
 	const js = `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`
 	addWG := func(k *kerneltest.Fake) error {
@@ -331,22 +325,22 @@ func TestChoosePath(t *testing.T) {
 	addTUN := func(k *kerneltest.Fake) error { return k.AddTUN(DeviceName) }
 	for _, tc := range []struct {
 		name   string
-		env    map[string]string
+		path   backend.Path
 		addErr error
 		exists func(*kerneltest.Fake) error
 		want   string
 		calls  []string // the writes of building the backend
 	}{
-		{"kernel made one", nil, nil, nil, "kernel", []string{"add wireguard " + DeviceName}},
-		{"no module", nil, unix.EOPNOTSUPP, nil, "userspace", nil},
-		{"existing kernel device", nil, unix.EOPNOTSUPP, addWG, "kernel", nil},
-		{"existing tun", nil, nil, addTUN, "userspace", nil},
-		{"forced", map[string]string{"WEFT_WIREGUARD_PATH": "userspace"}, nil, nil, "userspace", nil},
-		{"forced kernel", map[string]string{"WEFT_WIREGUARD_PATH": "kernel"}, unix.EOPNOTSUPP, addTUN, "kernel", nil},
+		{"kernel made one", "", nil, nil, "kernel", []string{"add wireguard " + DeviceName}},
+		{"no module", "", unix.EOPNOTSUPP, nil, "userspace", nil},
+		{"existing kernel device", "", unix.EOPNOTSUPP, addWG, "kernel", nil},
+		{"existing tun", "", nil, addTUN, "userspace", nil},
+		{"forced", PathUserspace, nil, nil, "userspace", nil},
+		{"forced kernel", PathKernel, unix.EOPNOTSUPP, addTUN, "kernel", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := kerneltest.New()
-			d := deps(t, k, js, tc.env)
+			d := deps(t, k, js, tc.path)
 			if tc.exists != nil {
 				if err := tc.exists(k); err != nil {
 					t.Fatal(err)
@@ -368,14 +362,14 @@ func TestChoosePath(t *testing.T) {
 		})
 	}
 	k := kerneltest.New()
-	d := deps(t, k, js, nil)
+	d := deps(t, k, js, "")
 	k.FailOn("add wireguard", unix.EPERM)
 	if _, err := newWith(d, nil); !errors.Is(err, unix.EPERM) {
 		t.Errorf("a failure other than a missing module: %v", err)
 	}
-	if _, err := newWith(deps(t, kerneltest.New(), js, map[string]string{"WEFT_WIREGUARD_PATH": "ebpf"}), nil); err == nil ||
-		!strings.Contains(err.Error(), `WEFT_WIREGUARD_PATH "ebpf"`) {
-		t.Errorf("bad WEFT_WIREGUARD_PATH: %v", err)
+	if _, err := newWith(deps(t, kerneltest.New(), js, "ebpf"), nil); err == nil ||
+		!strings.Contains(err.Error(), `--wireguard-path "ebpf"`) {
+		t.Errorf("bad --wireguard-path: %v", err)
 	}
 }
 
@@ -387,7 +381,7 @@ func FuzzPeerLease(f *testing.F) {
 		own := lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:1::/64")}
 		for _, opts := range []string{"", `,"Mode":"auto"`} {
 			k := kerneltest.New()
-			b, err := newWith(deps(t, k, strings.ReplaceAll(dual, "%s", opts), nil), fakePath{newFakeControl(), k})
+			b, err := newWith(deps(t, k, strings.ReplaceAll(dual, "%s", opts), ""), fakePath{newFakeControl(), k})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -431,7 +425,7 @@ func TestKernelPathDevice(t *testing.T) {
 	}
 	k.Calls()
 	if err := kp.ensure(DeviceNameV6, 1420); err == nil || !strings.Contains(err.Error(), "exists as a tun device") ||
-		!strings.Contains(err.Error(), "WEFT_WIREGUARD_PATH=userspace") {
+		!strings.Contains(err.Error(), "--wireguard-path=userspace") {
 		t.Errorf("a TUN where a kernel device should be: %v", err)
 	}
 	if calls := k.Calls(); len(calls) != 0 {
@@ -444,7 +438,7 @@ func TestKernelPathDevice(t *testing.T) {
 func TestSyncPeersChecksNow(t *testing.T) {
 	k := kerneltest.New()
 	ctl := newFakeControl(DeviceName)
-	b, err := newWith(deps(t, k, `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`, nil), fakePath{ctl, k})
+	b, err := newWith(deps(t, k, `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`, ""), fakePath{ctl, k})
 	if err != nil {
 		t.Fatal(err)
 	}

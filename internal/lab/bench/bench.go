@@ -57,7 +57,7 @@ type Options struct {
 	// Name is the lab's name (lab.RandomName); Dir its working directory.
 	Name, Dir string
 	// Backends are the backend types measured, each also with its
-	// BenchVariants (vxlan and ipip: DirectRouting).
+	// BenchVariants (lab.Backends; vxlan and ipip: DirectRouting).
 	Backends backend.Registry
 	// Quick is the sub-minute smoke run.
 	Quick bool
@@ -127,7 +127,7 @@ func orDefault[T int | time.Duration](v, def T) T {
 }
 
 // Variant is one backend configuration measured: a type and the options
-// added to its Backend section (backend.Type.BenchVariants).
+// added to its Backend section (lab.Backend.BenchVariants).
 type Variant struct {
 	Type    string `json:"type"`
 	Options string `json:"options,omitempty"`
@@ -170,7 +170,7 @@ func Variants(types backend.Registry) []Variant {
 	var out []Variant
 	for _, t := range types {
 		out = append(out, Variant{Type: t.Name})
-		for _, o := range t.BenchVariants {
+		for _, o := range lab.Backends()[t.Name].BenchVariants {
 			out = append(out, Variant{Type: t.Name, Options: o})
 		}
 	}

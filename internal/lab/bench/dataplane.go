@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 	"github.com/weft-net/weft/internal/netlinkx"
@@ -23,7 +22,7 @@ import (
 // objects do not exist: the errors of ip -force are in the output.
 func (b *bench) cleanBackend(ctx context.Context, node int) ([]byte, error) {
 	var s strings.Builder
-	for _, d := range registry.Default().Devices() {
+	for _, d := range lab.BackendDevices() {
 		fmt.Fprintf(&s, "link del %s\n", d)
 	}
 	fmt.Fprintf(&s, "route flush proto %d\n", netlinkx.RouteProtocol)

@@ -16,7 +16,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 	"github.com/weft-net/weft/internal/lab/kubelet"
@@ -243,7 +242,7 @@ func execIn(ctx context.Context, args []string, env Env) error {
 	}
 	// In a node, the backends' tools find that node's files (wg(8) its
 	// userspace WireGuard devices).
-	argv := registry.Default().LabExec(filepath.Join(c.dir(), rest[0]), rest[2:])
+	argv := lab.NodeExec(filepath.Join(c.dir(), rest[0]), rest[2:])
 	cmd := lab.Command(ctx, ns, argv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, env.Stdout, env.Stderr
 	// weft, weftd and the CNI plugins of this lab come first in PATH:

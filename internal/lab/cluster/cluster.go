@@ -95,7 +95,7 @@ type Options struct {
 	// --network-policy).
 	Manifest string
 	// WeftdEnv are extra environment variables for every weftd
-	// ("WEFT_IPIP_PATH=kernel").
+	// (a test's PATH with a shim in front; flags go in WeftdArgs).
 	WeftdEnv []string
 	// EtcdCommand, when set, runs etcd as a process of its own inside the
 	// switch namespace (argv; "--dir", "--host" are appended), so the

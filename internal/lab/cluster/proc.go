@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/weft-net/weft/internal/backend/registry"
 	"github.com/weft-net/weft/internal/lab"
 	sup "github.com/weft-net/weft/internal/proc"
 )
@@ -40,6 +39,9 @@ func (c *Cluster) WeftdArgs(node int) []string {
 	}
 	args = append(args, "--iface", lab.NodeIface,
 		"--subnet-file", c.SubnetFile(node), "--healthz-port", strconv.Itoa(HealthPort), "--healthz-ip", "0.0.0.0")
+	// What the backend types need of a node whose files share the host's
+	// file system (lab.Backends: wireguard's control sockets).
+	args = append(args, lab.NodeArgs(c.NodeDir(node))...)
 	return append(args, c.o.WeftdArgs...)
 }
 
@@ -47,9 +49,8 @@ func (c *Cluster) WeftdArgs(node int) []string {
 // backend types' for a lab node, Options.WeftdEnv, and NODE_NAME in kube
 // mode.
 func (c *Cluster) WeftdEnv(node int) []string {
-	// What the backend types need of a node whose files share the host's
-	// file system (backend.LabNode: wireguard's key file and sockets).
-	env := append(os.Environ(), registry.Default().LabEnv(c.NodeDir(node))...)
+	// wireguard's key file (lab.Backends).
+	env := append(os.Environ(), lab.NodeEnv(c.NodeDir(node))...)
 	env = append(env, c.o.WeftdEnv...)
 	if c.kube != nil {
 		env = append(env, "NODE_NAME="+NodeName(node))
