@@ -35,7 +35,8 @@ func TestProductLinksNoLab(t *testing.T) {
 	}
 	forbidden := []string{"github.com/weft-net/weft/internal/lab", "github.com/weft-net/weft/internal/kubeapi",
 		"github.com/weft-net/weft/internal/testenv", "github.com/weft-net/weft/internal/testbin",
-		"github.com/weft-net/weft/internal/e2e", "go.etcd.io/etcd/server", "helm.sh/helm",
+		"github.com/weft-net/weft/internal/e2e", "github.com/weft-net/weft/internal/netlinkx/netlinkxtest",
+		"github.com/weft-net/weft/internal/kernel/kerneltest", "go.etcd.io/etcd/server", "helm.sh/helm",
 		"sigs.k8s.io/kube-network-policies"} // the reference the NetworkPolicy tests compare with
 	pkgs := strings.Fields(string(out))
 	if len(pkgs) < 50 {

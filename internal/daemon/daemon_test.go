@@ -18,6 +18,8 @@ import (
 
 	"github.com/weft-net/weft/internal/kernel"
 	"github.com/weft-net/weft/internal/subnetfile"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 func sorted(s string) string {
@@ -71,11 +73,11 @@ func TestVXLANLifecycle(t *testing.T) {
 
 	// A new lease, then a deleted one: in the kernel and out again within 1 s.
 	p3 := c.peerLease(t, "10.244.3.0/24", "192.168.100.13", "0a:00:00:00:00:03", "vxlan")
-	eventually(t, time.Second, "new peer programmed", func() bool {
+	testenv.WaitFor(t, time.Second, "new peer programmed", func() bool {
 		return strings.Contains(n.kernel(t), "10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink")
 	})
 	c.del(t, p3)
-	eventually(t, time.Second, "deleted peer removed", func() bool { return !strings.Contains(n.kernel(t), "10.244.3.0") })
+	testenv.WaitFor(t, time.Second, "deleted peer removed", func() bool { return !strings.Contains(n.kernel(t), "10.244.3.0") })
 	if got := sorted(n.kernel(t)); got != want {
 		t.Fatalf("kernel after add+delete =\n%s\nwant\n%s", got, want)
 	}
@@ -88,7 +90,7 @@ func TestVXLANLifecycle(t *testing.T) {
 		{"ip", "-n", n.name, "link", "del", "flannel.1"},
 	} {
 		sh(t, cmd...)
-		took := eventually(t, time.Second, "repair after "+strings.Join(cmd[3:], " "), func() bool { return sorted(n.kernel(t)) == want })
+		took := testenv.WaitFor(t, time.Second, "repair after "+strings.Join(cmd[3:], " "), func() bool { return sorted(n.kernel(t)) == want })
 		t.Logf("restored after %q in %v", strings.Join(cmd[3:], " "), took)
 	}
 	if out := sh(t, "ip", "-n", n.name, "addr", "show", "flannel.1"); !strings.Contains(out, d.own.Subnet.Masked().Addr().String()+"/32") ||
@@ -133,7 +135,7 @@ func TestVXLANLifecycle(t *testing.T) {
 	// (flannel exits 0 here) and keeps running.
 	ownKey := prefix + "/subnets/" + d2.own.Key()
 	c.del(t, ownKey)
-	eventually(t, 5*time.Second, "own lease re-acquired", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "own lease re-acquired", func() bool {
 		r, err := c.cli.Get(context.Background(), ownKey)
 		return err == nil && len(r.Kvs) == 1
 	})
@@ -237,7 +239,7 @@ func TestRepairAfterNotificationBurst(t *testing.T) {
 	}
 	write(ws)
 	sh(t, "ip", "-n", n.name, "route", "del", "10.244.5.0/24")
-	took := eventually(t, 5*time.Second, "the peer's route back", func() bool {
+	took := testenv.WaitFor(t, 5*time.Second, "the peer's route back", func() bool {
 		return strings.Contains(n.kernel(t), "10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink")
 	})
 	t.Logf("route back %v after its deletion; notifications lost in the burst: %v", took,
@@ -275,7 +277,7 @@ func TestBlackholeRouteKeepsTheBridgeRoute(t *testing.T) {
 	}
 	// The blackhole is desired state: deleted by hand, it is back within 1 s.
 	sh(t, "ip", "-n", n.name, "route", "del", "blackhole", own.String(), "metric", "4095")
-	took := eventually(t, time.Second, "the blackhole route back", func() bool {
+	took := testenv.WaitFor(t, time.Second, "the blackhole route back", func() bool {
 		return strings.Contains(sh(t, "ip", "-n", n.name, "route", "show", "type", "blackhole"), own.String())
 	})
 	t.Logf("blackhole route back %v after its deletion", took)
@@ -289,7 +291,7 @@ func TestBlackholeRouteKeepsTheBridgeRoute(t *testing.T) {
 	// Another node takes the subnet over: weftd acquires a new one, and the
 	// blackhole moves with it.
 	c.peerLease(t, own.String(), "192.168.100.99", "0a:00:00:00:00:99", "vxlan")
-	eventually(t, 10*time.Second, "the blackhole route on the new subnet", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the blackhole route on the new subnet", func() bool {
 		env, err := subnetfile.Read(file)
 		if err != nil || env.Subnet.Masked() == own {
 			return false
@@ -378,10 +380,10 @@ func TestPeerLeaseExpires(t *testing.T) {
 	d := startDaemon(t, n, c, tempFile(t, "subnet.env"))
 	const ttl = 2
 	_, granted := c.peerLeaseTTL(t, "10.244.6.0/24", "192.168.100.16", "0a:00:00:00:00:06", "vxlan", ttl*time.Second)
-	eventually(t, time.Second, "the short-lived peer programmed", func() bool {
+	testenv.WaitFor(t, time.Second, "the short-lived peer programmed", func() bool {
 		return strings.Contains(n.kernel(t), "10.244.6.0/24 via 10.244.6.0 dev flannel.1 onlink")
 	})
-	eventually(t, ttl*time.Second+5*time.Second, "the expired peer's objects removed", func() bool {
+	testenv.WaitFor(t, ttl*time.Second+5*time.Second, "the expired peer's objects removed", func() bool {
 		return !strings.Contains(n.kernel(t), "10.244.6.0")
 	})
 	t.Logf("expired peer removed %v after its lease was granted with a %d s TTL", time.Since(granted).Round(10*time.Millisecond), ttl)

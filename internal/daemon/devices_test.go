@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // TestDeviceRepairs changes what the daemon configures on its device, the
@@ -47,13 +49,13 @@ func TestDeviceRepairs(t *testing.T) {
 	} {
 		before := scrape(t, d).Value("weft_reconcile_repairs_total", map[string]string{"object": "link"})
 		sh(t, append([]string{"ip", "-n", n.name}, cmd...)...)
-		took := eventually(t, time.Second, "repair after ip "+strings.Join(cmd, " "), func() bool {
+		took := testenv.WaitFor(t, time.Second, "repair after ip "+strings.Join(cmd, " "), func() bool {
 			ok := healthy()
 			last = dev() + "\n" + n.kernel(t)
 			return ok
 		})
 		t.Logf("repaired after %q in %v", strings.Join(cmd, " "), took)
-		eventually(t, time.Second, "weft_reconcile_repairs_total{object=link} counting the repair", func() bool {
+		testenv.WaitFor(t, time.Second, "weft_reconcile_repairs_total{object=link} counting the repair", func() bool {
 			return scrape(t, d).Value("weft_reconcile_repairs_total", map[string]string{"object": "link"}) > before
 		})
 	}

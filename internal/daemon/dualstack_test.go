@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/weft-net/weft/internal/subnetfile"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // A dual-stack network: flannel.1 and flannel-v6.1 with their .0 and ::
@@ -61,7 +63,7 @@ func TestDualStackVXLAN(t *testing.T) {
 	}
 	// The peer's IPv6 VTEP changes, its IPv4 data does not.
 	put("0a:00:00:00:06:99")
-	eventually(t, time.Second, "an IPv6-only update applied", func() bool {
+	testenv.WaitFor(t, time.Second, "an IPv6-only update applied", func() bool {
 		return strings.Contains(v6(), "fd00:10:244:5:: lladdr 0a:00:00:00:06:99 PERMANENT")
 	})
 }

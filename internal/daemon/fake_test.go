@@ -26,6 +26,8 @@ import (
 	"github.com/weft-net/weft/internal/netfilter/netfiltertest"
 	"github.com/weft-net/weft/internal/store/storetest"
 	"github.com/weft-net/weft/internal/subnetfile"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // The plain tier of the daemon's tests: Run on kerneltest's in-memory
@@ -206,7 +208,7 @@ func TestFakeStartup(t *testing.T) {
 		cfg.Networks[0].Cluster != netip.MustParsePrefix("10.244.0.0/16") {
 		t.Errorf("masquerade rules %+v (set: %v)", cfg, ok)
 	}
-	eventually(t, time.Second, "the rules' resync running", n.rules.Running)
+	testenv.WaitFor(t, time.Second, "the rules' resync running", n.rules.Running)
 
 	logs := d.log.String()
 	for _, key := range []string{"10.244.7.0-24", "10.244.8.0-24"} {
@@ -233,11 +235,11 @@ func TestFakeLeaseAddDelete(t *testing.T) {
 	key := n.lease("10.244.3.0/24", "192.168.100.13", "0a:00:00:00:00:03", "vxlan")
 	with := dumpOf(fakeVXLANPeer("10.244.5.0/24", "0a:00:00:00:00:05", "192.168.100.15"),
 		fakeVXLANPeer("10.244.3.0/24", "0a:00:00:00:00:03", "192.168.100.13"))
-	took := eventually(t, time.Second, "new peer programmed", func() bool { return n.k.Dump() == with })
+	took := testenv.WaitFor(t, time.Second, "new peer programmed", func() bool { return n.k.Dump() == with })
 	t.Logf("lease to kernel in %v", took)
 
 	n.st.Delete(key)
-	took = eventually(t, time.Second, "deleted peer removed", func() bool { return n.k.Dump() == base })
+	took = testenv.WaitFor(t, time.Second, "deleted peer removed", func() bool { return n.k.Dump() == base })
 	t.Logf("deletion to kernel in %v", took)
 }
 
@@ -417,7 +419,7 @@ func TestFakeLostNotices(t *testing.T) {
 	}
 
 	n.k.Overflow()
-	took := eventually(t, time.Second, "the route restored by the resync", func() bool { return n.k.Dump() == want })
+	took := testenv.WaitFor(t, time.Second, "the route restored by the resync", func() bool { return n.k.Dump() == want })
 	t.Logf("restored %v after the Lost notice", took)
 }
 
@@ -443,7 +445,7 @@ func TestFakeStopLeavesDataPlane(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("readyz while running: %s", resp.Status)
 	}
-	eventually(t, time.Second, "the rules' resync running", n.rules.Running)
+	testenv.WaitFor(t, time.Second, "the rules' resync running", n.rules.Running)
 
 	want := dumpOf(fakeVXLANPeer("10.244.5.0/24", "0a:00:00:00:00:05", "192.168.100.15"),
 		fakeVXLANPeer("10.244.6.0/24", "0a:00:00:00:00:06", "192.168.100.16"))
@@ -526,12 +528,12 @@ func TestFakeHostGW(t *testing.T) {
 	// The far node moves onto eth0's subnet: it gets its route.
 	n.st.Put(far, []byte(`{"PublicIP":"192.168.100.16","BackendType":"host-gw","BackendData":null}`), false)
 	want2 := want + "\nroute 10.244.6.0/24 via 192.168.100.16 dev eth0"
-	eventually(t, time.Second, "the peer on eth0's subnet routed", func() bool { return n.k.Dump() == want2 })
+	testenv.WaitFor(t, time.Second, "the peer on eth0's subnet routed", func() bool { return n.k.Dump() == want2 })
 
 	if err := n.k.DeleteRoute(kernel.Route{Dst: netip.MustParsePrefix("10.244.5.0/24")}); err != nil {
 		t.Fatal(err)
 	}
-	took := eventually(t, time.Second, "the deleted host-gw route restored", func() bool { return n.k.Dump() == want2 })
+	took := testenv.WaitFor(t, time.Second, "the deleted host-gw route restored", func() bool { return n.k.Dump() == want2 })
 	t.Logf("restored in %v", took)
 }
 

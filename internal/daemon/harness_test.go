@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +28,8 @@ import (
 	"github.com/weft-net/weft/internal/metrics"
 	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/store/etcd"
+
+	"github.com/weft-net/weft/internal/netlinkx/netlinkxtest"
 )
 
 // The in-process tier: weftd's Run with its netlink handle in a namespace the
@@ -80,16 +81,7 @@ func newNode(t testing.TB, addr string) *node {
 	needRoot(t)
 	gw := netip.MustParsePrefix(addr + "/24").Masked().Addr().Next()
 	name := testenv.NodeNamespace(t, "wd-", netip.MustParsePrefix(addr+"/24"), gw)
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Close() })
-	nl, err := netlinkx.NewAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nl.Close)
+	nl, ns := netlinkxtest.In(t, name)
 	return &node{name: name, ns: ns, nl: nl, addr: netip.MustParseAddr(addr)}
 }
 
@@ -183,22 +175,7 @@ func (c *cluster) peerLeaseTTL(t testing.TB, subnet, publicIP, mac, backendType 
 }
 
 // logBuffer collects the daemon's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer = testenv.LogBuffer
 
 // running is a daemon started by startDaemon.
 type running struct {
@@ -303,21 +280,6 @@ func (n *node) kernel(t testing.TB) string {
 		}
 	}
 	return strings.Join(lines, "\n")
-}
-
-// eventually polls cond every 10 ms until it holds or d passes, and returns
-// how long it took.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for time.Since(start) < d {
-		if cond() {
-			return time.Since(start)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %v", what, d)
-	return 0
 }
 
 func tempFile(t testing.TB, name string) string { return filepath.Join(t.TempDir(), name) }

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/metrics"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // scrape serves r's /metrics once and parses it as Prometheus does.
@@ -61,7 +63,7 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
 	}
-	eventually(t, 2*time.Second, "the store's watch up", func() bool { return scrape(t, d).Value("weft_store_up", nil) == 1 })
+	testenv.WaitFor(t, 2*time.Second, "the store's watch up", func() bool { return scrape(t, d).Value("weft_store_up", nil) == 1 })
 	if routes != 2 {
 		t.Errorf("%d peer routes in the kernel, want 2", routes)
 	}
@@ -78,13 +80,13 @@ func TestMetrics(t *testing.T) {
 	// A new lease: one more observation, and a third peer.
 	h0 := fams.Value("weft_lease_to_kernel_seconds", nil)
 	c.peerLease(t, "10.244.3.0/24", "192.168.100.13", "0a:00:00:00:00:03", "vxlan")
-	eventually(t, time.Second, "the new lease observed", func() bool {
+	testenv.WaitFor(t, time.Second, "the new lease observed", func() bool {
 		f := scrape(t, d)
 		return f.Value("weft_lease_to_kernel_seconds", nil) == h0+1 && f.Value("weft_peers", nil) == 3
 	})
 	// A route deleted by hand: repaired, and counted.
 	sh(t, "ip", "-n", n.name, "route", "del", "10.244.5.0/24")
-	eventually(t, time.Second, "the repair counted", func() bool {
+	testenv.WaitFor(t, time.Second, "the repair counted", func() bool {
 		return testutil.ToFloat64(d.m.Repairs.WithLabelValues("route")) == 1 &&
 			strings.Contains(n.kernel(t), "10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink")
 	})

@@ -24,6 +24,8 @@ import (
 	"github.com/weft-net/weft/internal/store/kube"
 	"github.com/weft-net/weft/internal/store/storetest"
 	"github.com/weft-net/weft/internal/subnetfile"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // The kube store is the store that gives public addresses (node-public-ip).
@@ -308,7 +310,7 @@ func TestFakeWarmStartGivenPublicAddr(t *testing.T) {
 	n := newFakeAddrNode(t, testNetConf("vxlan"))
 	n.st.set("10.9.0.5", "", nil)
 	d := n.start(t, warmBackends(), 10*time.Second)
-	eventually(t, 2*time.Second, "snapshot written", func() bool {
+	testenv.WaitFor(t, 2*time.Second, "snapshot written", func() bool {
 		_, err := os.Stat(SnapshotPath(n.file))
 		return err == nil
 	})

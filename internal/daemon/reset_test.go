@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // etcd restarted from an empty data directory under a running daemon: the
@@ -28,7 +30,7 @@ func TestStoreResetKeepsPeers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const backRoute, goneRoute = "10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink", "10.244.6.0/24 via 10.244.6.0 dev flannel.1 onlink"
-	eventually(t, 2*time.Second, "both peers programmed", func() bool {
+	testenv.WaitFor(t, 2*time.Second, "both peers programmed", func() bool {
 		k := n.kernel(t)
 		return strings.Contains(k, backRoute) && strings.Contains(k, goneRoute)
 	})
@@ -64,7 +66,7 @@ func TestStoreResetKeepsPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted := time.Now()
-	took := eventually(t, 15*time.Second, "the daemon notices the reset", func() bool {
+	took := testenv.WaitFor(t, 15*time.Second, "the daemon notices the reset", func() bool {
 		return strings.Contains(d.log.String(), "peer lease lost in a store reset; keeping its routes")
 	})
 	t.Logf("reset noticed %v after etcd served again", took.Round(10*time.Millisecond))
@@ -76,7 +78,7 @@ func TestStoreResetKeepsPeers(t *testing.T) {
 	// with the same subnet within seconds; the returning peer writes its
 	// lease again.
 	c.put(t, prefix+"/config", testNetConf("vxlan"), false)
-	took = eventually(t, 10*time.Second, "own lease written again", func() bool {
+	took = testenv.WaitFor(t, 10*time.Second, "own lease written again", func() bool {
 		resp, err := c.cli.Get(ctx, prefix+"/subnets/"+d.own.Key())
 		return err == nil && len(resp.Kvs) == 1 && resp.Kvs[0].Lease != 0
 	})
@@ -86,7 +88,7 @@ func TestStoreResetKeepsPeers(t *testing.T) {
 
 	// The gone peer keeps its route until its lease would have expired
 	// (etcd granted it a moment before granted), and loses it then.
-	eventually(t, time.Until(granted.Add(ttl+10*time.Second)), "the gone peer's route removed at its expiry", func() bool {
+	testenv.WaitFor(t, time.Until(granted.Add(ttl+10*time.Second)), "the gone peer's route removed at its expiry", func() bool {
 		return !strings.Contains(n.kernel(t), "10.244.6.0")
 	})
 	gone := time.Since(granted)
@@ -103,7 +105,7 @@ func TestStoreResetKeepsPeers(t *testing.T) {
 
 	// After the reset, deleting a lease removes its peer at once.
 	c.del(t, backKey)
-	eventually(t, 2*time.Second, "a deleted peer removed at once", func() bool {
+	testenv.WaitFor(t, 2*time.Second, "a deleted peer removed at once", func() bool {
 		return !strings.Contains(n.kernel(t), "10.244.5.0")
 	})
 	missing.Store(0)

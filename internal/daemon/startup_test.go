@@ -16,6 +16,8 @@ import (
 
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 func freePort(t *testing.T) int {
@@ -57,7 +59,7 @@ func TestWaitsForConfigAndReadyz(t *testing.T) {
 	}()
 	defer func() { cancel(); <-done }()
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	eventually(t, 5*time.Second, "/readyz 503 naming the missing config", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "/readyz 503 naming the missing config", func() bool {
 		code, body := get(base + "/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "no network configuration")
 	})

@@ -11,6 +11,8 @@ import (
 	"github.com/weft-net/weft/internal/backend"
 	"github.com/weft-net/weft/internal/backend/hostgw"
 	"github.com/weft-net/weft/internal/backend/vxlan"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // userspacePeers is vxlan posing as a backend whose peers live in userspace
@@ -42,7 +44,7 @@ func TestWarmStartFromSnapshot(t *testing.T) {
 	file := tempFile(t, "subnet.env")
 	d := startDaemonWith(t, warmBackends(), n, c, file)
 	snap := SnapshotPath(file)
-	eventually(t, 2*time.Second, "snapshot written", func() bool {
+	testenv.WaitFor(t, 2*time.Second, "snapshot written", func() bool {
 		b, err := os.ReadFile(snap)
 		return err == nil && strings.Contains(string(b), "10.244.6.0-24")
 	})
@@ -62,7 +64,7 @@ func TestWarmStartFromSnapshot(t *testing.T) {
 	if got := sorted(n.kernel(t)); got != want {
 		t.Fatalf("kernel after the warm restart =\n%s\nwant\n%s", got, want)
 	}
-	eventually(t, 2*time.Second, "snapshot rewritten without the gone peer", func() bool {
+	testenv.WaitFor(t, 2*time.Second, "snapshot rewritten without the gone peer", func() bool {
 		b, err := os.ReadFile(snap)
 		return err == nil && !strings.Contains(string(b), "10.244.5.0-24")
 	})
@@ -90,7 +92,7 @@ func TestWarmStartFromSnapshot(t *testing.T) {
 	if logs := d.log.String(); !strings.Contains(logs, "the network configuration changed since the peer snapshot") {
 		t.Errorf("changed configuration: log\n%s", logs)
 	}
-	eventually(t, 2*time.Second, "host-gw route", func() bool {
+	testenv.WaitFor(t, 2*time.Second, "host-gw route", func() bool {
 		return strings.Contains(n.kernel(t), "10.244.7.0/24 via 192.168.100.17 dev eth0")
 	})
 	// host-gw keeps its peers in the kernel: the old snapshot is removed and
@@ -108,7 +110,7 @@ func TestNoSnapshotForKernelBackends(t *testing.T) {
 	file := tempFile(t, "subnet.env")
 	d := startDaemon(t, n, c, file)
 	c.peerLease(t, "10.244.6.0/24", "192.168.100.16", "0a:00:00:00:00:06", "vxlan")
-	eventually(t, time.Second, "new peer programmed", func() bool { return strings.Contains(n.kernel(t), "10.244.6.0/24") })
+	testenv.WaitFor(t, time.Second, "new peer programmed", func() bool { return strings.Contains(n.kernel(t), "10.244.6.0/24") })
 	time.Sleep(2 * snapshotDelay)
 	if _, err := os.Stat(SnapshotPath(file)); !os.IsNotExist(err) {
 		t.Errorf("vxlan wrote a peer snapshot: %v", err)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // The store going away, and coming back different (issue 16 §4), under a
@@ -85,7 +87,7 @@ func TestEtcdResetLosesNoPing(t *testing.T) {
 	short := freeSubnet(c, 3)
 	granted := time.Now()
 	putPeer(t, c, short, ttl)
-	waitFor(t, 5*time.Second, "the short-lived peer programmed", func() bool { return hasRoute(t, c, 1, short) && hasRoute(t, c, 2, short) })
+	testenv.WaitFor(t, 5*time.Second, "the short-lived peer programmed", func() bool { return hasRoute(t, c, 1, short) && hasRoute(t, c, 2, short) })
 	time.Sleep(6 * time.Second) // a reset check (every 5 s) learns its expiry
 
 	if err := c.StopEtcd(0, true); err != nil {
@@ -101,7 +103,7 @@ func TestEtcdResetLosesNoPing(t *testing.T) {
 	}
 	configured := time.Now()
 	for n := 1; n <= 2; n++ {
-		waitFor(t, 15*time.Second, "lease written again with the same subnet", func() bool {
+		testenv.WaitFor(t, 15*time.Second, "lease written again with the same subnet", func() bool {
 			l, err := c.Lease(ctx, n)
 			return err == nil && l.Subnet == envs[n]
 		})
@@ -125,7 +127,7 @@ func TestEtcdResetLosesNoPing(t *testing.T) {
 			t.Errorf("node %d removed the route to %s %v after its lease was granted for %v", n, short, time.Since(granted).Round(10*time.Millisecond), ttl)
 		}
 	}
-	waitFor(t, time.Until(granted.Add(ttl+10*time.Second)), "the short-lived peer removed at its expiry", func() bool {
+	testenv.WaitFor(t, time.Until(granted.Add(ttl+10*time.Second)), "the short-lived peer removed at its expiry", func() bool {
 		return !hasRoute(t, c, 1, short) && !hasRoute(t, c, 2, short)
 	})
 	t.Logf("the peer that never came back removed %v after its lease was granted for %v", time.Since(granted).Round(10*time.Millisecond), ttl)
@@ -159,7 +161,7 @@ func TestEtcdDownLosesNoPing(t *testing.T) {
 	}
 	peer := freeSubnet(c, 2)
 	putPeer(t, c, peer, time.Hour)
-	took := waitFor(t, time.Second, "a lease written after etcd came back programmed on both nodes",
+	took := testenv.WaitFor(t, time.Second, "a lease written after etcd came back programmed on both nodes",
 		func() bool { return hasRoute(t, c, 1, peer) && hasRoute(t, c, 2, peer) })
 	t.Logf("a lease written after etcd came back programmed on both nodes in %v", took.Round(10*time.Millisecond))
 	assertNoLoss(t, c, res, count, "with etcd down for 30 s", 1, 2)
@@ -208,7 +210,7 @@ func TestEtcdMemberRestartLosesNoPing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	took := waitFor(t, 5*time.Second, "every lease change on both nodes", func() bool {
+	took := testenv.WaitFor(t, 5*time.Second, "every lease change on both nodes", func() bool {
 		for n := 1; n <= 2; n++ {
 			for i, s := range spare {
 				if hasRoute(t, c, n, s) != (i%2 == 1) {

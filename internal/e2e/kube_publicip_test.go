@@ -12,6 +12,8 @@ import (
 
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // TestKubeNodePublicIP: nodes 1 and 2 run as usual; nodes 3 and 4 are
@@ -63,7 +65,7 @@ func checkUsesAddr(t *testing.T, c *cluster.Cluster, node int, addr string) {
 		t.Errorf("node %d's flannel.1 is not local %s:\n%s", node, addr, dev)
 	}
 	mac := vtep(t, c, node)
-	waitFor(t, 5*time.Second, "node 1's FDB entry for node's VTEP", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "node 1's FDB entry for node's VTEP", func() bool {
 		return strings.Contains(run(t, c.NodeNS(1), "bridge", "fdb", "show", "dev", "flannel.1"), mac+" dst "+addr+" ")
 	})
 	if got := logCount(t, c, node, `msg="external interface"`, "public-ip="+addr, "public-ip-from=node-public-ip"); got != 1 {
@@ -102,7 +104,7 @@ func testNodePublicIPMalformed(t *testing.T, c *cluster.Cluster) {
 	pid := c.Pid(4)
 	ctx := tctx(t)
 	var reason string
-	waitFor(t, 20*time.Second, "/readyz 503 naming the malformed annotation", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "/readyz 503 naming the malformed annotation", func() bool {
 		ok, body, err := c.Readyz(ctx, 4)
 		if ok {
 			t.Fatalf("weftd ready with a malformed node-public-ip: %s", body)

@@ -71,11 +71,7 @@ func upKube(t *testing.T, o cluster.Options) *cluster.Cluster {
 	return c
 }
 
-func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(t, time.Minute))
-	t.Cleanup(cancel)
-	return ctx
-}
+func tctx(t *testing.T) context.Context { return testenv.Context(t, time.Minute) }
 
 func kubectl(t *testing.T, c *cluster.Cluster, stdin string, args ...string) string {
 	t.Helper()
@@ -114,20 +110,6 @@ func logCount(t *testing.T, c *cluster.Cluster, node int, subs ...string) int {
 		}
 	}
 	return n
-}
-
-// waitFor polls cond every 20 ms until it holds or d passes, and returns how
-// long it took.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 // hasRoute reports whether node has a route to subnet.
@@ -455,10 +437,10 @@ func testForbiddenVerb(t *testing.T, c *cluster.Cluster) {
 		_ = os.Remove(c.SubnetFile(4))
 	}()
 	var reason string
-	waitFor(t, 20*time.Second, "log naming the forbidden patch of nodes/status", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "log naming the forbidden patch of nodes/status", func() bool {
 		return logCount(t, c, 4, "forbidden", "patch", "nodes/status") > 0
 	})
-	waitFor(t, 10*time.Second, "/readyz naming the forbidden verb", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "/readyz naming the forbidden verb", func() bool {
 		ok, body, err := c.Readyz(ctx, 4)
 		reason = body
 		if ok {
@@ -487,7 +469,7 @@ func testDeleteAdd(t *testing.T, c *cluster.Cluster) {
 	if err := c.DeleteNode(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, time.Second, "routes to deleted node n3 gone on n1 and n2", func() bool {
+	took := testenv.WaitFor(t, time.Second, "routes to deleted node n3 gone on n1 and n2", func() bool {
 		return !hasRoute(t, c, 1, sub3) && !hasRoute(t, c, 2, sub3)
 	})
 	t.Logf("routes to deleted n3 (%s) gone on n1 and n2 %v after the delete", sub3, took.Round(time.Millisecond))
@@ -571,7 +553,7 @@ func testOutage(t *testing.T, c *cluster.Cluster) {
 	}
 	back := time.Now()
 	t.Logf("API server back %v after the stop began (it stops listening at once)", back.Sub(stopped).Round(time.Millisecond))
-	took := waitFor(t, 10*time.Second, "routes to n4, deleted during the outage, gone on n1 and n2", func() bool {
+	took := testenv.WaitFor(t, 10*time.Second, "routes to n4, deleted during the outage, gone on n1 and n2", func() bool {
 		return !hasRoute(t, c, 1, sub4) && !hasRoute(t, c, 2, sub4)
 	})
 	t.Logf("routes to n4 (deleted from etcd during the outage) gone %v after the API server was back", took.Round(time.Millisecond))
@@ -608,7 +590,7 @@ func testPodCIDRLater(t *testing.T, c *cluster.Cluster) {
 	if err := syscall.Kill(kcm, syscall.SIGKILL); err != nil { // a process the control plane started, by its pid
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "kube-controller-manager exits", func() bool { return len(c.Kube().Processes()) == 1 })
+	testenv.WaitFor(t, 5*time.Second, "kube-controller-manager exits", func() bool { return len(c.Kube().Processes()) == 1 })
 	if err := c.RegisterNode(ctx, 5); err != nil {
 		t.Fatal(err)
 	}
@@ -617,7 +599,7 @@ func testPodCIDRLater(t *testing.T, c *cluster.Cluster) {
 	}
 	pid := c.Pid(5)
 	var reason string
-	waitFor(t, 10*time.Second, "/readyz 503 naming the missing podCIDR", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "/readyz 503 naming the missing podCIDR", func() bool {
 		ok, body, err := c.Readyz(ctx, 5)
 		if ok {
 			t.Fatalf("weftd ready without a podCIDR: %s", body)

@@ -15,6 +15,8 @@ import (
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 	"github.com/weft-net/weft/internal/lab/labtest"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // restartPings is the length of the 100 Hz ping that spans both restarts
@@ -95,7 +97,7 @@ func testRestartKeepsMasqueradedFlows(t *testing.T, nft bool) {
 	probes.Add(2)
 	go labtest.NewFlows(ctx, lab.NSPath(pod.NS), srv, &flows, &probes)
 	go labtest.Established(ctx, conn, &est, &probes)
-	waitFor(t, 10*time.Second, "the probes to run", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the probes to run", func() bool {
 		f, _ := flows.Counts()
 		e, _ := est.Counts()
 		return f >= 100 && e >= 100
@@ -154,7 +156,7 @@ func restartKeeps(t *testing.T, c *cluster.Cluster, shim netfilterShim, rules fu
 		listing = "list table ip flannel-ipv4"
 	}
 	var calls []string
-	waitFor(t, 15*time.Second, "two resyncs after the restart", func() bool {
+	testenv.WaitFor(t, 15*time.Second, "two resyncs after the restart", func() bool {
 		calls = append(calls, shim.take(t, ns)...)
 		return strings.Count(strings.Join(calls, ""), listing) >= 3
 	})

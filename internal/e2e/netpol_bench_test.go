@@ -40,6 +40,8 @@ import (
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/bench"
 	"github.com/weft-net/weft/internal/lab/cluster"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // envBenchNetpol selects the NetworkPolicy benchmarks (make bench-netpol).
@@ -251,7 +253,7 @@ func dpServe(t *testing.T, p cluster.Pod) {
 // reaches its server's allowed port and not dpDenyPort.
 func dpWaitEnforced(t *testing.T, c *cluster.Cluster, p dpPath) {
 	t.Helper()
-	took := waitFor(t, 60*time.Second, "the 100 policies enforced", func() bool {
+	took := testenv.WaitFor(t, 60*time.Second, "the 100 policies enforced", func() bool {
 		return !connects(t, p.client, v4(t, p.server), dpDenyPort, 300*time.Millisecond)
 	})
 	t.Logf("%d policies enforced %v after kubectl apply returned", dpPolicies, took.Round(time.Millisecond))
@@ -269,7 +271,7 @@ func dpCheckOrder(t *testing.T, c *cluster.Cluster, n int, shape dpShape) {
 	var table string
 	found := 0
 	lastName := fmt.Sprintf("of %s/np-%03d", dpNS, dpPolicies-1)
-	took := waitFor(t, 2*time.Minute, fmt.Sprintf("node n%d: a chain leading to the %d policies", n, dpPolicies), func() bool {
+	took := testenv.WaitFor(t, 2*time.Minute, fmt.Sprintf("node n%d: a chain leading to the %d policies", n, dpPolicies), func() bool {
 		table = run(t, c.NodeNS(n), "nft", "list", "table", "inet", "weft-netpol")
 		chains := map[string]string{}
 		for _, chain := range strings.Split(table, "\tchain ")[1:] {

@@ -27,6 +27,8 @@ import (
 	"github.com/weft-net/weft/internal/lab"
 	"github.com/weft-net/weft/internal/lab/cluster"
 	"github.com/weft-net/weft/internal/metrics"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // The scale of TestNetpolBenchEnforce: pods spread over scaleNamespaces
@@ -168,7 +170,7 @@ func startPlainWeftd(t *testing.T, ctx context.Context, c *cluster.Cluster, n in
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = logf.Close() })
-	waitFor(t, 60*time.Second, fmt.Sprintf("weftd without --network-policy ready on n%d", n), func() bool {
+	testenv.WaitFor(t, 60*time.Second, fmt.Sprintf("weftd without --network-policy ready on n%d", n), func() bool {
 		ok, _ := c.Ready(ctx, n)
 		return ok
 	})
@@ -325,7 +327,7 @@ func waitSettled(t *testing.T, c *cluster.Cluster, want int) time.Duration {
 	begin := time.Now()
 	var last [2]float64
 	stable := time.Now()
-	waitFor(t, 10*time.Minute, fmt.Sprintf("both nodes enforcing %d policies, settled", want), func() bool {
+	testenv.WaitFor(t, 10*time.Minute, fmt.Sprintf("both nodes enforcing %d policies, settled", want), func() bool {
 		all := true
 		for n := 1; n <= 2; n++ {
 			f := scrapeNode(t, c, n)
@@ -382,9 +384,9 @@ func scaleLiveCheck(t *testing.T, c *cluster.Cluster) {
 		t.Fatal("n2p1 cannot reach n1p1 before any policy of its namespace")
 	}
 	applyPolicy(t, c, ns, "metadata: {name: deny, namespace: NS}\nspec: {podSelector: {matchLabels: {pod: n1p1}}, policyTypes: [Ingress]}\n")
-	took := waitFor(t, time.Minute, "n2p1 denied to n1p1", func() bool { return !connects(t, pods[1], dst, port, 200*time.Millisecond) })
+	took := testenv.WaitFor(t, time.Minute, "n2p1 denied to n1p1", func() bool { return !connects(t, pods[1], dst, port, 200*time.Millisecond) })
 	kubectl(t, c, "", "-n", ns, "delete", "networkpolicy", "deny")
-	took2 := waitFor(t, time.Minute, "n2p1 allowed to n1p1 again", func() bool { return connects(t, pods[1], dst, port, 200*time.Millisecond) })
+	took2 := testenv.WaitFor(t, time.Minute, "n2p1 allowed to n1p1 again", func() bool { return connects(t, pods[1], dst, port, 200*time.Millisecond) })
 	t.Logf("at scale, a real connection: denied %v after kubectl apply returned, allowed again %v after kubectl delete returned",
 		took.Round(time.Millisecond), took2.Round(time.Millisecond))
 }
@@ -439,7 +441,7 @@ func enforceTrials(t *testing.T, ctx context.Context, c *cluster.Cluster, cs *ku
 		// weftd's own figure: the change's sample in its histogram (more
 		// than one when a change was written in two goes).
 		var after [2][4]float64
-		waitFor(t, time.Minute, "weftd's histogram counting the change", func() bool {
+		testenv.WaitFor(t, time.Minute, "weftd's histogram counting the change", func() bool {
 			after = hist()
 			return after[0][1] > before[0][1] && after[1][1] > before[1][1]
 		})

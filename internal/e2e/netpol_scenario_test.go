@@ -59,7 +59,7 @@ spec:
   ingress: [{from: [{podSelector: {matchLabels: {pod: n2p1}}}]}]
 `)
 	dst, denied := v4(t, n1p1), v4(t, n2p1)
-	waitFor(t, testenv.Scale(t, 10*time.Second), "n1p1 denied to n2p1", func() bool {
+	testenv.WaitFor(t, testenv.Scale(t, 10*time.Second), "n1p1 denied to n2p1", func() bool {
 		return !connects(t, n1p1, denied, port, 200*time.Millisecond)
 	})
 	if !connects(t, n2p1, dst, port, 2*time.Second) {
@@ -78,7 +78,7 @@ spec:
 	go labtest.Established(ctx, conn, &est, &probes)
 	var tries, through atomic.Int64
 	probes.Go(func() { deniedConnects(ctx, n1p1.NS, netip.AddrPortFrom(denied, port), &tries, &through) })
-	waitFor(t, testenv.Scale(t, 10*time.Second), "the probes to run", func() bool {
+	testenv.WaitFor(t, testenv.Scale(t, 10*time.Second), "the probes to run", func() bool {
 		f, _ := flows.Counts()
 		e, _ := est.Counts()
 		return f >= 100 && e >= 100 && tries.Load() >= 20

@@ -169,7 +169,7 @@ func TestKubeNetworkPolicy(t *testing.T) {
 	applyPolicy(t, c, ns, `metadata: {name: deny, namespace: NS}
 spec: {podSelector: {matchLabels: {pod: n1p1}}, policyTypes: [Ingress]}
 `)
-	took := waitFor(t, testenv.Scale(t, 5*time.Second), "n2p1 denied to n1p1", func() bool {
+	took := testenv.WaitFor(t, testenv.Scale(t, 5*time.Second), "n2p1 denied to n1p1", func() bool {
 		return !connects(t, pods[2], pods[0].Addrs[0], port, 200*time.Millisecond)
 	})
 	t.Logf("deny-all enforced on n1 %v after kubectl apply returned", took.Round(time.Millisecond))
@@ -181,7 +181,7 @@ spec:
   podSelector: {matchLabels: {pod: n1p1}}
   ingress: [{from: [{podSelector: {matchLabels: {node: n2}}}], ports: [{port: http}]}]
 `)
-	waitFor(t, testenv.Scale(t, 5*time.Second), "n2p1 allowed to n1p1", func() bool {
+	testenv.WaitFor(t, testenv.Scale(t, 5*time.Second), "n2p1 allowed to n1p1", func() bool {
 		return connects(t, pods[2], pods[0].Addrs[0], port, 200*time.Millisecond)
 	})
 	wantMatrix(t, pods, port, "n1p2->n1p1")
@@ -197,7 +197,7 @@ spec:
   policyTypes: [Egress]
   egress: [{to: [`+strings.Join(blocks, ", ")+`]}]
 `)
-	waitFor(t, testenv.Scale(t, 5*time.Second), "n2p2 denied to n1p2", func() bool {
+	testenv.WaitFor(t, testenv.Scale(t, 5*time.Second), "n2p2 denied to n1p2", func() bool {
 		return !connects(t, pods[3], pods[1].Addrs[0], port, 200*time.Millisecond)
 	})
 	wantMatrix(t, pods, port, "n1p2->n1p1", "n2p2->n1p2", "n2p2->n2p1")
@@ -221,12 +221,12 @@ spec:
 	applyPolicy(t, c, ns, `metadata: {name: deny-n1p2, namespace: NS}
 spec: {podSelector: {matchLabels: {pod: n1p2}}, policyTypes: [Ingress]}
 `)
-	waitFor(t, testenv.Scale(t, 5*time.Second), "the established connection to n1p2 cut", func() bool {
+	testenv.WaitFor(t, testenv.Scale(t, 5*time.Second), "the established connection to n1p2 cut", func() bool {
 		return !echoOnce(conn)
 	})
 
 	kubectl(t, c, "", "-n", ns, "delete", "networkpolicy", "--all")
-	waitFor(t, testenv.Scale(t, 5*time.Second), "n1p2 reachable again", func() bool {
+	testenv.WaitFor(t, testenv.Scale(t, 5*time.Second), "n1p2 reachable again", func() bool {
 		return connects(t, pods[3], pods[1].Addrs[0], port, 200*time.Millisecond)
 	})
 	wantMatrix(t, pods, port)
@@ -285,7 +285,7 @@ func echo(t *testing.T, conn net.Conn, want bool) {
 func TestKubeNetworkPolicyNoRights(t *testing.T) {
 	c := upKube(t, cluster.Options{Lab: lab.Options{Nodes: 1}, WeftdArgs: []string{"--network-policy", "--ip-masq"}})
 	var cond string
-	took := waitFor(t, testenv.Scale(t, 90*time.Second), "condition WeftNetworkPolicy False", func() bool {
+	took := testenv.WaitFor(t, testenv.Scale(t, 90*time.Second), "condition WeftNetworkPolicy False", func() bool {
 		cond = nodeCondition(t, c, cluster.NodeName(1), "WeftNetworkPolicy")
 		return cond != ""
 	})

@@ -1,10 +1,8 @@
 package netfilter_test
 
 import (
-	"bytes"
 	"log/slog"
 	"net/netip"
-	"sync"
 
 	"github.com/weft-net/weft/internal/netfilter"
 )
@@ -29,24 +27,6 @@ func testCfg() netfilter.Config {
 			{Cluster: netip.MustParsePrefix(c6), Subnet: netip.MustParsePrefix(p6)},
 		},
 	}
-}
-
-// syncBuffer is a log sink safe for the resync goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -15,6 +15,8 @@ import (
 	"github.com/weft-net/weft/internal/netfilter/iptables"
 	"github.com/weft-net/weft/internal/netfilter/netfiltertest"
 	"github.com/weft-net/weft/internal/netfilter/nftables"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // mode is one way of installing the rules, with its listing and breakers.
@@ -94,7 +96,7 @@ type env struct {
 	mode   mode
 	runner *countingRunner
 	syncer *netfilter.Syncer
-	logs   *syncBuffer
+	logs   *testenv.LogBuffer
 }
 
 func newEnv(t *testing.T, m mode, resync time.Duration) *env {
@@ -106,7 +108,7 @@ func newEnv(t *testing.T, m mode, resync time.Duration) *env {
 // newEnvIn is newEnv in an existing namespace ns.
 func newEnvIn(t *testing.T, m mode, resync time.Duration, ns string) *env {
 	t.Helper()
-	e := &env{ns: ns, mode: m, runner: &countingRunner{r: netfiltertest.Runner(ns)}, logs: &syncBuffer{}}
+	e := &env{ns: ns, mode: m, runner: &countingRunner{r: netfiltertest.Runner(ns)}, logs: &testenv.LogBuffer{}}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.syncer = netfilter.NewSyncer(m.backend(e.runner, log), log, resync)
 	return e

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/weft-net/weft/internal/netfilter"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // Plain tests: no root, no kernel.
@@ -103,7 +105,7 @@ func (f *fakeBackend) calls() string {
 
 func TestSyncerSequence(t *testing.T) {
 	b := &fakeBackend{broken: map[netfilter.Family]bool{}, err: map[netfilter.Family]error{}}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	s := netfilter.NewSyncer(b, slog.New(slog.NewTextHandler(logs, nil)), time.Hour)
 	ctx := context.Background()
 	only4 := testCfg()
@@ -141,7 +143,7 @@ func TestSyncerSequence(t *testing.T) {
 
 func TestRunRepairsAndStops(t *testing.T) {
 	b := &fakeBackend{broken: map[netfilter.Family]bool{}, err: map[netfilter.Family]error{}}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	s := netfilter.NewSyncer(b, slog.New(slog.NewTextHandler(logs, nil)), 10*time.Millisecond)
 	if err := s.Set(context.Background(), testCfg()); err != nil {
 		t.Fatal(err)

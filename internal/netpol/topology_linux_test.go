@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/weft-net/weft/internal/netfilter/netfiltertest"
 	"github.com/weft-net/weft/internal/netlinkx"
 	"github.com/weft-net/weft/internal/testenv"
+
+	"github.com/weft-net/weft/internal/netlinkx/netlinkxtest"
 )
 
 // A node-like topology for tests that send real packets through weft's
@@ -261,16 +261,7 @@ type nlConntrack struct{ h *netlinkx.Handle }
 
 func newNLConntrack(t *testing.T, ns string) nlConntrack {
 	t.Helper()
-	nsh, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", ns, err)
-	}
-	h, err := netlinkx.NewAt(nsh)
-	if err != nil {
-		nsh.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close(); nsh.Close() })
+	h, _ := netlinkxtest.In(t, ns)
 	return nlConntrack{h}
 }
 

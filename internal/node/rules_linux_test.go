@@ -1,14 +1,12 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,8 @@ import (
 	"github.com/weft-net/weft/internal/netfilter"
 	"github.com/weft-net/weft/internal/netfilter/iptables"
 	"github.com/weft-net/weft/internal/netfilter/netfiltertest"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // Privileged tests: each node is a network namespace of its own
@@ -39,30 +39,12 @@ func allOwn() []string {
 
 func sorted(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s }
 
-// lockedBuffer is a log sink that may be written while read.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startRules builds weftd's rule manager for a node namespace as weftd does
 // (the options' --iptables-mode, net-conf nc), sets rulesCfg, and returns
 // the log.
 func startRules(t *testing.T, ns string, o *config.Options, nc *config.NetConf) string {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	rules, err := newRules(log, o, netfiltertest.Runner(ns))(nc)
 	if err != nil {

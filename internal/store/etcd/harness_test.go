@@ -17,6 +17,8 @@ import (
 	"github.com/weft-net/weft/internal/lab/labetcd"
 	"github.com/weft-net/weft/internal/store"
 	"github.com/weft-net/weft/internal/store/storetest"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 var prefixSeq atomic.Int64
@@ -43,11 +45,7 @@ func newHarness(t testing.TB, endpoints []string) *harness {
 		prefix: fmt.Sprintf("/weft-test-%d-%d/network", os.Getpid(), prefixSeq.Add(1))}
 }
 
-func tctx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func tctx(t testing.TB) context.Context { return testenv.Context(t, 30*time.Second) }
 
 func (h *harness) newStore(t testing.TB, log *slog.Logger) *Store {
 	s, err := New(Options{Endpoints: h.endpoints, Prefix: h.prefix, Logger: log})

@@ -18,6 +18,8 @@ import (
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/store"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 func vxAttrs(ip string) lease.Attrs {
@@ -56,11 +58,11 @@ func TestAcquirePublishes(t *testing.T) {
 }
 
 func TestAcquireOverwrite(t *testing.T) {
-	var logs logBuf
+	var logs testenv.LogBuffer
 	api := newFake(kubeNode("n1", []string{"10.244.1.0/24"}, map[string]string{"public-ip-overwrite": "203.0.113.9"}),
 		kubeNode("n2", []string{"10.244.2.0/24"}, map[string]string{"public-ip-overwrite": "not-an-ip"}))
 	nc := mustNetConf(t, netConfV4)
-	s := newTestStore(t, api, nc, logs.logger())
+	s := newTestStore(t, api, nc, logs.Logger())
 	l, err := s.AcquireLease(tctx(t), acquireReq(nc, vxAttrs("192.168.10.4")))
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +74,7 @@ func TestAcquireOverwrite(t *testing.T) {
 		t.Errorf("lease public ip %s", l.Attrs.PublicIP)
 	}
 	// A bad overwrite is ignored, with a warning.
-	s2 := newTestStore(t, api, nc, logs.logger(), func(o *Options) { o.NodeName = "n2" })
+	s2 := newTestStore(t, api, nc, logs.Logger(), func(o *Options) { o.NodeName = "n2" })
 	for range 2 {
 		if _, err := s2.AcquireLease(tctx(t), acquireReq(nc, vxAttrs("192.168.10.5"))); err != nil {
 			t.Fatal(err)
@@ -81,7 +83,7 @@ func TestAcquireOverwrite(t *testing.T) {
 	if got := api.node(t, "n2").Annotations[DefaultPrefix+"/public-ip"]; got != "192.168.10.5" {
 		t.Errorf("public-ip %q with a bad overwrite", got)
 	}
-	if n := logs.count("ignoring an overwrite annotation", "not-an-ip"); n != 1 {
+	if n := logs.Count("ignoring an overwrite annotation", "not-an-ip"); n != 1 {
 		t.Errorf("bad overwrite logged %d times, want once:\n%s", n, logs.String())
 	}
 }
@@ -191,18 +193,18 @@ func TestAcquirePodName(t *testing.T) {
 // A Network that contains the node's own address is warned about once,
 // naming both.
 func TestWarnOwnAddress(t *testing.T) {
-	var logs logBuf
+	var logs testenv.LogBuffer
 	n := kubeNode("n1", []string{"10.0.1.0/24"}, nil)
 	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.200.7"}, {Type: corev1.NodeHostName, Address: "n1"}}
 	api := newFake(n)
 	nc := mustNetConf(t, `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan"}}`)
-	s := newTestStore(t, api, nc, logs.logger())
+	s := newTestStore(t, api, nc, logs.Logger())
 	for range 2 {
 		if _, err := s.AcquireLease(tctx(t), acquireReq(nc, vxAttrs("10.0.200.7"))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := logs.count("level=WARN", "cluster network contains this node's own address", "network=10.0.0.0/16", "address=10.0.200.7"); got != 1 {
+	if got := logs.Count("level=WARN", "cluster network contains this node's own address", "network=10.0.0.0/16", "address=10.0.200.7"); got != 1 {
 		t.Errorf("warned %d times, want once:\n%s", got, logs.String())
 	}
 }
@@ -210,10 +212,10 @@ func TestWarnOwnAddress(t *testing.T) {
 // RenewLease re-publishes annotations someone removed, writes nothing
 // otherwise, and reports a lost lease.
 func TestRenew(t *testing.T) {
-	var logs logBuf
+	var logs testenv.LogBuffer
 	api := newFake(kubeNode("n1", []string{"10.244.1.0/24"}, nil))
 	nc := mustNetConf(t, netConfV4)
-	s := newTestStore(t, api, nc, logs.logger())
+	s := newTestStore(t, api, nc, logs.Logger())
 	l, err := s.AcquireLease(tctx(t), acquireReq(nc, vxAttrs("192.168.10.4")))
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +232,7 @@ func TestRenew(t *testing.T) {
 	if got, want := api.node(t, "n1").Annotations, prefixed(peerAnn("192.168.10.4", mac1)); !maps.Equal(got, want) {
 		t.Errorf("after renew: %v", got)
 	}
-	if logs.count("published them again") != 1 {
+	if logs.Count("published them again") != 1 {
 		t.Errorf("re-publication not logged:\n%s", logs.String())
 	}
 	// The Node re-created with another podCIDR, then gone.
@@ -327,13 +329,13 @@ func TestReadNetConf(t *testing.T) {
 	if _, err := ReadNetConf(bad, nil); !errors.Is(err, config.ErrNetConf) || !strings.Contains(err.Error(), bad) {
 		t.Errorf("bad file: %v", err)
 	}
-	var logs logBuf
+	var logs testenv.LogBuffer
 	good := filepath.Join(dir, "good.json")
 	if err := os.WriteFile(good, []byte(`{"Network":"10.0.0.0/16","Extra":1}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if nc, err := ReadNetConf(good, logs.logger()); err != nil || nc.IPv4.Network != netip.MustParsePrefix("10.0.0.0/16") ||
-		logs.count("Extra") != 1 {
+	if nc, err := ReadNetConf(good, logs.Logger()); err != nil || nc.IPv4.Network != netip.MustParsePrefix("10.0.0.0/16") ||
+		logs.Count("Extra") != 1 {
 		t.Errorf("good file: %v %v\n%s", nc, err, logs.String())
 	}
 }

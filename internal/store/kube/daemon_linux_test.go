@@ -17,7 +17,6 @@ import (
 
 	"github.com/weft-net/weft/internal/testenv"
 
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -28,6 +27,8 @@ import (
 	"github.com/weft-net/weft/internal/daemon"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/netlinkx"
+
+	"github.com/weft-net/weft/internal/netlinkx/netlinkxtest"
 )
 
 // weftd's Run on the kube store (the fake API) in a namespace of its own:
@@ -40,9 +41,9 @@ func TestDaemonWaitsForPodCIDR(t *testing.T) {
 	nsName, nl := testNamespace(t)
 	api := newFake(kubeNode("n1", nil, nil), kubeNode("n2", []string{"10.244.2.0/24"}, map[string]string{
 		"kube-subnet-manager": "true", "backend-type": "host-gw", "backend-data": "null", "public-ip": "192.168.77.2"}))
-	var logs logBuf
+	var logs testenv.LogBuffer
 	nc := mustNetConf(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`)
-	s := newTestStore(t, api, nc, logs.logger(), func(o *Options) { o.NotYetWait = 30 * time.Second })
+	s := newTestStore(t, api, nc, logs.Logger(), func(o *Options) { o.NotYetWait = 30 * time.Second })
 	port := freePort(t)
 	o := kubeOptions(t)
 	o.HealthzIP, o.HealthzPort = mustAddr("127.0.0.1"), port
@@ -57,7 +58,7 @@ func TestDaemonWaitsForPodCIDR(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, "readyz to give the reason", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "readyz to give the reason", func() bool {
 		code, body := readyz()
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "node n1 has no podCIDR yet")
 	})
@@ -65,7 +66,7 @@ func TestDaemonWaitsForPodCIDR(t *testing.T) {
 	n.Spec.PodCIDR, n.Spec.PodCIDRs = "10.244.1.0/24", []string{"10.244.1.0/24"}
 	api.put(t, n)
 	assigned := time.Now()
-	waitFor(t, "readyz 200", func() bool { code, _ := readyz(); return code == http.StatusOK })
+	testenv.WaitFor(t, 20*time.Second, "readyz 200", func() bool { code, _ := readyz(); return code == http.StatusOK })
 	t.Logf("up %v after the podCIDR was assigned", time.Since(assigned).Round(time.Millisecond))
 	if err := <-up; err != nil {
 		t.Fatal(err)
@@ -81,7 +82,7 @@ func TestDaemonWaitsForPodCIDR(t *testing.T) {
 	if !strings.Contains(string(env), "FLANNEL_SUBNET=10.244.1.1/24") {
 		t.Errorf("subnet.env:\n%s", env)
 	}
-	waitFor(t, "the peer's route", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the peer's route", func() bool {
 		out, _ := exec.Command("ip", "-n", nsName, "route", "show", "10.244.2.0/24").CombinedOutput()
 		return strings.Contains(string(out), "via 192.168.77.2")
 	})
@@ -111,10 +112,10 @@ func TestDaemonStreamedStart(t *testing.T) {
 			t.Fatalf("ip route add %v: %v\n%s", r, err, out)
 		}
 	}
-	var logs logBuf
+	var logs testenv.LogBuffer
 	nc := mustNetConf(t, `{"Network":"10.0.0.0/8","Backend":{"Type":"host-gw"}}`)
 	api := &cutList{fakeAPI: newFake(objs...), t: t, after: 400}
-	s := newTestStore(t, api, nc, logs.logger())
+	s := newTestStore(t, api, nc, logs.Logger())
 	up := make(chan struct{})
 	done := runDaemon(t, s, nl, kubeOptions(t), &logs, func(context.Context) { close(up) })
 	select {
@@ -143,13 +144,13 @@ func TestDaemonStreamedStart(t *testing.T) {
 			t.Fatalf("route %s via %q, want %q (node %s deleted between the two lists)", dst, routes[dst], gw, api.victim)
 		}
 	}
-	if n := logs.count("list nodes failed; retrying"); n != 1 {
+	if n := logs.Count("list nodes failed; retrying"); n != 1 {
 		t.Errorf("%d list retries logged, want 1", n)
 	}
 	if gw, ok := routes["10.99.0.0/24"]; ok {
 		t.Errorf("the stale route is still there (via %s):\n%s", gw, out)
 	}
-	if n := logs.count("programmed peers", fmt.Sprintf("peers=%d", peers-1), "removed-stale=2"); n != 1 {
+	if n := logs.Count("programmed peers", fmt.Sprintf("peers=%d", peers-1), "removed-stale=2"); n != 1 {
 		t.Errorf("want one summary with %d peers and 2 stale routes removed", peers-1)
 	}
 }
@@ -201,12 +202,12 @@ func kubeOptions(t *testing.T) config.Options {
 // test ends, calling up (in a goroutine of its own) once the node is up, and
 // returns the channel of Run's result. The log is printed if the test
 // fails; an error of Run's fails it.
-func runDaemon(t *testing.T, s *Store, nl *netlinkx.Handle, o config.Options, logs *logBuf, up func(context.Context)) <-chan error {
+func runDaemon(t *testing.T, s *Store, nl *netlinkx.Handle, o config.Options, logs *testenv.LogBuffer, up func(context.Context)) <-chan error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	result := make(chan error, 1)
 	go func() {
-		err := daemon.Run(ctx, o, daemon.Deps{Logger: logs.logger(), Store: s, Kernel: nl,
+		err := daemon.Run(ctx, o, daemon.Deps{Logger: logs.Logger(), Store: s, Kernel: nl,
 			Backends: backend.Registry{hostgw.Type()},
 			Ready:    func(lease.Lease) { go up(ctx) }})
 		done <- err
@@ -228,16 +229,7 @@ func runDaemon(t *testing.T, s *Store, nl *netlinkx.Handle, o config.Options, lo
 // route, and returns its name and a netlink handle in it.
 func testNamespace(t *testing.T) (string, *netlinkx.Handle) {
 	name := testenv.NodeNamespace(t, "wk-", netip.MustParsePrefix("192.168.77.1/24"), netip.MustParseAddr("192.168.77.254"))
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Close() })
-	nl, err := netlinkx.NewAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nl.Close)
+	nl, _ := netlinkxtest.In(t, name)
 	return name, nl
 }
 
@@ -248,15 +240,4 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -1,12 +1,9 @@
 package kube
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +17,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/weft-net/weft/internal/config"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // fakeAPI is API over client-go's fake clientset (an in-memory object
@@ -165,49 +164,6 @@ func newTestStore(t testing.TB, api API, nc *config.NetConf, log *slog.Logger, m
 	return s
 }
 
-func tctx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// logBuf collects log records.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuf) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// count returns the number of records that contain every one of subs.
-func (b *logBuf) count(subs ...string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for line := range strings.SplitSeq(b.buf.String(), "\n") {
-		ok := line != ""
-		for _, s := range subs {
-			ok = ok && strings.Contains(line, s)
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
-}
-
-func (b *logBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func tctx(t testing.TB) context.Context { return testenv.Context(t, 30*time.Second) }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

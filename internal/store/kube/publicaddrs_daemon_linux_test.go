@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weft-net/weft/internal/testenv"
 )
@@ -39,9 +40,9 @@ func TestDaemonNodePublicIP(t *testing.T) {
 			"public-ip-overwrite": "203.0.113.9"}),
 		kubeNode("n2", []string{"10.244.2.0/24"}, map[string]string{
 			"kube-subnet-manager": "true", "backend-type": "host-gw", "backend-data": "null", "public-ip": "10.9.0.7"}))
-	var logs logBuf
+	var logs testenv.LogBuffer
 	nc := mustNetConf(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`)
-	s := newTestStore(t, api, nc, logs.logger())
+	s := newTestStore(t, api, nc, logs.Logger())
 	port := freePort(t)
 	o := kubeOptions(t)
 	o.HealthzIP, o.HealthzPort = mustAddr("127.0.0.1"), port
@@ -56,7 +57,7 @@ func TestDaemonNodePublicIP(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	var reason string
-	waitFor(t, "readyz naming the malformed annotation", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "readyz naming the malformed annotation", func() bool {
 		code, body := readyz()
 		reason = body
 		return code == http.StatusServiceUnavailable &&
@@ -66,21 +67,21 @@ func TestDaemonNodePublicIP(t *testing.T) {
 	n := api.node(t, "n1")
 	n.Annotations[DefaultPrefix+"/node-public-ip"] = "10.9.0.5"
 	api.put(t, n)
-	waitFor(t, "readyz 200", func() bool { code, _ := readyz(); return code == http.StatusOK })
+	testenv.WaitFor(t, 20*time.Second, "readyz 200", func() bool { code, _ := readyz(); return code == http.StatusOK })
 	if got := api.node(t, "n1").Annotations[DefaultPrefix+"/public-ip"]; got != "203.0.113.9" {
 		t.Errorf("public-ip %q, want the overwrite 203.0.113.9", got)
 	}
-	waitFor(t, "the peer's route over ens5", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the peer's route over ens5", func() bool {
 		out, _ := exec.Command("ip", "-n", nsName, "route", "show", "10.244.2.0/24").CombinedOutput()
 		return strings.Contains(string(out), "via 10.9.0.7 dev ens5")
 	})
 	for _, want := range []string{`msg="external interface" name=ens5 chosen-by="node-public-ip 10.9.0.5"`,
 		"public-ip=10.9.0.5 public-ip-from=node-public-ip", `msg="publishing the operator's overwrite address"`} {
-		if logs.count(want) != 1 {
+		if logs.Count(want) != 1 {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
 	}
-	if got := logs.count("read the public address given for this node; retrying", "10.9.0.500"); got != 1 {
+	if got := logs.Count("read the public address given for this node; retrying", "10.9.0.500"); got != 1 {
 		t.Errorf("the malformed value logged %d times, want once", got)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weft-net/weft/internal/store"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 const (
@@ -150,12 +152,12 @@ func TestNodePublicAddrsPrefix(t *testing.T) {
 // Node is not registered, the ignored family logged once, and a malformed
 // value an error naming the node and the annotation.
 func TestPublicAddrs(t *testing.T) {
-	var logs logBuf
+	var logs testenv.LogBuffer
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "kube-flannel-ds-x", Namespace: "kube-flannel"},
 		Spec: corev1.PodSpec{NodeName: "n1"}}
 	api := newFake(pod)
 	nc := mustNetConf(t, netConfV4)
-	s := newTestStore(t, api, nc, logs.logger(), func(o *Options) {
+	s := newTestStore(t, api, nc, logs.Logger(), func(o *Options) {
 		o.NodeName, o.PodName, o.PodNamespace = "", "kube-flannel-ds-x", "kube-flannel"
 	})
 	ctx := tctx(t)
@@ -174,10 +176,10 @@ func TestPublicAddrs(t *testing.T) {
 			t.Fatalf("annotated: %v %v %v", v4, v6, err)
 		}
 	}
-	if got := logs.count("ignoring an annotation of an address family the network does not enable", "node-public-ipv6"); got != 1 {
+	if got := logs.Count("ignoring an annotation of an address family the network does not enable", "node-public-ipv6"); got != 1 {
 		t.Errorf("the IPv6 annotation on an IPv4 network logged %d times, want once:\n%s", got, logs.String())
 	}
-	if got := logs.count("the Node gives this node's public address", "node-public-ip", "address=10.9.0.5"); got != 2 {
+	if got := logs.Count("the Node gives this node's public address", "node-public-ip", "address=10.9.0.5"); got != 2 {
 		t.Errorf("the address given logged %d times, want once a call:\n%s", got, logs.String())
 	}
 	n = api.node(t, "n1")

@@ -19,6 +19,8 @@ import (
 	"github.com/weft-net/weft/internal/kubeapi/kubeapitest"
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/store"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // flannelPod is the pod a kube-flannel DaemonSet runs on n1 (the store finds
@@ -74,8 +76,8 @@ func TestRealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc := mustNetConf(t, netConfV4)
-	var logs logBuf
-	s := newTestStore(t, api, nc, logs.logger(), func(o *Options) {
+	var logs testenv.LogBuffer
+	s := newTestStore(t, api, nc, logs.Logger(), func(o *Options) {
 		o.NodeName, o.PodName, o.PodNamespace = "", "kube-flannel-ds-x", "kube-flannel"
 	})
 	t.Cleanup(func() {

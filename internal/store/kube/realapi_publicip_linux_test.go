@@ -7,6 +7,8 @@ import (
 	"github.com/weft-net/weft/internal/config"
 	"github.com/weft-net/weft/internal/kubeapi"
 	"github.com/weft-net/weft/internal/lease"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 // testRealNodePublicIP runs on a real API server: Node name, created with
@@ -31,8 +33,8 @@ func testRealNodePublicIP(t *testing.T, cp *kubeapi.ControlPlane, api, admin API
 			t.Error(err)
 		}
 	}()
-	var logs logBuf
-	s := newTestStore(t, api, nc, logs.logger(), func(o *Options) { o.NodeName, o.PodName, o.PodNamespace = name, "", "" })
+	var logs testenv.LogBuffer
+	s := newTestStore(t, api, nc, logs.Logger(), func(o *Options) { o.NodeName, o.PodName, o.PodNamespace = name, "", "" })
 	g4, g6, err := s.PublicAddrs(ctx, nc)
 	if err != nil || g4 != addrOrZero(v4) || g6 != addrOrZero(v6) {
 		t.Fatalf("public addresses %v %v (%v), want %s %s", g4, g6, err, v4, v6)

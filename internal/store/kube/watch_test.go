@@ -21,6 +21,8 @@ import (
 
 	"github.com/weft-net/weft/internal/lease"
 	"github.com/weft-net/weft/internal/store"
+
+	"github.com/weft-net/weft/internal/testenv"
 )
 
 func keysOf(leases []lease.Lease) []string {
@@ -90,7 +92,7 @@ func (w *watchT) quiet(d time.Duration) {
 // Anything anyone may write on a Node: skipped, logged once by name, never a
 // crash; Nodes that are not flannel's are neither.
 func TestListSkipsMalformed(t *testing.T) {
-	var logs logBuf
+	var logs testenv.LogBuffer
 	bare := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.9.0/24"}}
 	noCIDR := kubeNode("no-cidr", nil, peerAnn("192.168.1.8", mac1))
 	badIP := kubeNode("bad-ip", []string{"10.244.3.0/24"}, peerAnn("192.168.1.300", mac1))
@@ -101,7 +103,7 @@ func TestListSkipsMalformed(t *testing.T) {
 	dup := kubeNode("zz-dup", []string{"10.244.1.0/24"}, peerAnn("192.168.1.7", mac1))
 	good := kubeNode("good", []string{"10.244.1.0/24"}, peerAnn("192.168.1.1", mac1))
 	api := newFake(bare, noCIDR, badIP, badData, onlyManaged, outside, dup, good)
-	s := newTestStore(t, api, mustNetConf(t, netConfV4), logs.logger())
+	s := newTestStore(t, api, mustNetConf(t, netConfV4), logs.Logger())
 	for range 3 {
 		snap, err := s.ListLeases(tctx(t))
 		if err != nil || strings.Join(keysOf(snap.Leases), " ") != "10.244.1.0-24" || snap.Revision == 0 {
@@ -111,11 +113,11 @@ func TestListSkipsMalformed(t *testing.T) {
 	for name, why := range map[string]string{"no-cidr": "has no IPv4 podCIDR", "bad-ip": "192.168.1.300",
 		"bad-data": "backend-data", "only-managed": "public-ip is missing", "outside": "not inside network",
 		"zz-dup": "is node good's too"} {
-		if n := logs.count("key="+name, why); n != 1 {
+		if n := logs.Count("key="+name, why); n != 1 {
 			t.Errorf("%s logged %d times with %q, want once", name, n, why)
 		}
 	}
-	if n := logs.count("bare"); n != 0 {
+	if n := logs.Count("bare"); n != 0 {
 		t.Errorf("an unmanaged node was logged:\n%s", logs.String())
 	}
 }
@@ -233,7 +235,7 @@ func TestWatch(t *testing.T) {
 // history has expired (410): the store lists again and delivers the
 // deletion.
 func TestWatchRestartMissesNoDeletion(t *testing.T) {
-	var logs logBuf
+	var logs testenv.LogBuffer
 	api := newFake(kubeNode("a", []string{"10.244.1.0/24"}, peerAnn("192.168.1.1", mac1)),
 		kubeNode("b", []string{"10.244.2.0/24"}, peerAnn("192.168.1.2", mac1)))
 	var calls atomic.Int32
@@ -252,7 +254,7 @@ func TestWatchRestartMissesNoDeletion(t *testing.T) {
 		}
 		return false, nil, nil // the tracker's watch
 	})
-	s := newTestStore(t, api, mustNetConf(t, netConfV4), logs.logger())
+	s := newTestStore(t, api, mustNetConf(t, netConfV4), logs.Logger())
 	snap, err := s.ListLeases(tctx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +275,7 @@ func TestWatchRestartMissesNoDeletion(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	api.del(t, "b")
 	w.want("removed 10.244.2.0-24")
-	if calls.Load() < 4 || logs.count("node watch failed") < 1 || logs.count("history expired") != 1 {
+	if calls.Load() < 4 || logs.Count("node watch failed") < 1 || logs.Count("history expired") != 1 {
 		t.Errorf("%d watch calls; logs:\n%s", calls.Load(), logs.String())
 	}
 }
@@ -293,9 +295,9 @@ func TestWatchFromZero(t *testing.T) {
 // A Node with no annotations at all (flannel v0.28.9 panics on it): no
 // event, no crash, nothing logged.
 func TestWatchNodeWithoutAnnotations(t *testing.T) {
-	var logs logBuf
+	var logs testenv.LogBuffer
 	api := newFake()
-	s := newTestStore(t, api, mustNetConf(t, netConfV4), logs.logger())
+	s := newTestStore(t, api, mustNetConf(t, netConfV4), logs.Logger())
 	w := startWatch(t, s, store.Snapshot{})
 	api.waitWatching(t)
 	api.put(t, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.1.0/24"}})
