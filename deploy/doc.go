@@ -17,7 +17,7 @@ import (
 )
 
 // Manifest is the text of kube-weft.yml. It is a variable only because
-// go:embed needs one; nothing writes it.
+// the embed directive needs one; nothing writes it.
 //
 //go:embed kube-weft.yml
 var Manifest string

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
@@ -189,7 +188,7 @@ func peerAddr(t *testing.T, clientNS, serverNS string, addr netip.Addr) netip.Ad
 	case a := <-got:
 		return a
 	case <-time.After(5 * time.Second):
-		t.Fatal(fmt.Sprintf("no connection reached %s", serverNS))
+		t.Fatalf("no connection reached %s", serverNS)
 	}
 	return netip.Addr{}
 }

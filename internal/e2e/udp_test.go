@@ -134,7 +134,9 @@ func transfer(t *testing.T, clientNS, serverNS string, addr netip.Addr, n int64)
 	if _, err := io.Copy(io.MultiWriter(conn, h), io.LimitReader(rand.Reader, n)); err != nil {
 		t.Fatalf("send: %v", err)
 	}
-	conn.(*net.TCPConn).CloseWrite()
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatalf("close the sending side: %v", err)
+	}
 	select {
 	case sum := <-got:
 		if !bytes.Equal(sum, h.Sum(nil)) {

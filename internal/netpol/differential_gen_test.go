@@ -66,7 +66,7 @@ func (g *gen) chance(pct int) bool   { return g.c.intn(100) < pct }
 func pick[T any](g *gen, xs []T) T   { return xs[g.c.intn(len(xs))] }
 func between(g *gen, lo, hi int) int { return lo + g.c.intn(hi-lo+1) }
 func ptrTo[T any](v T) *T            { return &v }
-func nodeIndex(node string) (i int)  { fmt.Sscanf(node, "n%d", &i); return i }
+func nodeIndex(node string) (i int)  { _, _ = fmt.Sscanf(node, "n%d", &i); return i } // 0 for a node not named n<i>
 func (g *gen) bad(pct int) bool      { return g.malformed && g.chance(pct) }
 
 // The pools values are drawn from.

@@ -32,14 +32,14 @@ import (
 
 // knpPacket mirrors kube-network-policies v0.8.0 pkg/networkpolicy.packet.
 type knpPacket struct {
-	id      uint32
+	id      uint32 //nolint:unused // the layout is the reference's (go:linkname below)
 	family  corev1.IPFamily
 	srcIP   net.IP
 	dstIP   net.IP
 	proto   corev1.Protocol
 	srcPort int
 	dstPort int
-	payload []byte
+	payload []byte //nolint:unused // as id
 }
 
 //go:linkname knpEvaluatePacket sigs.k8s.io/kube-network-policies/pkg/networkpolicy.(*Controller).evaluatePacket

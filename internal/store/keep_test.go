@@ -65,5 +65,5 @@ func TestKeepLeaseWaitsForConfigAfterReset(t *testing.T) {
 		t.Fatal("lease not republished within 5 s of the configuration")
 	}
 	cancel()
-	<-done
+	_ = <-done
 }

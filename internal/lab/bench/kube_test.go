@@ -57,8 +57,8 @@ func TestSimNode(t *testing.T) {
 			len(n.ManagedFields), len(n.Status.Images), len(n.Status.Conditions), len(n.Status.Addresses))
 	}
 	for _, mf := range n.ManagedFields {
-		if !json.Valid(mf.FieldsV1.Raw) {
-			t.Errorf("managedFields of %s: invalid JSON %s", mf.Manager, mf.FieldsV1.Raw)
+		if !json.Valid(mf.FieldsV1.GetRawBytes()) {
+			t.Errorf("managedFields of %s: invalid JSON %s", mf.Manager, mf.FieldsV1.GetRawString())
 		}
 	}
 }

@@ -129,7 +129,7 @@ func kubeImages() []corev1.ContainerImage {
 func kubeManagedFields(now metav1.Time) []metav1.ManagedFieldsEntry {
 	entry := func(manager, sub, fields string) metav1.ManagedFieldsEntry {
 		return metav1.ManagedFieldsEntry{Manager: manager, Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
-			Time: &now, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(fields)}, Subresource: sub}
+			Time: &now, FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(fields), Subresource: sub}
 	}
 	cond := func(types ...string) string {
 		var b strings.Builder

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	goruntime "runtime"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ func fullNode(i int) corev1.Node {
 			},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate,
 				APIVersion: "v1", Time: &now, FieldsType: "FieldsV1",
-				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{"f:conditions":{},"f:images":{}}}`)}}},
+				FieldsV1: metav1.NewFieldsV1(`{"f:status":{"f:conditions":{},"f:images":{}}}`)}},
 		},
 		Spec: corev1.NodeSpec{PodCIDR: fmt.Sprintf("10.244.%d.0/24", i%256), PodCIDRs: []string{fmt.Sprintf("10.244.%d.0/24", i%256)},
 			ProviderID: "kind://docker/kind/node", Taints: []corev1.Taint{{Key: "k", Value: "v", Effect: corev1.TaintEffectNoSchedule}}},
@@ -228,6 +229,7 @@ func BenchmarkDecodeNodeList(b *testing.B) {
 			for i := range list.Items {
 				kept = append(kept, k.strip(&list.Items[i]))
 			}
+			goruntime.KeepAlive(kept)
 		}
 	})
 }

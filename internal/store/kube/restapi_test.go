@@ -46,11 +46,11 @@ func (a *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		a.patches = append(a.patches, r.Header.Get("Content-Type")+" "+string(body))
 		a.mu.Unlock()
-		json.NewEncoder(w).Encode(typed(kubeNode("n1", []string{"10.244.1.0/24"}, nil)))
+		_ = json.NewEncoder(w).Encode(typed(kubeNode("n1", []string{"10.244.1.0/24"}, nil)))
 	case r.URL.Path == "/api/v1/nodes/n1":
-		json.NewEncoder(w).Encode(typed(kubeNode("n1", []string{"10.244.1.0/24"}, nil)))
+		_ = json.NewEncoder(w).Encode(typed(kubeNode("n1", []string{"10.244.1.0/24"}, nil)))
 	case r.URL.Path == "/api/v1/namespaces/kube-flannel/pods/flannel-x":
-		json.NewEncoder(w).Encode(&corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		_ = json.NewEncoder(w).Encode(&corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 			ObjectMeta: metav1.ObjectMeta{Name: "flannel-x", Namespace: "kube-flannel"}, Spec: corev1.PodSpec{NodeName: "n1"}})
 	case r.URL.Path == "/api/v1/nodes" && q.Get("watch") == "true":
 		a.serveWatch(w, q.Get("resourceVersion"))
@@ -62,10 +62,10 @@ func (a *apiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			list.Items = []corev1.Node{*kubeNode("n2", []string{"10.244.2.0/24"}, peerAnn("192.168.1.2", mac1))}
 		}
-		json.NewEncoder(w).Encode(list)
+		_ = json.NewEncoder(w).Encode(list)
 	default:
 		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(&metav1.Status{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Status"},
+		_ = json.NewEncoder(w).Encode(&metav1.Status{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Status"},
 			Status: metav1.StatusFailure, Code: http.StatusNotFound, Reason: metav1.StatusReasonNotFound, Message: r.URL.Path + " not found"})
 	}
 }
@@ -78,7 +78,7 @@ func (a *apiServer) serveWatch(w http.ResponseWriter, rv string) {
 	a.mu.Unlock()
 	enc := json.NewEncoder(w)
 	ev := func(typ string, obj any) {
-		enc.Encode(map[string]any{"type": typ, "object": obj})
+		_ = enc.Encode(map[string]any{"type": typ, "object": obj}) // a client gone mid-watch is the test's business
 		w.(http.Flusher).Flush()
 	}
 	n := func(name, cidr, rv string, ann map[string]string) *corev1.Node {

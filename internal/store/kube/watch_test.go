@@ -139,7 +139,7 @@ func TestListPages(t *testing.T) {
 		}
 		list := all.(*corev1.NodeList)
 		start := 0
-		fmt.Sscan(opts.Continue, &start)
+		_, _ = fmt.Sscan(opts.Continue, &start) // "" is the first page
 		end := min(start+int(opts.Limit), len(list.Items))
 		page := &corev1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: "77"}, Items: list.Items[start:end]}
 		if end < len(list.Items) {
