@@ -7,7 +7,7 @@ CNI_TOOLS := $(PLUGINS)/main/bridge $(PLUGINS)/ipam/host-local $(PLUGINS)/meta/p
 FUZZTIME  ?= 30s
 TESTFLAGS ?=
 
-.PHONY: all build deps test test-plain test-privileged test-e2e test-kubelet bench-kubelet node-bins lint unit fuzz bench gobench lab lab-down clean
+.PHONY: all build deps test test-plain test-race test-privileged test-e2e test-kubelet bench-kubelet node-bins lint unit fuzz bench gobench lab lab-down clean
 
 all: build
 
@@ -64,6 +64,12 @@ unit:
 # every test that is neither: the plain tests and those that start
 # processes without root (the etcd-server binary, a real kube-apiserver).
 test-plain: unit
+
+# The plain tier under the race detector. Not part of make test: cold, it
+# compiles every dependency a second time, with race instrumentation
+# (docs/testing.md).
+test-race:
+	$(GO) test -count=1 -short -race ./...
 
 test-privileged: deps build kube-bins
 	WEFT_TEST_TIERS=privileged WEFT_BIN_DIR=$(BIN) WEFT_KUBE_BIN_DIR=$(KUBE_BIN_DIR) $(GO) test -count=1 -timeout 40m $(TESTFLAGS) ./...
