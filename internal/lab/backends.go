@@ -75,22 +75,21 @@ func BackendDevices() []string {
 // NodeArgs are the weftd flags every backend type needs for the lab node
 // whose files are in nodeDir.
 func NodeArgs(nodeDir string) []string {
-	var out []string
-	for _, b := range byName() {
-		if b.Node != nil && b.Node.Args != nil {
-			out = append(out, b.Node.Args(nodeDir)...)
-		}
-	}
-	return out
+	return nodeFiles(nodeDir, func(f *NodeFiles) func(string) []string { return f.Args })
 }
 
 // NodeEnv is the environment every backend type needs for weftd in the lab
 // node whose files are in nodeDir.
 func NodeEnv(nodeDir string) []string {
+	return nodeFiles(nodeDir, func(f *NodeFiles) func(string) []string { return f.Env })
+}
+
+// nodeFiles joins what field gives of every type's NodeFiles for nodeDir.
+func nodeFiles(nodeDir string, field func(*NodeFiles) func(string) []string) []string {
 	var out []string
 	for _, b := range byName() {
-		if b.Node != nil && b.Node.Env != nil {
-			out = append(out, b.Node.Env(nodeDir)...)
+		if b.Node != nil && field(b.Node) != nil {
+			out = append(out, field(b.Node)(nodeDir)...)
 		}
 	}
 	return out

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -50,5 +51,22 @@ func TestWireGuardExec(t *testing.T) {
 	}
 	if got := WireGuardExec(t.TempDir(), []string{"wg"}); len(got) != 1 {
 		t.Errorf("a node without the directory: %v, want argv unchanged", got)
+	}
+}
+
+// A lab node gets wireguard's control socket directory as a flag and its
+// key file in the environment, both in the node's directory, and the other
+// types need nothing.
+func TestNodeFiles(t *testing.T) {
+	if got := NodeArgs("/lab/n1"); strings.Join(got, " ") != "--wireguard-socket-dir /lab/n1/wireguard" {
+		t.Errorf("NodeArgs = %q", got)
+	}
+	if got := NodeEnv("/lab/n1"); strings.Join(got, " ") != "WIREGUARD_KEY_FILE=/lab/n1/wgkey" {
+		t.Errorf("NodeEnv = %q", got)
+	}
+	for _, d := range []string{"flannel.1", "flannel0", "flannel.ipip", "flannel-wg", "flannel-wg-v6"} {
+		if !slices.Contains(BackendDevices(), d) {
+			t.Errorf("BackendDevices lacks %s", d)
+		}
 	}
 }
