@@ -32,7 +32,7 @@ func Type() backend.Type {
 		Name:     Name,
 		Validate: backend.Validator(ParseNetConfOptions),
 		New:      New,
-		Settings: func() config.FlagAdder { return &Settings{} },
+		Settings: func() config.FlagAdder { return NewSettings() },
 	}
 }
 
@@ -42,6 +42,9 @@ type Settings struct {
 	// (--udp-tuning, tunnel.Options.Set); weftd runs with all of them.
 	Tuning tunnel.Options
 }
+
+// NewSettings returns the defaults: every step of the data path on.
+func NewSettings() *Settings { return &Settings{} }
 
 // AddFlags implements config.FlagAdder.
 func (s *Settings) AddFlags(fs *flag.FlagSet) {
@@ -84,7 +87,7 @@ var (
 // New is the backend.Factory. --udp-tuning (Settings) turns data-path
 // steps off for measurements; weftd runs with all of them.
 func New(d backend.Deps) (backend.Backend, error) {
-	return NewWithOptions(d, backend.SettingsOf(d, func() *Settings { return &Settings{} }).Tuning)
+	return NewWithOptions(d, backend.SettingsOf(d, NewSettings).Tuning)
 }
 
 // NewWithOptions builds the backend with data-path options.

@@ -3,6 +3,7 @@
 package wireguard
 
 import (
+	"errors"
 	"flag"
 
 	"github.com/weft-net/weft/internal/backend"
@@ -33,6 +34,8 @@ func (s *Settings) AddFlags(fs *flag.FlagSet) {
 }
 
 func newSettings() config.FlagAdder { return NewSettings() }
+
+var errEmptyDir = errors.New("want a directory, not an empty path")
 
 // dirValue is a non-empty path flag.
 type dirValue struct{ p *string }

@@ -60,8 +60,6 @@ const (
 	PathUserspace = backend.PathUserspace
 )
 
-var errEmptyDir = errors.New("want a directory, not an empty path")
-
 // syncInterval is how often the peers are compared with kernel devices (a
 // peer removed by hand with wg is back within it: the kernel sends no
 // notice of WireGuard changes). A userspace device changes only through
